@@ -1,0 +1,180 @@
+"""An agent: a prompt, a runner, a working directory, a schedule, and the policies around a run.
+
+Every configuration point of DESIGN.md section 4 that belongs to the agent lives here. Some are
+stored and round-tripped now and acted on by later parts (each says so in its help text):
+catch-up, overlap, retries, limits, dependencies, approval and notifications.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from simple_history.models import HistoricalRecords
+
+from agents.validation import validate_agent
+
+
+class AgentQuerySet(models.QuerySet):
+    def enabled(self) -> AgentQuerySet:
+        return self.filter(enabled=True)
+
+    def scheduled(self) -> AgentQuerySet:
+        """Enabled agents that have a schedule: the ones the scheduler looks at."""
+        return self.filter(enabled=True).exclude(schedule="")
+
+
+def default_timezone() -> str:
+    return settings.TIME_ZONE
+
+
+class Agent(models.Model):
+    class Runner(models.TextChoices):
+        CLAUDE = "claude", "Claude Code (headless)"
+        COMMAND = "command", "Command line"
+
+    class PermissionMode(models.TextChoices):
+        DEFAULT = "default", "default"
+        ACCEPT_EDITS = "acceptEdits", "acceptEdits"
+        PLAN = "plan", "plan"
+        BYPASS = "bypassPermissions", "bypassPermissions"
+
+    class CatchUpPolicy(models.TextChoices):
+        SKIP = "skip", "Skip missed slots (record them)"
+        RUN_ONCE = "run_once", "Run once for the latest missed slot"
+        RUN_ALL = "run_all", "Run every missed slot, oldest first"
+
+    class OverlapPolicy(models.TextChoices):
+        SKIP = "skip", "Skip the new run"
+        QUEUE = "queue", "Queue it (at most one waiting)"
+        QUEUE_ALL = "queue_all", "Queue every one"
+        REPLACE = "replace", "Cancel the active run and start the new one"
+
+    class Backoff(models.TextChoices):
+        FIXED = "fixed", "Fixed delay"
+        EXPONENTIAL = "exponential", "Exponential (delay x 2^(attempt-1), capped)"
+
+    class OutputLimitAction(models.TextChoices):
+        TRUNCATE = "truncate", "Stop capturing, let the run finish"
+        KILL = "kill", "Stop the run"
+
+    # --- Identity ---
+    name = models.SlugField(max_length=100, unique=True, help_text="Letters, digits, - and _.")
+    description = models.TextField(blank=True)
+    enabled = models.BooleanField(default=True)
+
+    # --- What runs ---
+    prompt = models.TextField(blank=True, help_text="The agent's CLAUDE.md.")
+    runner = models.CharField(max_length=16, choices=Runner.choices, default=Runner.CLAUDE)
+    command = models.TextField(
+        blank=True,
+        help_text="Command runner: the command line, run through the shell; ${VAR} substituted.",
+    )
+    model = models.CharField(max_length=100, blank=True, help_text="Claude runner: --model.")
+    max_turns = models.PositiveIntegerField(null=True, blank=True)
+    allowed_tools = models.JSONField(default=list, blank=True)
+    disallowed_tools = models.JSONField(default=list, blank=True)
+    permission_mode = models.CharField(
+        max_length=32, choices=PermissionMode.choices, blank=True
+    )
+    extra_args = models.JSONField(
+        default=list, blank=True, help_text="Claude runner: further command-line arguments."
+    )
+    working_dir = models.CharField(max_length=1000, help_text="May start with ~.")
+    # Plain values and secrets: [{"name", "value"} | {"name", "secret": true, "ciphertext"}].
+    # Kept on the agent so that each version holds its variables and a rollback restores them;
+    # secret values are encrypted (agents.secrets) before they reach this field.
+    variables = models.JSONField(default=list, blank=True)
+
+    # --- When ---
+    schedule = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Cron: 5 fields, @daily-style aliases, or the prototype's seconds-first form. "
+        "Empty: manual runs only.",
+    )
+    timezone = models.CharField(max_length=64, default=default_timezone)
+    jitter_seconds = models.PositiveIntegerField(
+        default=0, help_text="Start up to this many seconds late, the same offset every time."
+    )
+
+    # --- Policies (acted on by the scheduler and executor) ---
+    catch_up_policy = models.CharField(
+        max_length=16, choices=CatchUpPolicy.choices, default=CatchUpPolicy.SKIP
+    )
+    catch_up_window_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="run_all: only slots this recent are run."
+    )
+    catch_up_max_runs = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1)], help_text="run_all: at most this many runs."
+    )
+    allow_concurrent = models.BooleanField(default=False)
+    overlap_policy = models.CharField(
+        max_length=16, choices=OverlapPolicy.choices, default=OverlapPolicy.SKIP
+    )
+    max_retries = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(100)])
+    retry_delay_seconds = models.PositiveIntegerField(default=60)
+    retry_backoff = models.CharField(max_length=16, choices=Backoff.choices, default=Backoff.FIXED)
+    retry_max_delay_seconds = models.PositiveIntegerField(null=True, blank=True)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    memory_limit_mb = models.PositiveIntegerField(
+        null=True, blank=True, help_text="RSS of the whole process tree."
+    )
+    cpu_nice = models.PositiveSmallIntegerField(
+        default=10, validators=[MaxValueValidator(19)], help_text="Priority: 0 normal, 19 lowest."
+    )
+    cpu_time_limit_seconds = models.PositiveIntegerField(null=True, blank=True)
+    output_limit_bytes = models.PositiveBigIntegerField(null=True, blank=True)
+    output_limit_action = models.CharField(
+        max_length=16, choices=OutputLimitAction.choices, default=OutputLimitAction.TRUNCATE
+    )
+    depends_on = models.JSONField(
+        default=list, blank=True, help_text="Names of agents whose success triggers this one."
+    )
+
+    # --- People ---
+    approval_required = models.BooleanField(default=False)
+    approval_auto_approve_seconds = models.PositiveIntegerField(null=True, blank=True)
+    approval_expire_seconds = models.PositiveIntegerField(null=True, blank=True)
+    notify_on_failure = models.BooleanField(default=True)
+    notify_on_success = models.BooleanField(default=False)
+    notify_emails = models.JSONField(default=list, blank=True)
+    notify_webhook_url = models.URLField(blank=True)
+    failure_alert_threshold = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1)],
+        help_text="Alert after this many consecutive failures.",
+    )
+
+    # Keys of an imported agent.yaml that Cronos does not know: kept, and written back on export.
+    extra_config = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(excluded_fields=["updated_at"])
+    objects = AgentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("run_agent", "Can run agents now"),
+            ("cancel_run", "Can cancel runs"),
+            ("toggle_agent", "Can enable and disable agents"),
+            ("approve_run", "Can approve runs"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(runner__in=["claude", "command"]), name="agent_runner_known"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(runner="command") | ~models.Q(command=""),
+                name="agent_command_runner_has_command",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Every rule an agent must keep; the admin, forms, importer and API all call this."""
+        validate_agent(self)

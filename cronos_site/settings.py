@@ -1,0 +1,241 @@
+"""Cronos settings: one module, read from the environment.
+
+With no variables set, Cronos runs in its embedded default shape: SQLite (WAL, IMMEDIATE
+transactions), django-q2 on the ORM broker, an in-memory channel layer, and files kept in a
+git-ignored ``data/`` folder of the checkout. ``DATABASE_URL`` and ``REDIS_URL`` move it to the
+scaled-out shape (DESIGN.md section 2). Every key is listed in the README.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_secret(name: str) -> str | None:
+    """A secret from NAME, or from the file named by NAME_FILE (docker/k8s secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(name) or None
+
+
+def kept_secret(path: Path, make) -> str:
+    """A locally generated secret, created once and kept in the data directory (0600)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(make() + "\n")
+    return path.read_text().strip()
+
+
+# Where Cronos keeps its own files: run logs, generated keys, the demo repository.
+DATA_DIR = Path(env_str("CRONOS_DATA_DIR", str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# The production flag turns on every hardening that `manage.py check --deploy` asks for and
+# refuses generated keys: a production site must be given its keys.
+PRODUCTION = env_bool("CRONOS_PRODUCTION")
+DEBUG = env_bool("DEBUG", default=not PRODUCTION)
+
+SECRET_KEY = env_secret("SECRET_KEY")
+if SECRET_KEY is None:
+    if PRODUCTION:
+        raise RuntimeError("CRONOS_PRODUCTION is set: give SECRET_KEY (or SECRET_KEY_FILE).")
+    SECRET_KEY = kept_secret(DATA_DIR / "secret_key", lambda: secrets.token_urlsafe(50))
+
+# Keys for agent secrets (Fernet, comma separated; the first encrypts, all decrypt), so that
+# keys can be rotated: add a new key first, run `cronos_rotate_secrets`, then drop the old one.
+CRONOS_SECRET_KEYS = [k.strip() for k in (env_secret("CRONOS_SECRET_KEYS") or "").split(",") if k.strip()]
+if not CRONOS_SECRET_KEYS:
+    if PRODUCTION:
+        raise RuntimeError("CRONOS_PRODUCTION is set: give CRONOS_SECRET_KEYS.")
+    from cryptography.fernet import Fernet
+
+    CRONOS_SECRET_KEYS = [
+        kept_secret(DATA_DIR / "secret_keys", lambda: Fernet.generate_key().decode())
+    ]
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "" if PRODUCTION else "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "simple_history",
+    "django_q",
+    "channels",
+    "audit",
+    "agents",
+    "runs",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    # Records who made each agent version (django-simple-history).
+    "simple_history.middleware.HistoryRequestMiddleware",
+    # Every page requires login unless its view says @login_not_required (Django 5.1+).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+]
+
+ROOT_URLCONF = "cronos_site.urls"
+ASGI_APPLICATION = "cronos_site.asgi.application"
+WSGI_APPLICATION = "cronos_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+# SQLite is tuned for several processes (web, cluster, scheduler) writing at once: WAL lets
+# readers go on during a write, IMMEDIATE takes the write lock at BEGIN so two writers queue on
+# the busy timeout instead of failing with "database is locked" on lock upgrade.
+SQLITE_OPTIONS = {
+    "transaction_mode": "IMMEDIATE",
+    "timeout": env_int("CRONOS_SQLITE_TIMEOUT", 30),
+    "init_command": (
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+    ),
+}
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'cronos.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
+    # Tests that start other processes (cluster, schedulers, browser) need a file database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-cronos.sqlite3")}
+else:
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Broker, channel layer ------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+
+Q_CLUSTER = {
+    "name": "cronos",
+    "workers": env_int("CRONOS_WORKERS", 2),
+    # A task is an agent run, which may last hours: the timeout is the executor's job (it
+    # ends the agent's process group itself), so the cluster never kills a worker mid-run.
+    "timeout": None,
+    # The ORM broker hands a task out again when not acknowledged within `retry` seconds;
+    # set far beyond any run, and the executor's claim refuses a second delivery anyway.
+    "retry": env_int("CRONOS_Q_RETRY", 7 * 24 * 3600),
+    "max_attempts": 1,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "catch_up": False,
+    "poll": float(env_str("CRONOS_Q_POLL", "0.05")),
+    "label": "Task engine",
+}
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+else:
+    Q_CLUSTER["orm"] = "default"
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Auth -------------------------------------------------------------------------------------
+LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "/"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+# --- I18N, time -----------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files -----------------------------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+
+# --- Cronos -----------------------------------------------------------------------------------
+# Run logs live here, as runs/{YYYY-MM-DD}/... (the prototype's layout). With workers on several
+# hosts, point every host at the same shared directory.
+CRONOS_LOG_DIR = Path(env_str("CRONOS_LOG_DIR", str(DATA_DIR / "runs"))).resolve()
+# A slot counts as missed when the scheduler sees it later than this (DESIGN.md section 4).
+CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
+# The `claude` executable; tests and demos put a stand-in here.
+CRONOS_CLAUDE_BIN = env_str("CRONOS_CLAUDE_BIN", "claude")
+
+SIMPLE_HISTORY_REVERT_DISABLED = True  # rollback is Cronos's own: audited, secrets masked
+
+# --- Logging ----------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Production -----------------------------------------------------------------------------
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -1,0 +1,1 @@
+"""Run and its lifecycle: arrives with the runs issue (DESIGN.md section 3)."""
