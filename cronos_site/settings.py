@@ -62,7 +62,7 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 # The production flag turns on every hardening that `manage.py check --deploy` asks for and
 # refuses generated keys: a production site must be given its keys.
 PRODUCTION = env_bool("CRONOS_PRODUCTION")
-DEBUG = env_bool("DEBUG", default=not PRODUCTION)
+DEBUG = env_bool("DEBUG")
 
 SECRET_KEY = env_secret("SECRET_KEY")
 if SECRET_KEY is None:
@@ -165,10 +165,10 @@ Q_CLUSTER = {
     "workers": env_int("CRONOS_WORKERS", 2),
     # A task is an agent run, which may last hours: the timeout is the executor's job (it
     # ends the agent's process group itself), so the cluster never kills a worker mid-run.
-    "timeout": None,
     # The ORM broker hands a task out again when not acknowledged within `retry` seconds;
     # set far beyond any run, and the executor's claim refuses a second delivery anyway.
     "retry": env_int("CRONOS_Q_RETRY", 7 * 24 * 3600),
+    "timeout": env_int("CRONOS_Q_RETRY", 7 * 24 * 3600) - 600,
     "max_attempts": 1,
     "ack_failures": True,
     "save_limit": 1000,

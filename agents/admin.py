@@ -1,0 +1,268 @@
+"""The Django admin for agents: list, edit, versions with diff and rollback, templates, clone.
+
+Every change goes through agents.services, so the admin is versioned, permission-checked and
+audited exactly like the command line and the web pages.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
+
+from agents import cron
+from agents.forms import AgentForm, TemplateChoiceForm
+from agents.models import Agent
+from agents.services import (
+    clone_agent,
+    delete_agent,
+    rollback_agent,
+    save_agent,
+    set_enabled,
+    version_number,
+)
+from agents.versions import diff_versions
+from audit.actor import Actor
+from audit.models import AuditEntry
+
+
+def admin_actor(request: HttpRequest) -> Actor:
+    return Actor.from_request(request, source=AuditEntry.Source.ADMIN)
+
+
+@admin.register(Agent)
+class AgentAdmin(admin.ModelAdmin):
+    form = AgentForm
+    list_display = ["name", "enabled", "runner", "schedule_in_words", "next_run", "updated_at"]
+    list_display_links = ["name"]
+    list_filter = ["enabled", "runner", "catch_up_policy", "overlap_policy", "approval_required"]
+    search_fields = ["name", "description"]
+    actions = ["enable_selected", "disable_selected", "clone_selected", "delete_selected"]
+    readonly_fields = ["kept_unknown_keys", "created_at", "updated_at"]
+    change_list_template = "admin/agents/agent/change_list.html"
+    change_form_template = "admin/agents/agent/change_form.html"
+    fieldsets = [
+        (None, {"fields": ["name", "description", "enabled"]}),
+        ("What runs", {"fields": [
+            "runner", "prompt", "command", "working_dir", "model", "max_turns",
+            "allowed_tools", "disallowed_tools", "permission_mode", "extra_args",
+            "plain_variables", "secret_variables",
+        ]}),
+        ("When", {"fields": ["schedule", "timezone", "jitter_seconds"]}),
+        ("Policies", {"fields": [
+            "catch_up_policy", "catch_up_window_seconds", "catch_up_max_runs",
+            "allow_concurrent", "overlap_policy", "max_retries", "retry_delay_seconds",
+            "retry_backoff", "retry_max_delay_seconds", "timeout_seconds",
+        ]}),
+        ("Limits", {"fields": [
+            "memory_limit_mb", "cpu_nice", "cpu_time_limit_seconds", "output_limit_bytes",
+            "output_limit_action",
+        ]}),
+        ("People", {"fields": [
+            "depends_on", "approval_required", "approval_auto_approve_seconds",
+            "approval_expire_seconds", "notify_on_failure", "notify_on_success",
+            "notify_emails", "notify_webhook_url", "failure_alert_threshold",
+        ]}),
+        ("Record", {"fields": ["kept_unknown_keys", "created_at", "updated_at"],
+                    "classes": ["collapse"]}),
+    ]
+
+    # --- columns -------------------------------------------------------------------------
+
+    @admin.display(description="Schedule")
+    def schedule_in_words(self, agent: Agent) -> str:
+        if not agent.schedule:
+            return "Manual only"
+        try:
+            return f"{cron.parse(agent.schedule).description()} ({agent.timezone})"
+        except cron.CronError as exc:
+            return f"Invalid: {exc}"
+
+    @admin.display(description="Next run")
+    def next_run(self, agent: Agent):
+        if not agent.enabled or not agent.schedule:
+            return "—"
+        try:
+            upcoming = cron.next_runs(agent.schedule, agent.timezone, timezone.now(), 1)
+        except cron.CronError:
+            return "—"
+        return upcoming[0].at if upcoming else "never"
+
+    @admin.display(description="Unknown keys kept from import")
+    def kept_unknown_keys(self, agent: Agent) -> str:
+        return ", ".join(sorted(agent.extra_config)) or "—"
+
+    # --- permissions -------------------------------------------------------------------------
+
+    def has_toggle_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("agents.toggle_agent")
+
+    # --- saving through the services -----------------------------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        save_agent(obj, admin_actor(request))
+
+    def delete_model(self, request, obj):
+        delete_agent(obj, admin_actor(request))
+
+    def delete_queryset(self, request, queryset):
+        # Django's own bulk delete (after its confirmation page) ends here: one audited
+        # delete per agent rather than a silent queryset.delete().
+        actor = admin_actor(request)
+        for agent in queryset:
+            delete_agent(agent, actor)
+
+    # --- actions -----------------------------------------------------------------------------
+
+    @admin.action(description="Enable selected agents", permissions=["toggle"])
+    def enable_selected(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        actor = admin_actor(request)
+        count = sum(set_enabled(agent, True, actor) for agent in queryset)
+        self.message_user(request, f"Enabled {count} agent(s).", messages.SUCCESS)
+
+    @admin.action(description="Disable selected agents", permissions=["toggle"])
+    def disable_selected(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        actor = admin_actor(request)
+        count = sum(set_enabled(agent, False, actor) for agent in queryset)
+        self.message_user(request, f"Disabled {count} agent(s).", messages.SUCCESS)
+
+    @admin.action(description="Clone selected agents (the copies start disabled)",
+                  permissions=["add"])
+    def clone_selected(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
+        actor = admin_actor(request)
+        names = []
+        for agent in queryset:
+            copy = clone_agent(agent, free_name(f"{agent.name}-copy"), actor)
+            names.append(copy.name)
+        self.message_user(request, f"Created {', '.join(names)} (disabled).", messages.SUCCESS)
+
+    # --- extra pages ---------------------------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        return [
+            path("from-template/", view(self.from_template_view), name="agents_agent_from_template"),
+            path("<int:object_id>/versions/", view(self.versions_view),
+                 name="agents_agent_versions"),
+            path("<int:object_id>/versions/diff/", view(self.diff_view),
+                 name="agents_agent_diff"),
+            path("<int:object_id>/versions/<int:history_id>/rollback/",
+                 view(require_POST(self.rollback_view)), name="agents_agent_rollback"),
+            *super().get_urls(),
+        ]
+
+    def history_view(self, request, object_id, extra_context=None):
+        # The agent's history is its versions (django-simple-history), not admin LogEntries.
+        return HttpResponseRedirect(reverse("admin:agents_agent_versions", args=[object_id]))
+
+    def _agent(self, request: HttpRequest, object_id: int) -> Agent:
+        agent = get_object_or_404(Agent, pk=object_id)
+        if not self.has_view_or_change_permission(request, agent):
+            raise PermissionDenied
+        return agent
+
+    def versions_view(self, request: HttpRequest, object_id: int):
+        agent = self._agent(request, object_id)
+        versions = list(agent.history.select_related("history_user").order_by("-history_id"))
+        for number, version in zip(range(len(versions), 0, -1), versions, strict=True):
+            version.number = number
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "agent": agent,
+            "original": agent,
+            "title": f"Versions of {agent.name}",
+            "versions": versions,
+            "can_rollback": self.has_change_permission(request, agent),
+        }
+        return render(request, "admin/agents/agent/versions.html", context)
+
+    def diff_view(self, request: HttpRequest, object_id: int):
+        agent = self._agent(request, object_id)
+        try:
+            old = agent.history.get(history_id=int(request.GET["from"]))
+            new = agent.history.get(history_id=int(request.GET["to"]))
+        except (KeyError, ValueError, agent.history.model.DoesNotExist):
+            messages.error(request, "Pick two versions of this agent to compare.")
+            return HttpResponseRedirect(reverse("admin:agents_agent_versions", args=[agent.pk]))
+        if old.history_id > new.history_id:
+            old, new = new, old
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "agent": agent,
+            "original": agent,
+            "title": f"{agent.name}: version {version_number(old)} → {version_number(new)}",
+            "old": old,
+            "new": new,
+            "old_number": version_number(old),
+            "new_number": version_number(new),
+            "changes": diff_versions(old, new),
+            "can_rollback": self.has_change_permission(request, agent),
+        }
+        return render(request, "admin/agents/agent/diff.html", context)
+
+    def rollback_view(self, request: HttpRequest, object_id: int, history_id: int):
+        agent = self._agent(request, object_id)
+        if not self.has_change_permission(request, agent):
+            raise PermissionDenied
+        version = get_object_or_404(agent.history, history_id=history_id)
+        try:
+            changes = rollback_agent(agent, history_id, admin_actor(request))
+        except ValidationError as exc:
+            messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
+        else:
+            if changes:
+                messages.success(request, f"Rolled {agent.name} back to version "
+                                          f"{version_number(version)}: a new version was made.")
+            else:
+                messages.info(request, "That version is the same as the current one.")
+        return HttpResponseRedirect(reverse("admin:agents_agent_versions", args=[agent.pk]))
+
+    def from_template_view(self, request: HttpRequest):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        from agents import catalogue  # the catalogue reads its YAML files: only when asked
+
+        templates = catalogue.list_templates()
+        form = TemplateChoiceForm(request.POST or None, templates=templates)
+        if request.method == "POST" and form.is_valid():
+            try:
+                agent = catalogue.create_from_template(
+                    form.cleaned_data["template"],
+                    form.cleaned_data["name"],
+                    admin_actor(request),
+                    working_dir=form.cleaned_data["working_dir"] or None,
+                )
+            except ValidationError as exc:
+                for message in exc.messages:
+                    form.add_error(None, message)
+            else:
+                messages.success(request, format_html(
+                    "Created {} from a template, disabled: review it, then enable it.",
+                    agent.name))
+                return HttpResponseRedirect(
+                    reverse("admin:agents_agent_change", args=[agent.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "New agent from a template",
+            "form": form,
+            "templates": templates,
+        }
+        return render(request, "admin/agents/agent/from_template.html", context)
+
+
+def free_name(base: str) -> str:
+    """`base`, or `base-2`, `base-3`... whichever no agent has yet."""
+    name, n = base, 1
+    while Agent.objects.filter(name=name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name

@@ -1,0 +1,128 @@
+"""The agent form, shared by the admin and the web pages.
+
+Lists are edited one item per line. Variables are edited as text: plain ones as NAME=value,
+secret ones write-only: the form shows only their names and never sends a value to the browser.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from agents import secrets
+from agents.models import Agent
+from agents.validation import VARIABLE_NAME
+
+
+class LinesField(forms.CharField):
+    """A list of strings, one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 3})
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return "\n".join(value)
+        return value
+
+    def to_python(self, value):
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _parse_lines(text: str, field: str) -> list[tuple[str, str | None]]:
+    """NAME=value lines; a bare NAME (no '=') stands for 'keep the current value'."""
+    entries: list[tuple[str, str | None]] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not VARIABLE_NAME.match(name):
+            raise ValidationError(f"line {number}: {name!r} is not a valid variable name.")
+        entries.append((name, value if sep else None))
+    return entries
+
+
+class AgentForm(forms.ModelForm):
+    allowed_tools = LinesField(required=False, help_text="One tool per line, e.g. Bash(git:*).")
+    disallowed_tools = LinesField(required=False, help_text="One tool per line.")
+    extra_args = LinesField(required=False, help_text="One argument per line.")
+    depends_on = LinesField(required=False, help_text="One agent name per line.")
+    notify_emails = LinesField(required=False, help_text="One address per line.")
+    notify_webhook_url = forms.URLField(required=False, assume_scheme="https")
+    plain_variables = forms.CharField(
+        required=False,
+        label="Variables",
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="One NAME=value per line; use ${NAME} in a command line.",
+    )
+    secret_variables = forms.CharField(
+        required=False,
+        label="Secret variables",
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="Values are encrypted and never shown again. NAME=value sets a secret; "
+        "a line with just NAME keeps its current value; remove the line to delete it.",
+    )
+
+    class Meta:
+        model = Agent
+        exclude = ["variables", "extra_config"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        current = self.instance.variables or []
+        self.initial.setdefault(
+            "plain_variables",
+            "\n".join(f"{v['name']}={v.get('value', '')}" for v in current if not v.get("secret")),
+        )
+        # Names only: a secret value never goes back to the browser.
+        self.initial.setdefault(
+            "secret_variables", "\n".join(v["name"] for v in current if v.get("secret"))
+        )
+
+    def clean_plain_variables(self):
+        entries = _parse_lines(self.cleaned_data["plain_variables"], "plain_variables")
+        for name, value in entries:
+            if value is None:
+                raise ValidationError(f"{name} has no value: write {name}=value.")
+        return entries
+
+    def clean_secret_variables(self):
+        entries = _parse_lines(self.cleaned_data["secret_variables"], "secret_variables")
+        existing = {v["name"] for v in self.instance.variables or [] if v.get("secret")}
+        for name, value in entries:
+            if value is None and name not in existing:
+                raise ValidationError(f"secret {name} has no value yet: write {name}=value.")
+        return entries
+
+    def _post_clean(self):
+        # Build Agent.variables before the model's own validation runs, so that duplicate
+        # names and the like are reported by the one validator every entry point shares.
+        if "plain_variables" in self.cleaned_data and "secret_variables" in self.cleaned_data:
+            self.instance.variables = self.build_variables()
+        super()._post_clean()
+
+    def build_variables(self) -> list[dict]:
+        current = {v["name"]: v for v in self.instance.variables or [] if v.get("secret")}
+        variables = [secrets.plain(n, v) for n, v in self.cleaned_data["plain_variables"]]
+        for name, value in self.cleaned_data["secret_variables"]:
+            variables.append(current[name] if value is None else secrets.secret(name, value))
+        return variables
+
+
+class TemplateChoiceForm(forms.Form):
+    template = forms.ChoiceField()
+    name = forms.SlugField(max_length=100, help_text="The new agent's name.")
+    working_dir = forms.CharField(required=False, help_text="Leave empty to keep the template's.")
+
+    def __init__(self, *args, templates, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["template"].choices = [(t.name, f"{t.title}: {t.description}")
+                                           for t in templates]
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if Agent.objects.filter(name=name).exists():
+            raise forms.ValidationError(f"An agent named {name} already exists.")
+        return name

@@ -1,0 +1,45 @@
+"""First-run setup that `make run` calls: an admin user and the demo agents. Safe to repeat."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from agents.demo import create_demo_agents
+from audit import roles
+from audit.actor import Actor
+from audit.log import record
+
+
+class Command(BaseCommand):
+    help = "Create the first admin user (once) and the demo agents (unless --no-demo)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--no-demo", action="store_true", help="Do not create demo agents.")
+
+    def handle(self, *args, no_demo: bool = False, **options):
+        actor = Actor.cli()
+        User = get_user_model()
+        if not User.objects.filter(is_superuser=True).exists():
+            username = os.environ.get("CRONOS_ADMIN_USERNAME", "admin")
+            password = os.environ.get("CRONOS_ADMIN_PASSWORD")
+            generated = not password
+            password = password or secrets.token_urlsafe(12)
+            with transaction.atomic():
+                user = User.objects.create_superuser(
+                    username, os.environ.get("CRONOS_ADMIN_EMAIL", ""), password
+                )
+                user.groups.add(Group.objects.get(name=roles.ADMIN))
+                record(actor, "user.create", user, message="first admin user")
+            self.stdout.write(self.style.SUCCESS(f"Created the admin user {username!r}."))
+            if generated:
+                # Shown once and stored nowhere else: write it down now.
+                self.stdout.write(self.style.WARNING(f"  password: {password}  (shown once)"))
+        if not no_demo:
+            for name in create_demo_agents(actor):
+                self.stdout.write(f"Created the demo agent {name}.")
