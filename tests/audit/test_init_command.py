@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from agents.models import Agent
+from audit.models import AuditEntry
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path):
+    settings.DATA_DIR = tmp_path
+
+
+def test_first_run_creates_an_admin_with_a_generated_password_shown_once(capsys, monkeypatch):
+    monkeypatch.delenv("CRONOS_ADMIN_PASSWORD", raising=False)
+    call_command("cronos_init")
+    out = capsys.readouterr().out
+    password = out.split("password: ")[1].split()[0]
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.check_password(password)
+    assert admin.groups.filter(name="admin").exists()
+    call_command("cronos_init")
+    assert "password" not in capsys.readouterr().out
+    assert get_user_model().objects.count() == 1
+
+
+def test_admin_credentials_can_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CRONOS_ADMIN_USERNAME", "root-of-trust")
+    monkeypatch.setenv("CRONOS_ADMIN_PASSWORD", "a-long-pass-phrase")
+    call_command("cronos_init", "--no-demo")
+    assert get_user_model().objects.get(username="root-of-trust").check_password(
+        "a-long-pass-phrase"
+    )
+    assert not Agent.objects.exists()
+
+
+def test_demo_agents_are_created_once_with_a_real_git_repository(tmp_path):
+    call_command("cronos_init")
+    call_command("cronos_init")
+    assert set(Agent.objects.values_list("name", flat=True)) == {
+        "cron-git", "disk-report", "cron-git-claude"
+    }
+    cron_git = Agent.objects.get(name="cron-git")
+    assert cron_git.working_dir == str(tmp_path / "demo-repo")
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=cron_git.working_dir,
+                            capture_output=True, text=True, check=True)
+    assert "notes.md" in status.stdout  # something for cron-git to commit
+    assert AuditEntry.objects.filter(action="agent.create").count() == 3
+
+
+def test_the_demo_cron_git_command_commits_pending_changes(tmp_path):
+    call_command("cronos_init", "--no-demo")
+    from agents.demo import CRON_GIT_COMMAND, demo_repository
+
+    repo = demo_repository()
+    first = subprocess.run(["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True,
+                           text=True, check=True)
+    assert "cron-git: commit pending changes" in first.stdout
+    second = subprocess.run(["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True,
+                            text=True, check=True)
+    assert second.stdout.strip() == "no changes"
