@@ -1,1 +1,264 @@
-"""Run and its lifecycle: arrives with the runs issue (DESIGN.md section 3)."""
+"""Run: one execution of an agent, the single source of truth of its lifecycle (DESIGN.md §3).
+
+Every state change is a method doing a conditional UPDATE that returns whether it won, so two
+schedulers, a task delivered twice, a cancel racing a start, and the reaper can never leave a
+run in two states or start an agent twice. Nothing else writes `state`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.utils import timezone
+
+from agents.models import Agent
+
+
+class RunQuerySet(models.QuerySet):
+    def active(self) -> RunQuerySet:
+        """Runs that hold the agent's lock: waiting to start or running."""
+        return self.filter(state__in=Run.ACTIVE_STATES)
+
+    def running(self) -> RunQuerySet:
+        return self.filter(state=Run.State.RUNNING)
+
+    def stale(self, before: datetime) -> RunQuerySet:
+        """Running runs whose worker stopped heartbeating before `before`."""
+        return self.filter(state=Run.State.RUNNING, heartbeat_at__lt=before)
+
+    def finished(self) -> RunQuerySet:
+        return self.filter(state__in=Run.FINAL_STATES)
+
+    def undispatched(self, before: datetime) -> RunQuerySet:
+        """Created but never handed to the engine (a scheduler died in between)."""
+        return self.filter(state=Run.State.PENDING, created_at__lt=before)
+
+
+class Run(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        TIMED_OUT = "timed_out", "Timed out"
+        CANCELLED = "cancelled", "Cancelled"
+        KILLED = "killed", "Killed (limit)"
+        LOST = "lost", "Lost (worker died)"
+        SKIPPED = "skipped", "Skipped"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        CATCH_UP = "catch_up", "Catch-up"
+        MANUAL = "manual", "Manual"
+        RETRY = "retry", "Retry"
+        WEBHOOK = "webhook", "Webhook"
+        FILE = "file", "File change"
+        GIT = "git", "Git"
+        UPSTREAM = "upstream", "Upstream agent"
+
+    ACTIVE_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING]
+    WAITING_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED]
+    FINAL_STATES = [
+        State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.KILLED,
+        State.LOST, State.SKIPPED,
+    ]
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
+    # Provenance: the agent version (prompt included) this run was made from.
+    agent_version = models.ForeignKey(
+        Agent.history.model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    reason = models.TextField(blank=True, help_text="Why it ended or was skipped.")
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    triggered_by_name = models.CharField(max_length=150, blank=True)
+    # The scheduled instant, for scheduled and catch-up runs (unique per agent).
+    slot = models.DateTimeField(null=True, blank=True)
+    # Not started before this instant: the slot plus the agent's jitter.
+    not_before = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_by = models.CharField(max_length=150, blank=True)
+
+    # Which dispatcher (scheduler pass) handed this run to the engine.
+    dispatch_token = models.CharField(max_length=40, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.IntegerField(null=True, blank=True)
+    pid = models.IntegerField(null=True, blank=True)
+    pgid = models.IntegerField(null=True, blank=True)
+    # The agent process's start time (psutil), so the reaper never kills a reused pid.
+    process_started = models.FloatField(null=True, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+
+    attempt = models.PositiveIntegerField(default=1)
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+
+    # Output and metrics.
+    log_path = models.CharField(max_length=1000, blank=True)
+    output_bytes = models.BigIntegerField(default=0)
+    peak_memory_mb = models.FloatField(null=True, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    input_tokens = models.BigIntegerField(null=True, blank=True)
+    output_tokens = models.BigIntegerField(null=True, blank=True)
+    cache_creation_tokens = models.BigIntegerField(null=True, blank=True)
+    cache_read_tokens = models.BigIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    num_turns = models.IntegerField(null=True, blank=True)
+    result_text = models.TextField(blank=True)
+    timeline = models.JSONField(default=list, blank=True)
+    commits = models.JSONField(default=list, blank=True)
+    files_changed = models.JSONField(default=list, blank=True)
+    # A run imported from the prototype's runs/ folder: its original id.
+    legacy_id = models.CharField(max_length=64, blank=True)
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Exactly-once: two schedulers racing for a slot cannot both create its run.
+            models.UniqueConstraint(
+                fields=["agent", "slot"], condition=models.Q(slot__isnull=False),
+                name="run_unique_agent_slot",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(state__in=[
+                    "pending", "awaiting_approval", "queued", "running", "succeeded", "failed",
+                    "timed_out", "cancelled", "killed", "lost", "skipped",
+                ]),
+                name="run_state_known",
+            ),
+        ]
+        indexes = [
+            # An agent's run history, newest first, and its latest slot (scheduler start-up).
+            models.Index(fields=["agent", "-created_at"], name="run_agent_recent_idx"),
+            # Active runs (locks, reaper, status), a small set among millions.
+            models.Index(fields=["state", "heartbeat_at"], name="run_state_idx"),
+            # The runs page across agents, newest first.
+            models.Index(fields=["-created_at"], name="run_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.name} #{self.pk}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in self.FINAL_STATES
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    # --- transitions: each a conditional UPDATE that returns whether it won -------------------
+
+    def _transition(self, allowed: list[str], **values) -> bool:
+        won = Run.objects.filter(pk=self.pk, state__in=allowed).update(**values) == 1
+        if won:
+            for name, value in values.items():
+                setattr(self, name, value)
+        return won
+
+    def mark_queued(self) -> bool:
+        """Pending -> queued, once the engine holds its task."""
+        return self._transition([self.State.PENDING], state=self.State.QUEUED,
+                                queued_at=timezone.now())
+
+    def claim(self, host: str, worker_pid: int) -> bool:
+        """Pending/queued -> running: the one worker that wins may start the agent."""
+        now = timezone.now()
+        return self._transition(
+            [self.State.PENDING, self.State.QUEUED], state=self.State.RUNNING,
+            host=host, worker_pid=worker_pid, heartbeat_at=now, started_at=now,
+        )
+
+    def record_process(self, pid: int, pgid: int, process_started: float | None) -> bool:
+        """Note the agent's process so a reaper can find it if this worker dies."""
+        now = timezone.now()
+        return self._transition([self.State.RUNNING], pid=pid, pgid=pgid,
+                                process_started=process_started, started_at=now,
+                                heartbeat_at=now)
+
+    def heartbeat(self) -> bool:
+        """The worker is alive; returns False when the run is no longer ours (e.g. lost)."""
+        return self._transition([self.State.RUNNING], heartbeat_at=timezone.now())
+
+    def finish(self, state: str, *, reason: str = "", exit_code: int | None = None,
+               **values) -> bool:
+        """Running -> a final state, with the outcome."""
+        assert state in self.FINAL_STATES
+        return self._transition([self.State.RUNNING], state=state, reason=reason,
+                                exit_code=exit_code, finished_at=timezone.now(), **values)
+
+    def fail_to_start(self, reason: str) -> bool:
+        """Waiting -> failed: the agent could not be started (no directory, no executable)."""
+        return self._transition(self.WAITING_STATES + [self.State.RUNNING],
+                                state=self.State.FAILED, reason=reason,
+                                finished_at=timezone.now())
+
+    def skip(self, reason: str) -> bool:
+        """Pending -> skipped, with the reason (overlap, missed slot, condition...)."""
+        return self._transition([self.State.PENDING], state=self.State.SKIPPED, reason=reason,
+                                finished_at=timezone.now())
+
+    def cancel(self, by: str = "") -> bool:
+        """Cancel: a waiting run ends now; a running one is asked to stop (see cancel_requested_at)."""
+        now = timezone.now()
+        if self._transition(self.WAITING_STATES, state=self.State.CANCELLED, finished_at=now,
+                            reason=f"cancelled by {by} before it started" if by else
+                            "cancelled before it started", cancel_requested_at=now,
+                            cancel_requested_by=by):
+            return True
+        return self._transition([self.State.RUNNING], cancel_requested_at=now,
+                                cancel_requested_by=by)
+
+    def mark_lost(self, reason: str) -> bool:
+        """Running -> lost: its worker stopped heartbeating."""
+        return self._transition([self.State.RUNNING], state=self.State.LOST, reason=reason,
+                                finished_at=timezone.now())
+
+    @classmethod
+    def create_for_slot(cls, agent: Agent, slot: datetime, **values) -> Run | None:
+        """The run of a scheduled slot, or None when it already exists (another scheduler)."""
+        try:
+            with transaction.atomic():
+                return cls.objects.create(agent=agent, slot=slot, **values)
+        except IntegrityError:
+            return None
+
+
+def new_dispatch_token() -> str:
+    return uuid.uuid4().hex
+
+
+class RunChunk(models.Model):
+    """A piece of a run's output, in order, for live viewers (secrets already masked)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    text = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [
+            # Tailing resumes after the last seq a viewer saw: no gap, no duplicate.
+            models.UniqueConstraint(fields=["run", "seq"], name="chunk_unique_seq"),
+        ]
