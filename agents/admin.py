@@ -49,28 +49,75 @@ class AgentAdmin(admin.ModelAdmin):
     change_form_template = "admin/agents/agent/change_form.html"
     fieldsets = [
         (None, {"fields": ["name", "description", "enabled"]}),
-        ("What runs", {"fields": [
-            "runner", "prompt", "command", "working_dir", "model", "max_turns",
-            "allowed_tools", "disallowed_tools", "permission_mode", "extra_args",
-            "plain_variables", "secret_variables",
-        ]}),
+        (
+            "What runs",
+            {
+                "fields": [
+                    "runner",
+                    "prompt",
+                    "command",
+                    "working_dir",
+                    "model",
+                    "max_turns",
+                    "allowed_tools",
+                    "disallowed_tools",
+                    "permission_mode",
+                    "extra_args",
+                    "plain_variables",
+                    "secret_variables",
+                ]
+            },
+        ),
         ("When", {"fields": ["schedule", "timezone", "jitter_seconds"]}),
-        ("Policies", {"fields": [
-            "catch_up_policy", "catch_up_window_seconds", "catch_up_max_runs",
-            "allow_concurrent", "overlap_policy", "max_retries", "retry_delay_seconds",
-            "retry_backoff", "retry_max_delay_seconds", "timeout_seconds",
-        ]}),
-        ("Limits", {"fields": [
-            "memory_limit_mb", "cpu_nice", "cpu_time_limit_seconds", "output_limit_bytes",
-            "output_limit_action",
-        ]}),
-        ("People", {"fields": [
-            "depends_on", "approval_required", "approval_auto_approve_seconds",
-            "approval_expire_seconds", "notify_on_failure", "notify_on_success",
-            "notify_emails", "notify_webhook_url", "failure_alert_threshold",
-        ]}),
-        ("Record", {"fields": ["kept_unknown_keys", "created_at", "updated_at"],
-                    "classes": ["collapse"]}),
+        (
+            "Policies",
+            {
+                "fields": [
+                    "catch_up_policy",
+                    "catch_up_window_seconds",
+                    "catch_up_max_runs",
+                    "allow_concurrent",
+                    "overlap_policy",
+                    "max_retries",
+                    "retry_delay_seconds",
+                    "retry_backoff",
+                    "retry_max_delay_seconds",
+                    "timeout_seconds",
+                ]
+            },
+        ),
+        (
+            "Limits",
+            {
+                "fields": [
+                    "memory_limit_mb",
+                    "cpu_nice",
+                    "cpu_time_limit_seconds",
+                    "output_limit_bytes",
+                    "output_limit_action",
+                ]
+            },
+        ),
+        (
+            "People",
+            {
+                "fields": [
+                    "depends_on",
+                    "approval_required",
+                    "approval_auto_approve_seconds",
+                    "approval_expire_seconds",
+                    "notify_on_failure",
+                    "notify_on_success",
+                    "notify_emails",
+                    "notify_webhook_url",
+                    "failure_alert_threshold",
+                ]
+            },
+        ),
+        (
+            "Record",
+            {"fields": ["kept_unknown_keys", "created_at", "updated_at"], "classes": ["collapse"]},
+        ),
     ]
 
     # --- columns -------------------------------------------------------------------------
@@ -132,8 +179,9 @@ class AgentAdmin(admin.ModelAdmin):
         count = sum(set_enabled(agent, False, actor) for agent in queryset)
         self.message_user(request, f"Disabled {count} agent(s).", messages.SUCCESS)
 
-    @admin.action(description="Clone selected agents (the copies start disabled)",
-                  permissions=["add"])
+    @admin.action(
+        description="Clone selected agents (the copies start disabled)", permissions=["add"]
+    )
     def clone_selected(self, request: HttpRequest, queryset: QuerySet[Agent]) -> None:
         actor = admin_actor(request)
         names = []
@@ -147,13 +195,18 @@ class AgentAdmin(admin.ModelAdmin):
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
-            path("from-template/", view(self.from_template_view), name="agents_agent_from_template"),
-            path("<int:object_id>/versions/", view(self.versions_view),
-                 name="agents_agent_versions"),
-            path("<int:object_id>/versions/diff/", view(self.diff_view),
-                 name="agents_agent_diff"),
-            path("<int:object_id>/versions/<int:history_id>/rollback/",
-                 view(require_POST(self.rollback_view)), name="agents_agent_rollback"),
+            path(
+                "from-template/", view(self.from_template_view), name="agents_agent_from_template"
+            ),
+            path(
+                "<int:object_id>/versions/", view(self.versions_view), name="agents_agent_versions"
+            ),
+            path("<int:object_id>/versions/diff/", view(self.diff_view), name="agents_agent_diff"),
+            path(
+                "<int:object_id>/versions/<int:history_id>/rollback/",
+                view(require_POST(self.rollback_view)),
+                name="agents_agent_rollback",
+            ),
             *super().get_urls(),
         ]
 
@@ -219,8 +272,11 @@ class AgentAdmin(admin.ModelAdmin):
             messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
         else:
             if changes:
-                messages.success(request, f"Rolled {agent.name} back to version "
-                                          f"{version_number(version)}: a new version was made.")
+                messages.success(
+                    request,
+                    f"Rolled {agent.name} back to version "
+                    f"{version_number(version)}: a new version was made.",
+                )
             else:
                 messages.info(request, "That version is the same as the current one.")
         return HttpResponseRedirect(reverse("admin:agents_agent_versions", args=[agent.pk]))
@@ -244,11 +300,14 @@ class AgentAdmin(admin.ModelAdmin):
                 for message in exc.messages:
                     form.add_error(None, message)
             else:
-                messages.success(request, format_html(
-                    "Created {} from a template, disabled: review it, then enable it.",
-                    agent.name))
-                return HttpResponseRedirect(
-                    reverse("admin:agents_agent_change", args=[agent.pk]))
+                messages.success(
+                    request,
+                    format_html(
+                        "Created {} from a template, disabled: review it, then enable it.",
+                        agent.name,
+                    ),
+                )
+                return HttpResponseRedirect(reverse("admin:agents_agent_change", args=[agent.pk]))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

@@ -17,7 +17,7 @@ from audit.actor import Actor
 
 CRON_GIT_COMMAND = (
     "git add -A && if git diff --cached --quiet; then echo 'no changes'; "
-    "else git commit -q -m \"cron-git: commit pending changes\" && git log --oneline -1 "
+    'else git commit -q -m "cron-git: commit pending changes" && git log --oneline -1 '
     "&& git show --stat --format= HEAD; fi"
 )
 

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 
 from agents import secrets
 from agents.models import Agent
+from agents.services import config_fields
 from agents.validation import VARIABLE_NAME
 
 
@@ -67,7 +68,9 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        exclude = ["variables", "extra_config"]
+        # Every configuration field but the two edited another way (variables above) or not
+        # at all (keys kept from an import).
+        fields = [f for f in config_fields() if f not in {"variables", "extra_config"}]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,8 +121,9 @@ class TemplateChoiceForm(forms.Form):
 
     def __init__(self, *args, templates, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["template"].choices = [(t.name, f"{t.title}: {t.description}")
-                                           for t in templates]
+        self.fields["template"].choices = [
+            (t.name, f"{t.title}: {t.description}") for t in templates
+        ]
 
     def clean_name(self):
         name = self.cleaned_data["name"]

@@ -74,9 +74,7 @@ class Agent(models.Model):
     max_turns = models.PositiveIntegerField(null=True, blank=True)
     allowed_tools = models.JSONField(default=list, blank=True)
     disallowed_tools = models.JSONField(default=list, blank=True)
-    permission_mode = models.CharField(
-        max_length=32, choices=PermissionMode.choices, blank=True
-    )
+    permission_mode = models.CharField(max_length=32, choices=PermissionMode.choices, blank=True)
     extra_args = models.JSONField(
         default=list, blank=True, help_text="Claude runner: further command-line arguments."
     )
@@ -141,7 +139,8 @@ class Agent(models.Model):
     notify_emails = models.JSONField(default=list, blank=True)
     notify_webhook_url = models.URLField(blank=True)
     failure_alert_threshold = models.PositiveIntegerField(
-        default=1, validators=[MinValueValidator(1)],
+        default=1,
+        validators=[MinValueValidator(1)],
         help_text="Alert after this many consecutive failures.",
     )
 

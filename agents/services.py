@@ -106,8 +106,12 @@ def set_enabled(agent: Agent, enabled: bool, actor: Actor) -> bool:
     with transaction.atomic():
         agent.enabled = enabled
         _save_version(agent, actor, "Enabled" if enabled else "Disabled")
-        record(actor, "agent.enable" if enabled else "agent.disable", agent,
-               changes={"enabled": [not enabled, enabled]})
+        record(
+            actor,
+            "agent.enable" if enabled else "agent.disable",
+            agent,
+            changes={"enabled": [not enabled, enabled]},
+        )
     return True
 
 

@@ -105,9 +105,15 @@ def validate_agent(agent: Agent) -> None:
     ):
         add("retry_max_delay_seconds", "The maximum retry delay is shorter than the delay itself.")
     if agent.timeout_seconds == 0:
-        add("timeout_seconds", "A timeout of 0 seconds would end every run at once; leave it empty for none.")
+        add(
+            "timeout_seconds",
+            "A timeout of 0 seconds would end every run at once; leave it empty for none.",
+        )
     if agent.memory_limit_mb == 0:
-        add("memory_limit_mb", "A memory limit of 0 MB would kill every run; leave it empty for none.")
+        add(
+            "memory_limit_mb",
+            "A memory limit of 0 MB would kill every run; leave it empty for none.",
+        )
     if not isinstance(agent.extra_config, dict):
         add("extra_config", "must be a mapping.")
     if errors:

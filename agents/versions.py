@@ -49,9 +49,7 @@ def diff_versions(old, new) -> list[FieldChange]:
 def line_diff(before: str, after: str, context: int = 3) -> list[DiffLine]:
     """A unified diff as typed lines, for templates to colour."""
     lines: list[DiffLine] = []
-    diff = difflib.unified_diff(
-        before.splitlines(), after.splitlines(), lineterm="", n=context
-    )
+    diff = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=context)
     for raw in list(diff)[2:]:  # drop the ---/+++ header
         if raw.startswith("@@"):
             lines.append(DiffLine("gap", raw))

@@ -50,8 +50,10 @@ def test_a_secret_value_is_never_sent_to_the_admin(client, admin_user, agent_wit
         reverse("admin:audit_auditentry_changelist"),
     ]
     first, last = agent.history.earliest(), agent.history.latest()
-    pages.append(reverse("admin:agents_agent_diff", args=[agent.pk])
-                 + f"?from={first.history_id}&to={last.history_id}")
+    pages.append(
+        reverse("admin:agents_agent_diff", args=[agent.pk])
+        + f"?from={first.history_id}&to={last.history_id}"
+    )
     for entry in AuditEntry.objects.all():
         pages.append(reverse("admin:audit_auditentry_change", args=[entry.pk]))
     for url in pages:
@@ -132,11 +134,13 @@ def test_bulk_delete_asks_for_confirmation_then_deletes_and_audits(client, admin
     ask = client.post(url, {"action": "delete_selected", "_selected_action": [one.pk, two.pk]})
     assert "Are you sure" in ask.content.decode()
     assert Agent.objects.count() == 2
-    client.post(url, {"action": "delete_selected", "_selected_action": [one.pk, two.pk],
-                      "post": "yes"})
+    client.post(
+        url, {"action": "delete_selected", "_selected_action": [one.pk, two.pk], "post": "yes"}
+    )
     assert Agent.objects.count() == 0
-    assert set(AuditEntry.objects.filter(action="agent.delete")
-               .values_list("object_name", flat=True)) == {"one", "two"}
+    assert set(
+        AuditEntry.objects.filter(action="agent.delete").values_list("object_name", flat=True)
+    ) == {"one", "two"}
 
 
 def test_bulk_enable_and_disable(client, operator):

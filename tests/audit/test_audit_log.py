@@ -45,7 +45,11 @@ def test_a_login_is_audited_with_the_address(client, viewer):
     )
     assert response.status_code == 302
     entry = AuditEntry.objects.get(action="login")
-    assert (entry.actor_username, entry.ip_address, entry.source) == ("vera", "203.0.113.9", "admin")
+    assert (entry.actor_username, entry.ip_address, entry.source) == (
+        "vera",
+        "203.0.113.9",
+        "admin",
+    )
 
 
 def test_a_failed_login_is_audited_without_the_password(client, viewer):
@@ -59,10 +63,10 @@ def test_nobody_can_edit_or_delete_entries_in_the_admin(client, admin_user):
     entry = record(Actor.system(), "test.action")
     client.force_login(admin_user)
     assert client.get(reverse("admin:audit_auditentry_changelist")).status_code == 200
-    change = client.post(reverse("admin:audit_auditentry_change", args=[entry.pk]),
-                         {"action": "rewritten"})
-    delete = client.post(reverse("admin:audit_auditentry_delete", args=[entry.pk]),
-                         {"post": "yes"})
+    change = client.post(
+        reverse("admin:audit_auditentry_change", args=[entry.pk]), {"action": "rewritten"}
+    )
+    delete = client.post(reverse("admin:audit_auditentry_delete", args=[entry.pk]), {"post": "yes"})
     assert change.status_code == 403
     assert delete.status_code == 403
     assert client.get(reverse("admin:audit_auditentry_add")).status_code == 403

@@ -34,8 +34,8 @@ def test_admin_credentials_can_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("CRONOS_ADMIN_USERNAME", "root-of-trust")
     monkeypatch.setenv("CRONOS_ADMIN_PASSWORD", "a-long-pass-phrase")
     call_command("cronos_init", "--no-demo")
-    assert get_user_model().objects.get(username="root-of-trust").check_password(
-        "a-long-pass-phrase"
+    assert (
+        get_user_model().objects.get(username="root-of-trust").check_password("a-long-pass-phrase")
     )
     assert not Agent.objects.exists()
 
@@ -44,12 +44,19 @@ def test_demo_agents_are_created_once_with_a_real_git_repository(tmp_path):
     call_command("cronos_init")
     call_command("cronos_init")
     assert set(Agent.objects.values_list("name", flat=True)) == {
-        "cron-git", "disk-report", "cron-git-claude"
+        "cron-git",
+        "disk-report",
+        "cron-git-claude",
     }
     cron_git = Agent.objects.get(name="cron-git")
     assert cron_git.working_dir == str(tmp_path / "demo-repo")
-    status = subprocess.run(["git", "status", "--porcelain"], cwd=cron_git.working_dir,
-                            capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain"],
+        cwd=cron_git.working_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "notes.md" in status.stdout  # something for cron-git to commit
     assert AuditEntry.objects.filter(action="agent.create").count() == 3
 
@@ -59,9 +66,11 @@ def test_the_demo_cron_git_command_commits_pending_changes(tmp_path):
     from agents.demo import CRON_GIT_COMMAND, demo_repository
 
     repo = demo_repository()
-    first = subprocess.run(["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True,
-                           text=True, check=True)
+    first = subprocess.run(
+        ["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True, text=True, check=True
+    )
     assert "cron-git: commit pending changes" in first.stdout
-    second = subprocess.run(["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True,
-                            text=True, check=True)
+    second = subprocess.run(
+        ["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True, text=True, check=True
+    )
     assert second.stdout.strip() == "no changes"

@@ -1,0 +1,694 @@
+"""An agent as the mapping of its ``agent.yaml``, and back.
+
+Import (``agents.legacy``), export and the templates catalogue all go through here, so the three
+agree on one format: the desktop prototype's ``agent.yaml`` plus a few Cronos extensions.
+
+The keys
+--------
+Legacy keys (what the prototype wrote) and the Agent fields they fill::
+
+    name                              name (must match the agent's folder on import)
+    description                       description
+    enabled                           enabled
+    schedule                          schedule, verbatim (agents.cron takes the seconds-first form)
+    working_dir                       working_dir, verbatim (may start with ~)
+    command                           runner and command, see below
+    model                             model
+    max_turns                         max_turns
+    timeout_secs                      timeout_seconds
+    guardrails.allowed_tools          allowed_tools
+    guardrails.disallowed_tools       disallowed_tools
+    guardrails.permission_mode        permission_mode
+    catch_up_policy                   catch_up_policy
+    allow_concurrent                  allow_concurrent
+    retry_policy.max_retries          max_retries
+    retry_policy.delay_seconds        retry_delay_seconds
+    retry_policy.backoff              retry_backoff
+    retry_policy.max_delay_seconds    retry_max_delay_seconds
+    depends_on                        depends_on
+    env (NAME: value)                 variables, as plain entries, in the file's order
+
+Cronos extensions, written on export only when they differ from the model's default::
+
+    runner                            runner (claude | command); wins over what `command` implies
+    timezone                          timezone (IANA name; default: the site's)
+    jitter_seconds                    jitter_seconds
+    extra_args                        extra_args -- at the top level, not under guardrails:
+                                      they are arbitrary claude arguments and may well
+                                      loosen the guardrails, so they must not hide there
+    catch_up.window_seconds           catch_up_window_seconds
+    catch_up.max_runs                 catch_up_max_runs
+    overlap_policy                    overlap_policy
+    limits.memory_mb                  memory_limit_mb
+    limits.cpu_nice                   cpu_nice
+    limits.cpu_time_seconds           cpu_time_limit_seconds
+    limits.output_bytes               output_limit_bytes
+    limits.output_action              output_limit_action
+    approval.required                 approval_required
+    approval.auto_approve_seconds     approval_auto_approve_seconds
+    approval.expire_seconds           approval_expire_seconds
+    notifications.on_failure          notify_on_failure
+    notifications.on_success          notify_on_success
+    notifications.emails              notify_emails
+    notifications.webhook_url         notify_webhook_url
+    notifications.failure_alert_threshold   failure_alert_threshold
+    secrets (NAME: value | null)      variables, as encrypted entries after the plain ones
+
+The prompt is not a key: it is the agent's ``CLAUDE.md``, passed in as text.
+
+``command``: ``claude``, or a path whose last part is ``claude`` (``/usr/local/bin/claude``),
+means the claude runner; anything else is a command line for the command runner. For the claude
+runner, Agent.command stays empty for the plain ``claude`` and holds the path otherwise, so that
+export writes back exactly what was read. An explicit ``runner:`` wins over that inference.
+
+``null`` (or an absent key) means "not set": the model's default. Only true/false keys refuse
+``null``, since guessing whether an agent is enabled is worse than asking.
+
+``secrets``: ``NAME: value`` is encrypted on import (an unchanged value keeps its ciphertext, so
+importing the same file twice changes nothing); ``NAME: null`` keeps the value the existing agent
+already has, and is an error for a new agent. Export never writes a value, only ``NAME: null``.
+Variables come back in the order: every ``env`` entry, then every secret.
+
+Unknown keys, at the top level or inside a known section, are kept in Agent.extra_config in the
+same shape as the file (``{"foo": 1, "guardrails": {"bar": 2}}``), reported on import, and written
+back at the same place on export, after the known keys.
+
+Writing back what was read
+--------------------------
+A legacy file exported again must parse to the same mapping as the original, even where it
+spells out a default (``allow_concurrent: false``), writes ``null``, or leaves out a key that
+Cronos always writes (``description``). On import the differences between the file and what
+Cronos would write for the same agent are kept in ``extra_config["_cronos"]``
+(``{"spelled": {path: value}, "absent": [path, ...]}``; empty for most files). On export each one
+is applied only if the result still imports as the agent's current configuration, so a spelling
+recorded before an edit can never bring an old value back.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+
+from agents import secrets
+from agents.models import Agent
+from agents.services import config_fields, snapshot
+
+# extra_config key for the bookkeeping described above; a file may not use it itself.
+META_KEY = "_cronos"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot become an agent; `problems` holds one line per reason."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class _Key:
+    path: str  # "retry_policy.delay_seconds"
+    field: str  # the Agent field it fills
+    kind: str  # text | int | bool | strings | choice
+    # Written even at its default: the keys every prototype file had.
+    always: bool = False
+
+
+_KEYS = [
+    _Key("name", "name", "text", always=True),
+    _Key("description", "description", "text", always=True),
+    _Key("enabled", "enabled", "bool", always=True),
+    _Key("schedule", "schedule", "text", always=True),
+    _Key("timezone", "timezone", "text"),
+    _Key("jitter_seconds", "jitter_seconds", "int"),
+    _Key("working_dir", "working_dir", "text", always=True),
+    _Key("model", "model", "text"),
+    _Key("max_turns", "max_turns", "int"),
+    _Key("timeout_secs", "timeout_seconds", "int"),
+    _Key("guardrails.allowed_tools", "allowed_tools", "strings"),
+    _Key("guardrails.disallowed_tools", "disallowed_tools", "strings"),
+    _Key("guardrails.permission_mode", "permission_mode", "choice"),
+    _Key("extra_args", "extra_args", "strings"),
+    _Key("catch_up_policy", "catch_up_policy", "choice"),
+    _Key("catch_up.window_seconds", "catch_up_window_seconds", "int"),
+    _Key("catch_up.max_runs", "catch_up_max_runs", "int"),
+    _Key("allow_concurrent", "allow_concurrent", "bool"),
+    _Key("overlap_policy", "overlap_policy", "choice"),
+    _Key("retry_policy.max_retries", "max_retries", "int"),
+    _Key("retry_policy.delay_seconds", "retry_delay_seconds", "int"),
+    _Key("retry_policy.backoff", "retry_backoff", "choice"),
+    _Key("retry_policy.max_delay_seconds", "retry_max_delay_seconds", "int"),
+    _Key("limits.memory_mb", "memory_limit_mb", "int"),
+    _Key("limits.cpu_nice", "cpu_nice", "int"),
+    _Key("limits.cpu_time_seconds", "cpu_time_limit_seconds", "int"),
+    _Key("limits.output_bytes", "output_limit_bytes", "int"),
+    _Key("limits.output_action", "output_limit_action", "choice"),
+    _Key("approval.required", "approval_required", "bool"),
+    _Key("approval.auto_approve_seconds", "approval_auto_approve_seconds", "int"),
+    _Key("approval.expire_seconds", "approval_expire_seconds", "int"),
+    _Key("notifications.on_failure", "notify_on_failure", "bool"),
+    _Key("notifications.on_success", "notify_on_success", "bool"),
+    _Key("notifications.emails", "notify_emails", "strings"),
+    _Key("notifications.webhook_url", "notify_webhook_url", "text"),
+    _Key("notifications.failure_alert_threshold", "failure_alert_threshold", "int"),
+    _Key("depends_on", "depends_on", "strings"),
+]
+_KEY_BY_PATH = {key.path: key for key in _KEYS}
+
+# Sections and their keys, in the order export writes them.
+SECTIONS: dict[str, list[str]] = {}
+for _key in _KEYS:
+    if "." in _key.path:
+        _section, _sub = _key.path.split(".")
+        SECTIONS.setdefault(_section, []).append(_sub)
+
+# Top-level order on export: the prototype's order, each extension beside its legacy neighbour.
+TOP_ORDER = [
+    "name", "description", "enabled", "schedule", "timezone", "jitter_seconds", "working_dir",
+    "runner", "command", "model", "max_turns", "timeout_secs", "guardrails", "extra_args",
+    "catch_up_policy", "catch_up", "allow_concurrent", "overlap_policy", "retry_policy",
+    "limits", "approval", "notifications", "depends_on", "env", "secrets",
+]  # fmt: skip
+_SPECIAL = {"runner", "command", "env", "secrets"}
+KNOWN_TOP = set(TOP_ORDER)
+
+# Agent field -> the key a person reads in the file, for validation messages and change lists.
+FIELD_LABELS: dict[str, str] = {key.field: key.path for key in _KEYS} | {
+    "runner": "runner",
+    "command": "command",
+    "prompt": "prompt",
+    "variables": "env/secrets",
+    "extra_config": "unknown keys",
+}
+
+
+@dataclass
+class Parsed:
+    """Every configuration field of an agent, and what the reader should be told."""
+
+    fields: dict[str, Any]
+    notices: list[str] = field(default_factory=list)
+
+
+# --- Reading ------------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice: PyYAML would silently keep the last one."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                except TypeError:  # unhashable: let SafeLoader report it
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while reading a mapping",
+                        node.start_mark,
+                        f"found the key {key!r} twice",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """The YAML document in `text`; ConfigError names the line and column of a syntax error."""
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"invalid YAML{where}: {problem}"]) from exc
+
+
+def parse(
+    mapping: Any,
+    *,
+    prompt: str = "",
+    default_name: str = "",
+    existing: Agent | None = None,
+    remember_spelling: bool = True,
+) -> Parsed:
+    """The agent fields an agent.yaml mapping describes; ConfigError lists every wrong key.
+
+    `existing` is the agent being updated (its secrets are what `NAME: null` keeps). With
+    `remember_spelling`, how the file spells defaults is kept so that export writes it back.
+    """
+    if not isinstance(mapping, dict):
+        raise ConfigError([f"expected a mapping of keys to values, found {_describe(mapping)}"])
+    existing_variables = existing.variables if existing is not None else None
+    fields, notices, problems = _decode(
+        mapping, prompt=prompt, default_name=default_name, existing_variables=existing_variables
+    )
+    if problems:
+        raise ConfigError(problems)
+    if remember_spelling:
+        meta = _spelling(mapping, fields)
+        if meta:
+            fields["extra_config"] = {**fields["extra_config"], META_KEY: meta}
+    return Parsed(fields=fields, notices=notices)
+
+
+def apply(agent: Agent, fields: dict[str, Any]) -> Agent:
+    """Set every configuration field of `agent` (unsaved: save it with services.save_agent)."""
+    for name, value in fields.items():
+        setattr(agent, name, copy.deepcopy(value))
+    return agent
+
+
+def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key, message) pairs of a ValidationError, keyed as the file names things ("" if none)."""
+    if not hasattr(exc, "error_dict"):
+        return [("", message) for message in exc.messages]
+    return [
+        ("" if name == "__all__" else FIELD_LABELS.get(name, name), message)
+        for name, messages in exc.message_dict.items()
+        for message in messages
+    ]
+
+
+def changed_keys(changes: dict[str, Any]) -> list[str]:
+    """The file keys behind the changes services.save_agent returned, in the file's order."""
+    labels = []
+    for name in config_fields():
+        if name not in changes:
+            continue
+        if name == "extra_config":
+            old, new = changes[name]
+            if _without_meta(old) != _without_meta(new):
+                labels.append("unknown keys")
+            else:
+                labels.append("how defaults are spelled")
+        else:
+            labels.append(FIELD_LABELS.get(name, name))
+    return labels
+
+
+def _default(name: str) -> Any:
+    return Agent._meta.get_field(name).get_default()
+
+
+def _without_meta(extra: Any) -> Any:
+    if isinstance(extra, dict):
+        return {k: v for k, v in extra.items() if k != META_KEY}
+    return extra
+
+
+def _describe(value: Any) -> str:
+    """A value as the person wrote it, with what YAML made of it."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (true/false)"
+    if isinstance(value, int | float):
+        return f"{value} (a number)"
+    if isinstance(value, str):
+        return f"{value!r} (text)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{value} (a {type(value).__name__})"
+
+
+def _expected(key: _Key) -> str:
+    if key.kind == "text":
+        return "text"
+    if key.kind == "int":
+        return "a whole number (0 or more)"
+    if key.kind == "bool":
+        return "true or false"
+    if key.kind == "strings":
+        return "a list of text items"
+    return "one of: " + ", ".join(_choices(key.field))
+
+
+def _choices(field_name: str) -> list[str]:
+    return [value for value, _ in Agent._meta.get_field(field_name).choices]
+
+
+def _read_key(key: _Key, value: Any, fields: dict, problems: list[str]) -> None:
+    if value is None:
+        # null means "not set" -- except where a guess would be wrong (enabled, a name).
+        if key.kind == "bool" or key.path == "name":
+            problems.append(f"{key.path}: expected {_expected(key)}, got {_describe(value)}")
+        return
+    if key.kind == "text":
+        ok = isinstance(value, str)
+    elif key.kind == "int":
+        # bool is an int in Python; `max_turns: true` is still a mistake.
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif key.kind == "bool":
+        ok = isinstance(value, bool)
+    elif key.kind == "strings":
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    else:
+        ok = isinstance(value, str) and value in _choices(key.field)
+    if not ok:
+        problems.append(f"{key.path}: expected {_expected(key)}, got {_describe(value)}")
+        return
+    fields[key.field] = list(value) if isinstance(value, list) else value
+
+
+def _names_claude(command: str) -> bool:
+    """`claude`, or a path to it (`/usr/local/bin/claude`, `~/.local/bin/claude`)."""
+    if command == "claude":
+        return True
+    return (
+        "/" in command and command.split() == [command] and posixpath.basename(command) == "claude"
+    )
+
+
+def _decode(
+    mapping: dict,
+    *,
+    prompt: str,
+    default_name: str,
+    existing_variables: list[dict] | None,
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(fields, notices, problems) for a mapping; every field starts at the model default."""
+    fields: dict[str, Any] = {name: _default(name) for name in config_fields()}
+    fields["prompt"] = prompt
+    fields["name"] = default_name
+    extra: dict[str, Any] = {}
+    notices: list[str] = []
+    problems: list[str] = []
+
+    def keep_unknown(path: str, container: dict, key: str, value: Any) -> None:
+        try:
+            storable = json.loads(json.dumps(value)) == value
+        except (TypeError, ValueError):
+            storable = False
+        if not storable:
+            # Kept keys live in a JSON column: a date or a non-text key would come back changed.
+            problems.append(
+                f"{path}: unknown key whose value cannot be kept as it is "
+                f"({_describe(value)}); quote it or remove it"
+            )
+            return
+        container[key] = value
+        notices.append(f"kept unknown key {path!r} (Cronos does not use it)")
+
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            problems.append(f"{key!r}: keys must be text")
+        elif key == META_KEY:
+            problems.append(f"{key}: this key is reserved for Cronos's own bookkeeping")
+        elif key in _KEY_BY_PATH:
+            _read_key(_KEY_BY_PATH[key], value, fields, problems)
+        elif key in SECTIONS:
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                problems.append(
+                    f"{key}: expected a mapping of keys to values, got {_describe(value)}"
+                )
+                continue
+            for sub, sub_value in value.items():
+                path = f"{key}.{sub}"
+                if not isinstance(sub, str):
+                    problems.append(f"{key}.{sub!r}: keys must be text")
+                elif path in _KEY_BY_PATH:
+                    _read_key(_KEY_BY_PATH[path], sub_value, fields, problems)
+                else:
+                    keep_unknown(path, extra.setdefault(key, {}), sub, sub_value)
+        elif key not in _SPECIAL:
+            keep_unknown(key, extra, key, value)
+    # A section that held only known keys leaves no empty mapping behind.
+    fields["extra_config"] = {k: v for k, v in extra.items() if v != {} or k not in SECTIONS}
+
+    _decode_runner(mapping, fields, problems)
+    _decode_variables(mapping, fields, problems, existing_variables)
+    return fields, notices, problems
+
+
+def _decode_runner(mapping: dict, fields: dict, problems: list[str]) -> None:
+    runner, command = mapping.get("runner"), mapping.get("command")
+    ok = True
+    if runner is not None and runner not in Agent.Runner.values:
+        problems.append(
+            f"runner: {runner!r} is not a runner Cronos knows (one of: "
+            + ", ".join(Agent.Runner.values)
+            + ")"
+        )
+        ok = False
+    if command is not None and not isinstance(command, str):
+        problems.append(f"command: expected text, got {_describe(command)}")
+        ok = False
+    if not ok:
+        return
+    command = command or ""
+    if runner is None:
+        runner = Agent.Runner.CLAUDE if not command or _names_claude(command) else "command"
+    fields["runner"] = str(runner)
+    if runner == Agent.Runner.CLAUDE:
+        # The plain `claude` is the default; a path is kept so that export writes it back.
+        fields["command"] = "" if command == "claude" else command
+    else:
+        fields["command"] = command
+
+
+def _decode_variables(
+    mapping: dict, fields: dict, problems: list[str], existing_variables: list[dict] | None
+) -> None:
+    variables: list[dict] = []
+    env = mapping.get("env")
+    if env is not None and not isinstance(env, dict):
+        problems.append(f"env: expected a mapping of NAME: value, got {_describe(env)}")
+    elif env:
+        for name, value in env.items():
+            if not isinstance(name, str):
+                problems.append(f"env: the name {name!r} is not text")
+            elif not isinstance(value, str):
+                problems.append(
+                    f"env.{name}: expected text, got {_describe(value)} "
+                    "(quote numbers and true/false: '8080')"
+                )
+            else:
+                variables.append(secrets.plain(name, value))
+
+    given = mapping.get("secrets")
+    if given is not None and not isinstance(given, dict):
+        problems.append(
+            f"secrets: expected a mapping of NAME: value or null, got {_describe(given)}"
+        )
+    elif given:
+        kept = {v["name"]: v for v in existing_variables or [] if v.get("secret") and "name" in v}
+        for name, value in given.items():
+            if not isinstance(name, str):
+                problems.append(f"secrets: the name {name!r} is not text")
+            elif value is None:
+                if name in kept:
+                    variables.append(dict(kept[name]))
+                elif existing_variables is None:
+                    problems.append(
+                        f"secrets.{name}: no value given (null) and this is a new agent, so "
+                        "there is no earlier value to keep; give the value"
+                    )
+                else:
+                    problems.append(
+                        f"secrets.{name}: no value given (null) and the agent has no secret "
+                        f"{name} to keep; give the value"
+                    )
+            elif not isinstance(value, str):
+                # Never echo the value: it is a secret even when mistyped.
+                problems.append(f"secrets.{name}: expected text or null")
+            elif name in kept and _decrypts_to(kept[name], value):
+                # Same value: keep the ciphertext, or every import would look like a change.
+                variables.append(dict(kept[name]))
+            else:
+                variables.append(secrets.secret(name, value))
+    fields["variables"] = variables
+
+
+def _decrypts_to(variable: dict, value: str) -> bool:
+    try:
+        return secrets.decrypt(variable["ciphertext"]) == value
+    except (secrets.SecretKeyError, KeyError):
+        return False
+
+
+# --- Writing ------------------------------------------------------------------------------------
+
+
+def to_mapping(agent: Agent | dict[str, Any]) -> dict[str, Any]:
+    """The agent.yaml mapping of an agent (or of its snapshot); secret values never appear."""
+    fields = _plain(snapshot(agent) if isinstance(agent, Agent) else dict(agent))
+    extra = dict(fields.get("extra_config") or {})
+    meta = extra.pop(META_KEY, None) or {}
+    target = {**fields, "extra_config": extra}
+    values = _canonical_values(fields)
+    for path in meta.get("absent", []):
+        if path in values:
+            candidate = {k: v for k, v in values.items() if k != path}
+            if _imports_as(candidate, extra, target):
+                values = candidate
+    for path, spelled in (meta.get("spelled") or {}).items():
+        candidate = {**values, path: spelled}
+        if _imports_as(candidate, extra, target):
+            values = candidate
+    return _assemble(values, extra)
+
+
+def _plain(value: Any) -> Any:
+    """Choices members (Agent.Runner.COMMAND) as the plain text YAML can write."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def _canonical_values(fields: dict[str, Any]) -> dict[str, Any]:
+    """{key path: value} that Cronos writes for these fields: core keys and non-defaults."""
+    values: dict[str, Any] = {}
+    for key in _KEYS:
+        value = fields[key.field]
+        if key.always or value != _default(key.field):
+            values[key.path] = copy.deepcopy(value)
+    runner, command = fields["runner"], fields["command"]
+    written = (command or "claude") if runner == Agent.Runner.CLAUDE else command
+    values["command"] = written
+    implied = Agent.Runner.CLAUDE if not written or _names_claude(written) else "command"
+    if runner != implied:
+        values["runner"] = runner
+    env = {v["name"]: v.get("value", "") for v in fields["variables"] if not v.get("secret")}
+    hidden = {v["name"]: None for v in fields["variables"] if v.get("secret")}
+    if env:
+        values["env"] = env
+    if hidden:
+        values["secrets"] = hidden
+    return values
+
+
+def _assemble(values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """The nested mapping in export order; unknown keys after the known ones of their level."""
+    out: dict[str, Any] = {}
+    for top in TOP_ORDER:
+        if top in SECTIONS:
+            section = {
+                sub: values[f"{top}.{sub}"] for sub in SECTIONS[top] if f"{top}.{sub}" in values
+            }
+            unknown = extra.get(top)
+            if isinstance(unknown, dict):
+                section.update({k: v for k, v in unknown.items() if k not in section})
+            if section:
+                out[top] = section
+            elif top in values:  # `retry_policy: {}` or `guardrails: null`, as the file had it
+                out[top] = values[top]
+        elif top in values:
+            out[top] = values[top]
+    for key, value in extra.items():
+        # Known names in extra_config can only come from hand edits; the known value wins.
+        if key != META_KEY and key not in KNOWN_TOP:
+            out[key] = value
+    return copy.deepcopy(out)
+
+
+def _imports_as(values: dict[str, Any], extra: dict[str, Any], target: dict[str, Any]) -> bool:
+    """Whether writing `values` would import back as exactly `target`."""
+    mapping = _assemble(values, extra)
+    decoded, _, problems = _decode(
+        mapping,
+        prompt=target["prompt"],
+        default_name=target["name"],
+        existing_variables=target["variables"],
+    )
+    return not problems and decoded == target
+
+
+def _flatten(mapping: dict[str, Any]) -> dict[str, Any]:
+    """{key path: value} of the known keys; a section written as null or {} is one path."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if key in SECTIONS:
+            if value is None or value == {}:
+                flat[key] = value
+            elif isinstance(value, dict):
+                for sub, sub_value in value.items():
+                    if f"{key}.{sub}" in _KEY_BY_PATH:
+                        flat[f"{key}.{sub}"] = sub_value
+        elif key == "secrets" and isinstance(value, dict):
+            # Secret values never reach the bookkeeping (it is stored in plain JSON); export
+            # writes null for each anyway.
+            flat[key] = dict.fromkeys(value)
+        elif key in KNOWN_TOP:
+            flat[key] = value
+    return flat
+
+
+def _same(a: Any, b: Any) -> bool:
+    # Strict: 1 and true, or two orders of env, are different spellings.
+    return json.dumps(a) == json.dumps(b)
+
+
+def _spelling(mapping: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """How the file differs from what Cronos would write for the same agent."""
+    written = _flatten(_assemble(_canonical_values(fields), fields["extra_config"]))
+    source = _flatten(mapping)
+    spelled = {p: v for p, v in source.items() if p not in written or not _same(written[p], v)}
+    absent = [p for p in written if p not in source]
+    meta: dict[str, Any] = {}
+    if spelled:
+        meta["spelled"] = copy.deepcopy(spelled)
+    if absent:
+        meta["absent"] = absent
+    return meta
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes short lists inline and the schedule quoted, as the prototype did."""
+
+
+class _Quoted(str):
+    pass
+
+
+def _represent_list(dumper: yaml.SafeDumper, data: list) -> yaml.Node:
+    flat = all(isinstance(item, str | int | float | bool) or item is None for item in data)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    # Multi-line text (a description) as a literal block; PyYAML falls back when it cannot.
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(str, _represent_str)
+_Dumper.add_representer(
+    _Quoted,
+    lambda dumper, data: dumper.represent_scalar("tag:yaml.org,2002:str", str(data), style='"'),
+)
+
+
+def dump_yaml(mapping: dict[str, Any]) -> str:
+    """YAML text for an agent.yaml mapping, keys in the given order."""
+    data = dict(mapping)
+    if isinstance(data.get("schedule"), str):
+        data["schedule"] = _Quoted(data["schedule"])
+    # yaml.dump with a SafeDumper subclass is yaml.safe_dump plus the two representers above.
+    return yaml.dump(
+        data,
+        Dumper=_Dumper,
+        sort_keys=False,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=1000,  # never fold a long description or command line over several lines
+    )

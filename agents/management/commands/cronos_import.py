@@ -1,0 +1,37 @@
+"""manage.py cronos_import PATH [--dry-run] [--user USERNAME]"""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from agents.legacy import LegacyError, import_directory
+from audit.actor import Actor
+
+
+class Command(BaseCommand):
+    help = (
+        "Import the agents of a Cronos prototype directory (agents/{name}/agent.yaml and "
+        "CLAUDE.md). Good agents are imported even when others fail; the exit status is "
+        "non-zero if any failed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("path", help="The directory that holds agents/ (and maybe runs/).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Check everything and write nothing."
+        )
+        parser.add_argument("--user", help="Act as this Cronos user (default: the shell account).")
+
+    def handle(self, *args, **options) -> None:
+        actor = Actor.cli(options["user"])
+        try:
+            report = import_directory(options["path"], actor, dry_run=options["dry_run"])
+        except LegacyError as exc:
+            raise CommandError(str(exc)) from exc
+        for line in report.lines():
+            self.stdout.write(line)
+        self.stdout.write(report.summary())
+        if report.failed:
+            names = ", ".join(result.name for result in report.failed)
+            done = "nothing was written" if report.dry_run else "the others were imported"
+            raise CommandError(f"{len(report.failed)} agent(s) failed ({names}); {done}.")

@@ -1,0 +1,618 @@
+"""cronos_import / cronos_export of a directory laid out as the desktop prototype left it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import yaml
+from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
+
+from agents import config, cron, secrets
+from agents.legacy import Status, export_directory, import_directory
+from agents.models import Agent
+from agents.services import save_agent, snapshot
+from audit import roles
+from audit.actor import Actor
+from audit.models import AuditEntry
+
+pytestmark = pytest.mark.django_db
+
+LEGACY = Path("/work/shared/legacy-examples/cronos")
+
+
+@pytest.fixture
+def person(django_user_model):
+    return django_user_model.objects.create_superuser("ana", "ana@example.com", "pw")
+
+
+@pytest.fixture
+def actor(person) -> Actor:
+    return Actor.cli(person.username)
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    """A writable copy of the legacy directory, to break one file of."""
+    copy = tmp_path / "source"
+    shutil.copytree(LEGACY, copy, copy_function=shutil.copyfile)
+    for folder, _, _ in os.walk(copy):
+        os.chmod(folder, 0o755)  # copytree copied the read-only mode of the folders
+    return copy
+
+
+def tree(path: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under path with its bytes and modification time."""
+    return {
+        str(p.relative_to(path)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def counts() -> tuple[int, int, int]:
+    return Agent.objects.count(), Agent.history.count(), AuditEntry.objects.count()
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+# --- Importing the legacy directory -------------------------------------------------------------
+
+
+def test_importing_the_legacy_directory_creates_both_agents_with_every_field_right(actor):
+    report = import_directory(LEGACY, actor)
+
+    assert [(r.name, r.status) for r in report.agents] == [
+        ("cron-git", Status.CREATED),
+        ("weekly-report", Status.CREATED),
+    ]
+    git = Agent.objects.get(name="cron-git")
+    assert git.description == "Commit pending changes in the notes repository every 4 hours"
+    assert git.enabled is True
+    assert git.schedule == "0 0 */4 * * *"
+    assert git.working_dir == "~/notes"
+    assert git.runner == Agent.Runner.CLAUDE
+    assert git.command == ""
+    assert git.model == "claude-sonnet-4-5"
+    assert git.max_turns == 8
+    assert git.timeout_seconds == 900
+    assert git.allowed_tools == ["Bash(git:*)", "Read", "Glob"]
+    assert git.disallowed_tools == ["WebFetch", "WebSearch"]
+    assert git.permission_mode == Agent.PermissionMode.ACCEPT_EDITS
+    assert git.prompt == (LEGACY / "agents/cron-git/CLAUDE.md").read_bytes().decode()
+
+    report_agent = Agent.objects.get(name="weekly-report")
+    assert report_agent.enabled is False
+    assert report_agent.schedule == "0 30 8 * * Mon"
+    assert report_agent.working_dir == "~/notes"
+    assert report_agent.model == "claude-opus-4-1"
+    assert report_agent.max_turns == 20
+    assert report_agent.timeout_seconds == 1800
+    assert report_agent.catch_up_policy == Agent.CatchUpPolicy.RUN_ONCE
+    assert report_agent.allow_concurrent is False
+    assert report_agent.max_retries == 2
+    assert report_agent.retry_delay_seconds == 120
+    assert report_agent.retry_backoff == Agent.Backoff.FIXED
+    assert report_agent.depends_on == ["cron-git"]
+    assert report_agent.variables == [secrets.plain("REPORT_DIR", "reports")]
+    assert report_agent.allowed_tools == ["Read", "Write", "Bash(git log:*)"]
+    assert report_agent.disallowed_tools == []
+    assert report_agent.permission_mode == Agent.PermissionMode.ACCEPT_EDITS
+    assert report_agent.prompt.encode() == (LEGACY / "agents/weekly-report/CLAUDE.md").read_bytes()
+
+
+def test_each_imported_agent_has_one_version_and_one_audit_entry_naming_the_importer(actor):
+    import_directory(LEGACY, actor)
+    for agent in Agent.objects.all():
+        assert agent.history.count() == 1
+        [entry] = AuditEntry.objects.for_object(agent)
+        assert (entry.action, entry.actor_username, entry.source) == ("agent.import", "ana", "cli")
+
+
+def test_the_runs_history_is_counted_in_a_notice_and_not_imported(actor):
+    report = import_directory(LEGACY, actor)
+    assert report.notices == ["runs/ history: not imported yet (4 files)"]
+
+
+def test_the_importer_never_writes_to_the_source_directory(actor, source):
+    before = tree(source)
+    import_directory(source, actor)
+    export_directory(source.parent / "out", actor)
+    assert tree(source) == before
+
+
+def test_a_prompt_keeps_its_exact_bytes_through_import_and_export(actor, source, tmp_path):
+    prompt = "# cron-git\r\n\r\nCRLF line endings, \u00e9t\u00e9, and no newline at the end"
+    (source / "agents/cron-git/CLAUDE.md").write_bytes(prompt.encode())
+    import_directory(source, actor)
+    assert Agent.objects.get(name="cron-git").prompt == prompt
+    export_directory(tmp_path / "out", actor)
+    assert (tmp_path / "out/agents/cron-git/CLAUDE.md").read_bytes() == prompt.encode()
+
+
+# --- Export and lossless round trips ------------------------------------------------------------
+
+
+def test_exported_legacy_files_read_as_the_same_mapping_and_the_same_prompt(actor, tmp_path):
+    import_directory(LEGACY, actor)
+    export_directory(tmp_path / "out", actor)
+    for name in ("cron-git", "weekly-report"):
+        original, exported = LEGACY / "agents" / name, tmp_path / "out/agents" / name
+        assert yaml.safe_load((exported / "agent.yaml").read_text()) == yaml.safe_load(
+            (original / "agent.yaml").read_text()
+        )
+        assert (exported / "CLAUDE.md").read_bytes() == (original / "CLAUDE.md").read_bytes()
+
+
+def test_an_exported_file_says_cronos_wrote_it_and_that_schedules_may_be_seconds_first(
+    actor, tmp_path
+):
+    import_directory(LEGACY, actor)
+    export_directory(tmp_path, actor)
+    text = (tmp_path / "agents/cron-git/agent.yaml").read_text()
+    assert text.startswith("# Written by Cronos")
+    assert "seconds-first" in text
+    assert list(yaml.safe_load(text))[:4] == ["name", "description", "enabled", "schedule"]
+
+
+def every_option_agent(actor: Actor) -> Agent:
+    """An agent made in Cronos with every extension away from its default and unknown keys."""
+    agent = Agent(
+        name="everything",
+        description="Every option\nover two lines",
+        enabled=False,
+        prompt="Look around.\n",
+        runner=Agent.Runner.CLAUDE,
+        command="/opt/claude/bin/claude",
+        model="claude-sonnet-4-5",
+        max_turns=3,
+        allowed_tools=["Read"],
+        disallowed_tools=["WebFetch"],
+        permission_mode=Agent.PermissionMode.PLAN,
+        extra_args=["--verbose"],
+        working_dir="/srv/app",
+        variables=[secrets.plain("MODE", "fast"), secrets.plain("LEVEL", "3")],
+        schedule="0 0 */4 * * *",
+        timezone="Europe/Paris",
+        jitter_seconds=45,
+        catch_up_policy=Agent.CatchUpPolicy.RUN_ALL,
+        catch_up_window_seconds=7200,
+        catch_up_max_runs=4,
+        allow_concurrent=True,
+        overlap_policy=Agent.OverlapPolicy.QUEUE,
+        max_retries=3,
+        retry_delay_seconds=30,
+        retry_backoff=Agent.Backoff.EXPONENTIAL,
+        retry_max_delay_seconds=300,
+        timeout_seconds=600,
+        memory_limit_mb=256,
+        cpu_nice=5,
+        cpu_time_limit_seconds=120,
+        output_limit_bytes=10_000,
+        output_limit_action=Agent.OutputLimitAction.KILL,
+        depends_on=["cron-git"],
+        approval_required=True,
+        approval_auto_approve_seconds=60,
+        approval_expire_seconds=600,
+        notify_on_failure=False,
+        notify_on_success=True,
+        notify_emails=["ops@example.com"],
+        notify_webhook_url="https://example.com/hook",
+        failure_alert_threshold=2,
+        extra_config={"owner": "ana", "limits": {"gpu": 1}},
+    )
+    save_agent(agent, actor)
+    return agent
+
+
+def test_export_then_import_into_an_emptied_database_is_lossless(actor, tmp_path):
+    import_directory(LEGACY, actor)
+    every_option_agent(actor)
+    command_agent = Agent(name="backup", runner="command", command="make backup", working_dir="/")
+    save_agent(command_agent, actor)
+    (tmp_path / "agents/backup").mkdir(parents=True)
+    (tmp_path / "agents/backup/CLAUDE.md").write_text("a stale prompt from an earlier export")
+    before = {agent.name: snapshot(agent) for agent in Agent.objects.all()}
+
+    export_directory(tmp_path, actor)
+    Agent.objects.all().delete()
+    report = import_directory(tmp_path, actor)
+
+    assert {r.name: r.status for r in report.agents} == dict.fromkeys(before, Status.CREATED)
+    assert {agent.name: snapshot(agent) for agent in Agent.objects.all()} == before
+
+
+def test_exporting_twice_writes_the_same_bytes(actor, tmp_path):
+    import_directory(LEGACY, actor)
+    every_option_agent(actor)
+    export_directory(tmp_path / "one", actor)
+    export_directory(tmp_path / "two", actor)
+    assert [content for content, _ in tree(tmp_path / "one").values()] == [
+        content for content, _ in tree(tmp_path / "two").values()
+    ]
+
+
+def test_export_is_audited_for_each_agent_with_the_actor(actor, tmp_path):
+    import_directory(LEGACY, actor)
+    export_directory(tmp_path, actor, Agent.objects.filter(name="cron-git"))
+    [entry] = AuditEntry.objects.filter(action="agent.export")
+    assert (entry.object_name, entry.actor_username) == ("cron-git", "ana")
+    assert str(tmp_path) in entry.message
+    assert not (tmp_path / "agents/weekly-report").exists()
+
+
+def test_export_leaves_no_temporary_files_behind(actor, tmp_path):
+    import_directory(LEGACY, actor)
+    export_directory(tmp_path, actor)
+    export_directory(tmp_path, actor)  # over existing files
+    assert sorted(p.name for p in (tmp_path / "agents/cron-git").iterdir()) == [
+        "CLAUDE.md",
+        "agent.yaml",
+    ]
+
+
+def test_a_secret_value_never_appears_in_an_exported_file(actor, source, tmp_path):
+    edit(
+        source / "agents/weekly-report/agent.yaml",
+        "env:\n",
+        "secrets:\n  API_TOKEN: s3cr3t-d0-not-leak\nenv:\n",
+    )
+    import_directory(source, actor)
+    agent = Agent.objects.get(name="weekly-report")
+    assert secrets.environment(agent.variables)["API_TOKEN"] == "s3cr3t-d0-not-leak"
+    assert "s3cr3t-d0-not-leak" not in str(snapshot(agent))
+
+    export_directory(tmp_path / "out", actor)
+    for content, _ in tree(tmp_path / "out").values():
+        assert b"s3cr3t-d0-not-leak" not in content
+    exported = yaml.safe_load((tmp_path / "out/agents/weekly-report/agent.yaml").read_text())
+    assert exported["secrets"] == {"API_TOKEN": None}
+    assert b"s3cr3t-d0-not-leak" not in str(list(AuditEntry.objects.values())).encode()
+
+    # Imported again, `API_TOKEN: null` keeps the value Cronos holds: nothing changes.
+    again = import_directory(tmp_path / "out", actor)
+    assert {r.name: r.status for r in again.agents}["weekly-report"] == Status.UNCHANGED
+    agent.refresh_from_db()
+    assert secrets.environment(agent.variables)["API_TOKEN"] == "s3cr3t-d0-not-leak"
+
+
+def test_importing_the_same_secret_value_again_changes_nothing(actor, source):
+    edit(source / "agents/cron-git/agent.yaml", "model:", "secrets:\n  PIN: '1234'\nmodel:")
+    import_directory(source, actor)
+    versions, entries = Agent.history.count(), AuditEntry.objects.count()
+    report = import_directory(source, actor)
+    assert {r.status for r in report.agents} == {Status.UNCHANGED}
+    assert (Agent.history.count(), AuditEntry.objects.count()) == (versions, entries)
+
+
+def test_unknown_keys_are_kept_reported_and_exported_back_in_place(actor, source, tmp_path):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(
+        path,
+        "  permission_mode: acceptEdits\n",
+        "  permission_mode: acceptEdits\n  sandbox: strict\n",
+    )
+    edit(path, "model:", "notify_slack: '#ops'\nmodel:")
+
+    report = import_directory(source, actor)
+
+    [result] = [r for r in report.agents if r.name == "cron-git"]
+    assert result.status == Status.CREATED
+    assert result.notices == [
+        f"{path}: kept unknown key 'notify_slack' (Cronos does not use it)",
+        f"{path}: kept unknown key 'guardrails.sandbox' (Cronos does not use it)",
+    ]
+    assert f"    notice: {path}: kept unknown key 'notify_slack' (Cronos does not use it)" in (
+        report.lines()
+    )
+    export_directory(tmp_path / "out", actor)
+    exported = yaml.safe_load((tmp_path / "out/agents/cron-git/agent.yaml").read_text())
+    assert exported == yaml.safe_load(path.read_text())
+    assert exported["guardrails"]["sandbox"] == "strict"
+
+
+# --- Importing again ----------------------------------------------------------------------------
+
+
+def test_importing_the_same_directory_again_changes_nothing(actor):
+    import_directory(LEGACY, actor)
+    before = counts()
+    report = import_directory(LEGACY, actor)
+    assert [r.status for r in report.agents] == [Status.UNCHANGED, Status.UNCHANGED]
+    assert counts() == before
+
+
+def test_changing_one_value_makes_exactly_one_new_version_listing_the_change(actor, source):
+    import_directory(source, actor)
+    edit(source / "agents/weekly-report/agent.yaml", "max_turns: 20", "max_turns: 25")
+
+    report = import_directory(source, actor)
+
+    assert [(r.name, r.status, r.changed) for r in report.agents] == [
+        ("cron-git", Status.UNCHANGED, []),
+        ("weekly-report", Status.UPDATED, ["max_turns"]),
+    ]
+    assert "updated         weekly-report (changed: max_turns)" in report.lines()
+    assert Agent.objects.get(name="weekly-report").history.count() == 2
+    assert Agent.objects.get(name="cron-git").history.count() == 1
+    [entry] = AuditEntry.objects.filter(object_name="weekly-report").exclude(
+        pk=AuditEntry.objects.filter(object_name="weekly-report").order_by("id").first().pk
+    )
+    assert entry.changes == {"max_turns": [20, 25]}
+
+
+def test_a_changed_prompt_is_listed_as_the_prompt(actor, source):
+    import_directory(source, actor)
+    with (source / "agents/cron-git/CLAUDE.md").open("a") as prompt:
+        prompt.write("4. Be brief.\n")
+    report = import_directory(source, actor)
+    assert report.agents[0].changed == ["prompt"]
+
+
+def test_depends_on_may_name_an_agent_imported_later_in_the_same_run(actor, tmp_path):
+    for name, extra in (("a-first", "depends_on: [z-last, nowhere]\n"), ("z-last", "")):
+        folder = tmp_path / "agents" / name
+        folder.mkdir(parents=True)
+        (folder / "agent.yaml").write_text(
+            f"name: {name}\nschedule: '0 */4 * * *'\nworking_dir: /tmp\ncommand: make\n{extra}"
+        )
+
+    report = import_directory(tmp_path, actor)
+
+    assert [(r.name, r.status) for r in report.agents] == [
+        ("a-first", Status.CREATED),
+        ("z-last", Status.CREATED),
+    ]
+    assert report.agents[0].notices == [
+        f"{tmp_path / 'agents/a-first/agent.yaml'}: depends_on names 'nowhere', which is "
+        "neither in Cronos nor in this directory"
+    ]
+    assert Agent.objects.get(name="a-first").depends_on == ["z-last", "nowhere"]
+
+
+# --- Bad files: the bad agent writes nothing, the good one is still imported ---------------------
+
+
+def import_with_cron_git_broken(actor: Actor, source: Path) -> list[str]:
+    """Import `source`, check everything around a failed cron-git, and return its reasons."""
+    files = tree(source)
+    report = import_directory(source, actor)
+
+    assert [(r.name, r.status) for r in report.agents] == [
+        ("cron-git", Status.FAILED),
+        ("weekly-report", Status.CREATED),
+    ]
+    assert list(Agent.objects.values_list("name", flat=True)) == ["weekly-report"]
+    assert not Agent.history.filter(name="cron-git").exists()
+    assert not AuditEntry.objects.filter(object_name="cron-git").exists()
+    assert AuditEntry.objects.filter(object_name="weekly-report").count() == 1
+    assert tree(source) == files
+    problems = report.agents[0].problems
+    assert problems
+    assert all(str(source / "agents/cron-git") in problem for problem in problems)
+    return problems
+
+
+def test_invalid_yaml_is_reported_with_the_file_line_and_column(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, "model: claude-sonnet-4-5", "model: [claude-sonnet-4-5")
+    [problem] = import_with_cron_git_broken(actor, source)
+    assert problem.startswith(f"{path}: invalid YAML at line ")
+    assert ", column " in problem
+
+
+def test_an_unknown_runner_is_reported(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, "command: claude", "runner: docker\ncommand: claude")
+    assert import_with_cron_git_broken(actor, source) == [
+        f"{path}: runner: 'docker' is not a runner Cronos knows (one of: claude, command)"
+    ]
+
+
+def test_an_invalid_schedule_is_reported_by_its_key(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, '"0 0 */4 * * *"', '"61 * * * *"')
+    try:
+        cron.parse("61 * * * *")
+    except cron.CronError:
+        pass
+    else:  # agents.cron was still the placeholder that accepts anything
+        pytest.xfail("agents.cron does not reject 61 * * * * yet")
+    [problem] = import_with_cron_git_broken(actor, source)
+    assert problem.startswith(f"{path}: schedule: ")
+    assert "61" in problem
+
+
+def test_a_value_of_the_wrong_type_is_reported_with_the_expected_type(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, "max_turns: 8", "max_turns: eight")
+    assert import_with_cron_git_broken(actor, source) == [
+        f"{path}: max_turns: expected a whole number (0 or more), got 'eight' (text)"
+    ]
+
+
+def test_a_claude_agent_without_its_claude_md_is_reported_naming_the_path(actor, source):
+    (source / "agents/cron-git/CLAUDE.md").unlink()
+    assert import_with_cron_git_broken(actor, source) == [
+        f"{source / 'agents/cron-git/CLAUDE.md'}: missing; a claude agent's prompt is its CLAUDE.md"
+    ]
+
+
+def test_a_yaml_list_instead_of_a_mapping_is_reported(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    path.write_text("- name: cron-git\n- schedule: '0 */4 * * *'\n")
+    assert import_with_cron_git_broken(actor, source) == [
+        f"{path}: expected a mapping of keys to values, found a list"
+    ]
+
+
+def test_a_new_agent_with_a_secret_of_no_value_is_reported_naming_the_variable(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, "model:", "secrets:\n  GITHUB_TOKEN: null\nmodel:")
+    [problem] = import_with_cron_git_broken(actor, source)
+    assert problem.startswith(f"{path}: secrets.GITHUB_TOKEN: no value given (null)")
+
+
+def test_a_name_that_disagrees_with_its_folder_is_reported(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, "name: cron-git", "name: cron-commit")
+    assert import_with_cron_git_broken(actor, source) == [
+        f"{path}: name: 'cron-commit' does not match its folder 'cron-git'; "
+        "rename one so that they agree"
+    ]
+
+
+def test_a_rule_of_the_model_is_reported_by_its_key(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    edit(path, "timeout_secs: 900", "timeout_secs: 0\ntimezone: Mars/Olympus")
+    problems = import_with_cron_git_broken(actor, source)
+    assert sorted(p.removeprefix(f"{path}: ").split(":")[0] for p in problems) == [
+        "timeout_secs",
+        "timezone",
+    ]
+
+
+def test_a_bad_file_leaves_the_existing_agent_as_it_was(actor, source):
+    import_directory(source, actor)
+    agent = Agent.objects.get(name="cron-git")
+    before, before_counts = snapshot(agent), counts()
+    edit(source / "agents/cron-git/agent.yaml", "max_turns: 8", "max_turns: 9\nenabled: maybe")
+
+    report = import_directory(source, actor)
+
+    assert report.agents[0].status == Status.FAILED
+    agent.refresh_from_db()
+    assert snapshot(agent) == before
+    assert counts() == before_counts
+
+
+def test_a_viewer_cannot_import_and_nothing_is_written(django_user_model, source):
+    vera = django_user_model.objects.create_user("vera-import")
+    vera.groups.add(Group.objects.get(name=roles.VIEWER))
+    report = import_directory(source, Actor.cli("vera-import"))
+    assert [r.status for r in report.agents] == [Status.FAILED, Status.FAILED]
+    assert "lacks the permission agents.add_agent" in report.agents[0].problems[0]
+    assert counts() == (0, 0, 0)
+
+
+def test_a_path_that_does_not_exist_or_has_no_agents_folder_is_refused(actor, tmp_path):
+    from agents.legacy import LegacyError
+
+    with pytest.raises(LegacyError, match="does not exist"):
+        import_directory(tmp_path / "nowhere", actor)
+    with pytest.raises(LegacyError, match="has no agents/ folder"):
+        import_directory(tmp_path, actor)
+
+
+# --- Dry run ------------------------------------------------------------------------------------
+
+
+def test_a_dry_run_validates_everything_and_writes_nothing(actor, source):
+    edit(source / "agents/cron-git/agent.yaml", "max_turns: 8", "max_turns: eight")
+    report = import_directory(source, actor, dry_run=True)
+    assert [(r.name, r.status) for r in report.agents] == [
+        ("cron-git", Status.FAILED),
+        ("weekly-report", Status.CREATED),
+    ]
+    assert report.lines()[0] == "failed          cron-git"
+    assert "would create    weekly-report" in report.lines()
+    assert counts() == (0, 0, 0)
+
+
+def test_a_dry_run_over_existing_agents_reports_the_changes_and_writes_nothing(actor, source):
+    import_directory(source, actor)
+    edit(source / "agents/cron-git/agent.yaml", "max_turns: 8", "max_turns: 12")
+    before = counts()
+    report = import_directory(source, actor, dry_run=True)
+    assert [(r.status, r.changed) for r in report.agents] == [
+        (Status.UPDATED, ["max_turns"]),
+        (Status.UNCHANGED, []),
+    ]
+    assert counts() == before
+    assert Agent.objects.get(name="cron-git").max_turns == 8
+
+
+# --- The commands -------------------------------------------------------------------------------
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def test_cronos_import_prints_a_line_per_agent_the_notices_and_a_summary(person):
+    output = run("cronos_import", str(LEGACY), "--user", "ana")
+    assert output.splitlines() == [
+        "created         cron-git",
+        "created         weekly-report",
+        "notice: runs/ history: not imported yet (4 files)",
+        f"Imported 2 agent(s) from {LEGACY}: 2 created, 0 updated, 0 unchanged, 0 failed.",
+    ]
+    assert AuditEntry.objects.filter(action="agent.import", actor_username="ana").count() == 2
+
+
+def test_cronos_import_fails_after_importing_the_good_agents(person, source):
+    edit(source / "agents/cron-git/agent.yaml", "max_turns: 8", "max_turns: eight")
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"1 agent\(s\) failed \(cron-git\); the others"):
+        call_command("cronos_import", str(source), "--user", "ana", stdout=out)
+    assert "failed          cron-git" in out.getvalue()
+    assert "max_turns: expected a whole number" in out.getvalue()
+    assert list(Agent.objects.values_list("name", flat=True)) == ["weekly-report"]
+
+
+def test_cronos_import_dry_run_says_nothing_was_written(person):
+    output = run("cronos_import", str(LEGACY), "--dry-run", "--user", "ana")
+    assert "would create    cron-git" in output
+    assert "nothing written" in output.splitlines()[-1]
+    assert counts() == (0, 0, 0)
+
+
+def test_cronos_import_refuses_a_directory_without_agents(tmp_path):
+    with pytest.raises(CommandError, match="has no agents/ folder"):
+        run("cronos_import", str(tmp_path))
+
+
+def test_cronos_import_refuses_an_unknown_user():
+    with pytest.raises(CommandError, match="There is no Cronos user named 'nobody'"):
+        run("cronos_import", str(LEGACY), "--user", "nobody")
+
+
+def test_cronos_export_writes_the_named_agents(person, tmp_path):
+    run("cronos_import", str(LEGACY), "--user", "ana")
+    output = run("cronos_export", str(tmp_path), "--agent", "weekly-report", "--user", "ana")
+    assert output.splitlines() == [
+        "exported weekly-report",
+        f"Exported 1 agent(s) to {tmp_path}.",
+    ]
+    assert sorted(p.name for p in (tmp_path / "agents").iterdir()) == ["weekly-report"]
+    assert AuditEntry.objects.get(action="agent.export").actor_username == "ana"
+
+
+def test_cronos_export_refuses_an_unknown_agent(person, tmp_path):
+    with pytest.raises(CommandError, match="No agent named 'ghost'"):
+        run("cronos_export", str(tmp_path), "--agent", "ghost")
+    assert not (tmp_path / "agents").exists()
+
+
+def test_cronos_export_without_user_acts_as_the_shell_account(person, tmp_path):
+    run("cronos_import", str(LEGACY), "--user", "ana")
+    run("cronos_export", str(tmp_path))
+    names = set(
+        AuditEntry.objects.filter(action="agent.export").values_list("actor_username", flat=True)
+    )
+    assert len(names) == 1
+    assert names.pop().endswith("(shell)")
+    assert (
+        config.load_yaml((tmp_path / "agents/cron-git/agent.yaml").read_text())["name"]
+        == "cron-git"
+    )
