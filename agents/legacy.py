@@ -2,7 +2,7 @@
 
     agents/{name}/agent.yaml   the configuration (format: agents.config)
     agents/{name}/CLAUDE.md    the prompt, bytes preserved
-    runs/{YYYY-MM-DD}/...      run history: not imported yet, only counted in a notice
+    runs/{YYYY-MM-DD}/...      run history: runs.legacy, called by the cronos_import command
 
 Import reads the source and never writes to it. Each agent is imported on its own: a bad one is
 reported with its file and reasons and writes nothing (no row, no version, no audit entry), while
@@ -130,10 +130,6 @@ def import_directory(
     names_here = {folder.name for folder in folders}
     for folder in folders:
         report.agents.append(_import_agent(folder, actor, dry_run=dry_run, names_here=names_here))
-    runs = root / "runs"
-    if runs.is_dir():
-        count = sum(1 for p in runs.rglob("*") if p.is_file())
-        report.notices.append(f"runs/ history: not imported yet ({count} files)")
     return report
 
 

@@ -72,7 +72,9 @@ if SECRET_KEY is None:
 
 # Keys for agent secrets (Fernet, comma separated; the first encrypts, all decrypt), so that
 # keys can be rotated: add a new key first, run `cronos_rotate_secrets`, then drop the old one.
-CRONOS_SECRET_KEYS = [k.strip() for k in (env_secret("CRONOS_SECRET_KEYS") or "").split(",") if k.strip()]
+CRONOS_SECRET_KEYS = [
+    k.strip() for k in (env_secret("CRONOS_SECRET_KEYS") or "").split(",") if k.strip()
+]
 if not CRONOS_SECRET_KEYS:
     if PRODUCTION:
         raise RuntimeError("CRONOS_PRODUCTION is set: give CRONOS_SECRET_KEYS.")
@@ -143,9 +145,7 @@ TEMPLATES = [
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": env_int("CRONOS_SQLITE_TIMEOUT", 30),
-    "init_command": (
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
-    ),
+    "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"),
 }
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'cronos.sqlite3'}")
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
@@ -214,6 +214,16 @@ STATIC_ROOT = DATA_DIR / "static"
 CRONOS_LOG_DIR = Path(env_str("CRONOS_LOG_DIR", str(DATA_DIR / "runs"))).resolve()
 # A slot counts as missed when the scheduler sees it later than this (DESIGN.md section 4).
 CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
+# The scheduler hands a run to the engine this long before its slot; the worker then waits
+# for the exact instant, so the broker's poll interval is not on the critical path.
+CRONOS_DISPATCH_LEAD_SECONDS = float(env_str("CRONOS_DISPATCH_LEAD_SECONDS", "1.0"))
+# Executors heartbeat this often; a running run silent for CRONOS_STALE_AFTER_SECONDS is lost.
+CRONOS_HEARTBEAT_SECONDS = float(env_str("CRONOS_HEARTBEAT_SECONDS", "5"))
+CRONOS_STALE_AFTER_SECONDS = env_int("CRONOS_STALE_AFTER_SECONDS", 30)
+# Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
+CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
+# The engine adapter (runs.engine): django-q2 today.
+CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engine.DjangoQEngine")
 # The `claude` executable; tests and demos put a stand-in here.
 CRONOS_CLAUDE_BIN = env_str("CRONOS_CLAUDE_BIN", "claude")
 

@@ -64,8 +64,13 @@ class Run(models.Model):
     ACTIVE_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING]
     WAITING_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED]
     FINAL_STATES = [
-        State.SUCCEEDED, State.FAILED, State.TIMED_OUT, State.CANCELLED, State.KILLED,
-        State.LOST, State.SKIPPED,
+        State.SUCCEEDED,
+        State.FAILED,
+        State.TIMED_OUT,
+        State.CANCELLED,
+        State.KILLED,
+        State.LOST,
+        State.SKIPPED,
     ]
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
@@ -77,7 +82,10 @@ class Run(models.Model):
     reason = models.TextField(blank=True, help_text="Why it ended or was skipped.")
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     triggered_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     triggered_by_name = models.CharField(max_length=150, blank=True)
@@ -134,14 +142,26 @@ class Run(models.Model):
         constraints = [
             # Exactly-once: two schedulers racing for a slot cannot both create its run.
             models.UniqueConstraint(
-                fields=["agent", "slot"], condition=models.Q(slot__isnull=False),
+                fields=["agent", "slot"],
+                condition=models.Q(slot__isnull=False),
                 name="run_unique_agent_slot",
             ),
             models.CheckConstraint(
-                condition=models.Q(state__in=[
-                    "pending", "awaiting_approval", "queued", "running", "succeeded", "failed",
-                    "timed_out", "cancelled", "killed", "lost", "skipped",
-                ]),
+                condition=models.Q(
+                    state__in=[
+                        "pending",
+                        "awaiting_approval",
+                        "queued",
+                        "running",
+                        "succeeded",
+                        "failed",
+                        "timed_out",
+                        "cancelled",
+                        "killed",
+                        "lost",
+                        "skipped",
+                    ]
+                ),
                 name="run_state_known",
             ),
         ]
@@ -178,61 +198,122 @@ class Run(models.Model):
 
     def mark_queued(self) -> bool:
         """Pending -> queued, once the engine holds its task."""
-        return self._transition([self.State.PENDING], state=self.State.QUEUED,
-                                queued_at=timezone.now())
+        return self._transition(
+            [self.State.PENDING], state=self.State.QUEUED, queued_at=timezone.now()
+        )
 
     def claim(self, host: str, worker_pid: int) -> bool:
         """Pending/queued -> running: the one worker that wins may start the agent."""
         now = timezone.now()
         return self._transition(
-            [self.State.PENDING, self.State.QUEUED], state=self.State.RUNNING,
-            host=host, worker_pid=worker_pid, heartbeat_at=now, started_at=now,
+            [self.State.PENDING, self.State.QUEUED],
+            state=self.State.RUNNING,
+            host=host,
+            worker_pid=worker_pid,
+            heartbeat_at=now,
+            started_at=now,
         )
 
     def record_process(self, pid: int, pgid: int, process_started: float | None) -> bool:
         """Note the agent's process so a reaper can find it if this worker dies."""
         now = timezone.now()
-        return self._transition([self.State.RUNNING], pid=pid, pgid=pgid,
-                                process_started=process_started, started_at=now,
-                                heartbeat_at=now)
+        return self._transition(
+            [self.State.RUNNING],
+            pid=pid,
+            pgid=pgid,
+            process_started=process_started,
+            started_at=now,
+            heartbeat_at=now,
+        )
 
     def heartbeat(self) -> bool:
         """The worker is alive; returns False when the run is no longer ours (e.g. lost)."""
         return self._transition([self.State.RUNNING], heartbeat_at=timezone.now())
 
-    def finish(self, state: str, *, reason: str = "", exit_code: int | None = None,
-               **values) -> bool:
+    def finish(
+        self, state: str, *, reason: str = "", exit_code: int | None = None, **values
+    ) -> bool:
         """Running -> a final state, with the outcome."""
         assert state in self.FINAL_STATES
-        return self._transition([self.State.RUNNING], state=state, reason=reason,
-                                exit_code=exit_code, finished_at=timezone.now(), **values)
+        return self._transition(
+            [self.State.RUNNING],
+            state=state,
+            reason=reason,
+            exit_code=exit_code,
+            finished_at=timezone.now(),
+            **values,
+        )
 
     def fail_to_start(self, reason: str) -> bool:
         """Waiting -> failed: the agent could not be started (no directory, no executable)."""
-        return self._transition(self.WAITING_STATES + [self.State.RUNNING],
-                                state=self.State.FAILED, reason=reason,
-                                finished_at=timezone.now())
+        return self._transition(
+            self.WAITING_STATES + [self.State.RUNNING],
+            state=self.State.FAILED,
+            reason=reason,
+            finished_at=timezone.now(),
+        )
 
     def skip(self, reason: str) -> bool:
         """Pending -> skipped, with the reason (overlap, missed slot, condition...)."""
-        return self._transition([self.State.PENDING], state=self.State.SKIPPED, reason=reason,
-                                finished_at=timezone.now())
+        return self._transition(
+            [self.State.PENDING],
+            state=self.State.SKIPPED,
+            reason=reason,
+            finished_at=timezone.now(),
+        )
 
     def cancel(self, by: str = "") -> bool:
         """Cancel: a waiting run ends now; a running one is asked to stop (see cancel_requested_at)."""
         now = timezone.now()
-        if self._transition(self.WAITING_STATES, state=self.State.CANCELLED, finished_at=now,
-                            reason=f"cancelled by {by} before it started" if by else
-                            "cancelled before it started", cancel_requested_at=now,
-                            cancel_requested_by=by):
+        if self._transition(
+            self.WAITING_STATES,
+            state=self.State.CANCELLED,
+            finished_at=now,
+            reason=f"cancelled by {by} before it started" if by else "cancelled before it started",
+            cancel_requested_at=now,
+            cancel_requested_by=by,
+        ):
             return True
-        return self._transition([self.State.RUNNING], cancel_requested_at=now,
-                                cancel_requested_by=by)
+        return self._transition(
+            [self.State.RUNNING], cancel_requested_at=now, cancel_requested_by=by
+        )
 
     def mark_lost(self, reason: str) -> bool:
         """Running -> lost: its worker stopped heartbeating."""
-        return self._transition([self.State.RUNNING], state=self.State.LOST, reason=reason,
-                                finished_at=timezone.now())
+        return self._transition(
+            [self.State.RUNNING], state=self.State.LOST, reason=reason, finished_at=timezone.now()
+        )
+
+    @classmethod
+    def mark_queued_many(cls, run_ids: list[int]) -> int:
+        """Pending -> queued for many runs at once (a crowd of slots); returns how many won."""
+        return cls.objects.filter(pk__in=run_ids, state=cls.State.PENDING).update(
+            state=cls.State.QUEUED, queued_at=timezone.now()
+        )
+
+    @classmethod
+    def record_missed(cls, agent: Agent, slots: list[datetime], reason: str) -> int:
+        """Skipped runs for slots nobody ran, so no slot disappears silently."""
+        now = timezone.now()
+        rows = [
+            cls(
+                agent=agent,
+                slot=slot,
+                trigger=cls.Trigger.SCHEDULE,
+                state=cls.State.SKIPPED,
+                reason=reason,
+                finished_at=now,
+            )
+            for slot in slots
+        ]
+        # ignore_conflicts: another scheduler may have recorded (or run) the same slot.
+        return len(cls.objects.bulk_create(rows, ignore_conflicts=True))
+
+    @classmethod
+    def import_finished(cls, **values) -> Run:
+        """A run that ended elsewhere (the prototype's history), recorded as it ended."""
+        assert values["state"] in cls.FINAL_STATES
+        return cls.objects.create(**values)
 
     @classmethod
     def create_for_slot(cls, agent: Agent, slot: datetime, **values) -> Run | None:
@@ -262,3 +343,6 @@ class RunChunk(models.Model):
             # Tailing resumes after the last seq a viewer saw: no gap, no duplicate.
             models.UniqueConstraint(fields=["run", "seq"], name="chunk_unique_seq"),
         ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} chunk {self.seq}"

@@ -45,4 +45,11 @@ class Command(BaseCommand):
             raise CommandError(f"Could not write to {options['path']}: {exc}") from exc
         for name in report.agents:
             self.stdout.write(f"exported {name}")
-        self.stdout.write(f"Exported {len(report.agents)} agent(s) to {report.destination}.")
+        from runs.legacy import export_runs
+
+        exported = Agent.objects.filter(name__in=report.agents)
+        runs = export_runs(report.destination, actor, list(exported))
+        self.stdout.write(
+            f"Exported {len(report.agents)} agent(s) and {runs} finished run(s) "
+            f"to {report.destination}."
+        )

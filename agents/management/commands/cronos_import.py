@@ -31,6 +31,20 @@ class Command(BaseCommand):
         for line in report.lines():
             self.stdout.write(line)
         self.stdout.write(report.summary())
+        # The run history comes after the agents it belongs to.
+        from runs.legacy import import_runs
+
+        incoming = {result.name for result in report.agents if result.status != "failed"}
+        runs = import_runs(report.source, actor, dry_run=options["dry_run"], incoming=incoming)
+        for problem in runs.problems:
+            self.stdout.write(f"failed          {problem}")
+        if (report.source / "runs").is_dir():
+            self.stdout.write(runs.summary(options["dry_run"]))
+        if runs.problems and not report.failed:
+            raise CommandError(
+                f"{len(runs.problems)} run record(s) failed; the others were "
+                f"{'checked' if options['dry_run'] else 'imported'}."
+            )
         if report.failed:
             names = ", ".join(result.name for result in report.failed)
             done = "nothing was written" if report.dry_run else "the others were imported"

@@ -1,0 +1,579 @@
+"""Reads what `claude -p ... --output-format stream-json --verbose` prints, as it arrives.
+
+The CLI prints one JSON object a line: `system/init`, then `assistant` messages (text and
+`tool_use` blocks), `user` messages carrying `tool_result`s, event types this module does not know
+(`rate_limit_event`, `stream_event`, whatever a later CLI adds) and a final `result`. The parser
+turns them into a short timeline a person can read and into metrics (tokens, cost, turns, model,
+result text), and says whether the run succeeded and, if not, why.
+
+It is fed from a pipe that may also carry stderr, so nothing it reads can make it raise: blank,
+non-JSON and unknown lines are skipped. `--output-format json` (one result object, possibly
+pretty-printed over many lines) is read too, on `close()`.
+
+Pure standard library on purpose: the executor and tests import it without setting Django up.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# A tool result can be a whole file or a build log; the raw output keeps it all, the timeline
+# only needs enough to recognise it.
+TOOL_RESULT_LIMIT = 2000
+# Message and result texts are what people read, so they are kept nearly whole; the limit only
+# guards the stored timeline against a runaway message.
+MESSAGE_LIMIT = 20_000
+# Strings inside tool inputs (the content given to Write, say) are capped like tool results.
+INPUT_STRING_LIMIT = 2000
+# One-line summaries of a tool call, for a list of events.
+SUMMARY_LIMIT = 200
+# Long sessions emit tens of thousands of events; the timeline is for reading, the raw log is
+# the record, so the timeline keeps the first ones and counts the rest.
+MAX_EVENTS = 5000
+# A single line is buffered until its newline arrives; this bounds the memory a stream without
+# newlines could take. A longer line is dropped (and counted); later lines still parse.
+MAX_LINE_CHARS = 32 * 1024 * 1024
+
+SUCCESS = "success"
+NO_RESULT_REASON = "no result event: the CLI ended without reporting a result"
+
+# Keys whose value best describes a tool call, most telling first (Bash's command, Read's path).
+_SUMMARY_KEYS = (
+    "command",
+    "file_path",
+    "notebook_path",
+    "pattern",
+    "path",
+    "url",
+    "query",
+    "description",
+    "prompt",
+    "skill",
+)
+
+_SUBTYPE_REASONS = {
+    "error_max_turns": "stopped at the turn limit (error_max_turns)",
+    "error_max_budget_usd": "budget exceeded (error_max_budget_usd)",
+    "error_during_execution": "failed during execution (error_during_execution)",
+}
+
+
+@dataclass
+class TimelineEvent:
+    """One readable step of a session: kind is init, text, tool_use, tool_result or result."""
+
+    kind: str
+    text: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ClaudeMetrics:
+    """What a session cost and produced, as far as the stream has told so far."""
+
+    model: str = ""
+    session_id: str = ""
+    num_turns: int | None = None
+    cost_usd: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_tokens: int = 0
+    cache_read_tokens: int = 0
+    duration_ms: int | None = None
+    result_text: str | None = None
+    subtype: str | None = None
+    is_error: bool = False
+    permission_denials: list = field(default_factory=list)
+    model_usage: dict = field(default_factory=dict)
+
+
+class StreamParser:
+    """Incremental reader of one `claude` session's stdout.
+
+    Feed it whole lines (`feed_line`), text chunks of any size (`feed`) or raw bytes
+    (`feed_bytes`), then call `close()`. Every feed returns the timeline events it produced, so a
+    caller can show them live; `timeline` and `metrics` hold everything so far.
+    """
+
+    def __init__(
+        self, *, max_events: int = MAX_EVENTS, max_line_chars: int = MAX_LINE_CHARS
+    ) -> None:
+        self.metrics = ClaudeMetrics()
+        self.timeline: list[TimelineEvent] = []
+        self.dropped_events = 0  # events left out of `timeline` once it reached max_events
+        self.oversized_lines = 0  # lines longer than max_line_chars, dropped unread
+        self.has_result = False
+        # The `errors` list that newer CLIs attach to error results (why execution failed).
+        self.result_errors: list[str] = []
+        self.max_events = max_events
+        self.max_line_chars = max_line_chars
+
+        # A partial line kept as pieces, so a long line fed in small chunks is joined once.
+        self._pending: list[str] = []
+        self._pending_chars = 0
+        self._discarding = False  # inside an oversized line: skip up to its newline
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        # Lines that were not events, kept until the first event arrives: with
+        # `--output-format json` the whole output is one (pretty-printed) object.
+        self._unparsed: list[str] = []
+        self._unparsed_chars = 0
+        self._saw_event = False
+        self._tool_names: dict[str, str] = {}  # tool_use id -> tool name, to label results
+        # Usage per assistant message id: the CLI repeats a message's usage on every event that
+        # carries one of its content blocks, so summing events would count it several times.
+        self._message_usage: dict[str, dict] = {}
+
+    # -- input -----------------------------------------------------------------------------
+
+    def feed_bytes(self, data: bytes) -> list[TimelineEvent]:
+        """Read raw bytes from the pipe; a UTF-8 character split across reads is kept whole."""
+        return self.feed(self._decoder.decode(data))
+
+    def feed(self, text: str) -> list[TimelineEvent]:
+        """Read a chunk of any size; a partial last line waits for the rest."""
+        events: list[TimelineEvent] = []
+        start = 0
+        while (newline := text.find("\n", start)) >= 0:
+            piece = text[start:newline]
+            start = newline + 1
+            if self._discarding:
+                self._discarding = False
+                continue
+            if self._pending_chars + len(piece) > self.max_line_chars:
+                # Checked here as well as below, so a long line is dropped however it was split.
+                self._drop_pending_line()
+                continue
+            self._pending.append(piece)
+            line = "".join(self._pending)
+            self._pending.clear()
+            self._pending_chars = 0
+            events.extend(self.feed_line(line))
+        rest = text[start:]
+        if rest and not self._discarding:
+            self._pending.append(rest)
+            self._pending_chars += len(rest)
+            if self._pending_chars > self.max_line_chars:
+                self._drop_pending_line()
+                self._discarding = True
+        return events
+
+    def feed_line(self, line: str) -> list[TimelineEvent]:
+        """Read one complete line; anything that is not a JSON event is ignored."""
+        stripped = line.strip()
+        if not stripped:
+            return []
+        try:
+            obj = json.loads(stripped)
+        except (ValueError, RecursionError):
+            # Not JSON: stderr interleaved with stdout, or one line of a pretty-printed object.
+            self._remember_unparsed(line)
+            return []
+        if isinstance(obj, dict) and isinstance(obj.get("type"), str):
+            return self._handle_event(obj)
+        if isinstance(obj, list) and any(_is_event(item) for item in obj):
+            # `--output-format json --verbose` prints every event as one array.
+            events: list[TimelineEvent] = []
+            for item in obj:
+                if _is_event(item):
+                    events.extend(self._handle_event(item))
+            return events
+        self._remember_unparsed(line)
+        return []
+
+    def close(self) -> list[TimelineEvent]:
+        """Read what is left: a last line without a newline, or a whole-output JSON object."""
+        events = self.feed(self._decoder.decode(b"", final=True))
+        if self._pending and not self._discarding:
+            line = "".join(self._pending)
+            events.extend(self.feed_line(line))
+        self._pending.clear()
+        self._pending_chars = 0
+        self._discarding = False
+        if not self._saw_event and self._unparsed:
+            events.extend(self._read_whole_output())
+        self._unparsed.clear()
+        self._unparsed_chars = 0
+        return events
+
+    def _drop_pending_line(self) -> None:
+        self._pending.clear()
+        self._pending_chars = 0
+        self.oversized_lines += 1
+
+    # -- verdict ---------------------------------------------------------------------------
+
+    def outcome(self) -> tuple[bool, str]:
+        """Whether the session succeeded, and if not, why in words; the reason is "" on success."""
+        metrics = self.metrics
+        if not self.has_result:
+            return False, NO_RESULT_REASON
+        # The subtype comes first: a turn or budget limit says more than the is_error flag the
+        # CLI may set alongside it.
+        if metrics.subtype != SUCCESS:
+            return False, self._subtype_reason()
+        if metrics.is_error:
+            return False, self._error_reason()
+        if metrics.permission_denials:
+            names = _unique(_denied_tool_name(d) for d in metrics.permission_denials)
+            count = len(metrics.permission_denials)
+            return False, f"{count} tool call(s) were refused: {', '.join(names)}"
+        if not (metrics.result_text or "").strip():
+            return False, "empty result"
+        return True, ""
+
+    def _subtype_reason(self) -> str:
+        subtype = self.metrics.subtype
+        if not subtype:
+            reason = "the result reported no subtype"
+        else:
+            reason = _SUBTYPE_REASONS.get(subtype, f"ended with {subtype}")
+        if self.result_errors:
+            reason += ": " + _one_line("; ".join(self.result_errors), 500)
+        return reason
+
+    def _error_reason(self) -> str:
+        text = (self.metrics.result_text or "").strip()
+        if not text and self.result_errors:
+            text = "; ".join(self.result_errors)
+        if not text:
+            return "the CLI reported an error without a message"
+        # With `is_error` on a "success" subtype the result text is the API's error message.
+        source = "the API" if text.startswith("API Error") else "the CLI"
+        return f"{source} reported an error: {_one_line(text, 500)}"
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _handle_event(self, event: dict) -> list[TimelineEvent]:
+        self._saw_event = True
+        self._unparsed.clear()
+        self._unparsed_chars = 0
+        try:
+            events = self._events_for(event)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            # An event of a known type in an unexpected shape (a later CLI changed it). Losing
+            # one timeline entry is better than losing the run's record to an exception.
+            return []
+        for item in events:
+            self._record(item)
+        return events
+
+    def _events_for(self, event: dict) -> list[TimelineEvent]:
+        kind = event["type"]
+        if kind == "system" and event.get("subtype") == "init":
+            return [self._on_init(event)]
+        if kind == "assistant":
+            return self._on_assistant(event)
+        if kind == "user":
+            return self._on_user(event)
+        if kind == "result":
+            return [self._on_result(event)]
+        # rate_limit_event, stream_event, other system subtypes, anything newer: not ours.
+        return []
+
+    def _record(self, event: TimelineEvent) -> None:
+        # init and result are always kept: they frame the session even when the middle is cut.
+        if len(self.timeline) < self.max_events or event.kind in ("init", "result"):
+            self.timeline.append(event)
+        else:
+            self.dropped_events += 1
+
+    def _on_init(self, event: dict) -> TimelineEvent:
+        metrics = self.metrics
+        model = _str(event.get("model"))
+        if model:
+            metrics.model = model
+        session_id = _str(event.get("session_id"))
+        if session_id:
+            metrics.session_id = session_id
+        tools = event.get("tools") if isinstance(event.get("tools"), list) else []
+        data = {
+            "model": model,
+            "session_id": session_id,
+            "cwd": _str(event.get("cwd")),
+            "tools": [_str(tool) for tool in tools],
+            "mcp_servers": event.get("mcp_servers") or [],
+            "permission_mode": _str(event.get("permissionMode")),
+            "claude_code_version": _str(event.get("claude_code_version")),
+        }
+        text = f"session started with {model or 'an unnamed model'}, {len(tools)} tool(s)"
+        if data["cwd"]:
+            text += f", in {data['cwd']}"
+        return TimelineEvent("init", text, data)
+
+    def _on_assistant(self, event: dict) -> list[TimelineEvent]:
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return []
+        if not self.metrics.model and _str(message.get("model")):
+            # No init line (a stream joined late): the message still names its model.
+            self.metrics.model = _str(message.get("model"))
+        usage = message.get("usage")
+        if isinstance(usage, dict):
+            key = _str(message.get("id")) or f"#{len(self._message_usage)}"
+            self._message_usage[key] = usage
+            if not self.has_result:
+                self._set_tokens(_sum_usage(self._message_usage.values()))
+        parent = event.get("parent_tool_use_id")
+        events = []
+        for block in _blocks(message.get("content")):
+            block_type = block.get("type")
+            if block_type == "text":
+                text = _str(block.get("text"))
+                if text.strip():
+                    data = {"role": "assistant", "message_id": _str(message.get("id"))}
+                    if parent:
+                        data["parent_tool_use_id"] = parent
+                    events.append(TimelineEvent("text", _truncate(text, MESSAGE_LIMIT), data))
+            elif block_type == "tool_use":
+                events.append(self._on_tool_use(block, parent))
+            # thinking and other block types are not part of the readable timeline.
+        return events
+
+    def _on_tool_use(self, block: dict, parent: Any) -> TimelineEvent:
+        name = _str(block.get("name")) or "tool"
+        tool_use_id = _str(block.get("id"))
+        if tool_use_id:
+            self._tool_names[tool_use_id] = name
+        tool_input = block.get("input")
+        summary = _summarize_input(name, tool_input)
+        data = {"name": name, "tool_use_id": tool_use_id, "input": _compact(tool_input)}
+        if parent:
+            data["parent_tool_use_id"] = parent
+        return TimelineEvent("tool_use", f"{name}: {summary}" if summary else name, data)
+
+    def _on_user(self, event: dict) -> list[TimelineEvent]:
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return []
+        content = message.get("content")
+        if isinstance(content, str):
+            # A plain user message (replayed prompts, for instance).
+            if not content.strip():
+                return []
+            return [TimelineEvent("text", _truncate(content, MESSAGE_LIMIT), {"role": "user"})]
+        events = []
+        for block in _blocks(content):
+            if block.get("type") == "tool_result":
+                events.append(self._on_tool_result(block))
+            elif block.get("type") == "text" and _str(block.get("text")).strip():
+                text = _truncate(_str(block.get("text")), MESSAGE_LIMIT)
+                events.append(TimelineEvent("text", text, {"role": "user"}))
+        return events
+
+    def _on_tool_result(self, block: dict) -> TimelineEvent:
+        tool_use_id = _str(block.get("tool_use_id"))
+        content = _tool_result_text(block.get("content"))
+        data = {
+            "tool_use_id": tool_use_id,
+            "name": self._tool_names.get(tool_use_id, ""),
+            "is_error": bool(block.get("is_error")),
+            "chars": len(content),
+            "truncated": len(content) > TOOL_RESULT_LIMIT,
+        }
+        return TimelineEvent("tool_result", _truncate(content, TOOL_RESULT_LIMIT), data)
+
+    def _on_result(self, event: dict) -> TimelineEvent:
+        metrics = self.metrics
+        self.has_result = True
+        metrics.subtype = _str(event.get("subtype")) or None
+        metrics.is_error = bool(event.get("is_error"))
+        result = event.get("result")
+        metrics.result_text = result if isinstance(result, str) else None
+        metrics.num_turns = _int(event.get("num_turns"))
+        metrics.duration_ms = _int(event.get("duration_ms"))
+        metrics.cost_usd = _float(event.get("total_cost_usd"))
+        if _str(event.get("session_id")):
+            metrics.session_id = _str(event.get("session_id"))
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            self._set_tokens(_sum_usage([usage]))
+        denials = event.get("permission_denials")
+        metrics.permission_denials = _compact(denials) if isinstance(denials, list) else []
+        model_usage = event.get("modelUsage")
+        if isinstance(model_usage, dict) and model_usage:
+            metrics.model_usage = model_usage
+            metrics.model = _main_model(model_usage) or metrics.model
+        errors = event.get("errors")
+        self.result_errors = (
+            [_str(e) or json.dumps(e) for e in errors] if isinstance(errors, list) else []
+        )
+
+        success, reason = self.outcome()
+        data = {
+            "subtype": metrics.subtype,
+            "is_error": metrics.is_error,
+            "num_turns": metrics.num_turns,
+            "duration_ms": metrics.duration_ms,
+            "cost_usd": metrics.cost_usd,
+            "permission_denials": [_denied_tool_name(d) for d in metrics.permission_denials],
+            "success": success,
+        }
+        if event.get("api_error_status") is not None:
+            data["api_error_status"] = event.get("api_error_status")
+        text = metrics.result_text if success else reason
+        return TimelineEvent("result", _truncate(text or "", MESSAGE_LIMIT), data)
+
+    def _set_tokens(self, totals: tuple[int, int, int, int]) -> None:
+        metrics = self.metrics
+        (
+            metrics.input_tokens,
+            metrics.output_tokens,
+            metrics.cache_creation_tokens,
+            metrics.cache_read_tokens,
+        ) = totals
+
+    # -- whole-output JSON -----------------------------------------------------------------
+
+    def _remember_unparsed(self, line: str) -> None:
+        if self._saw_event or self._unparsed_chars + len(line) > self.max_line_chars:
+            return
+        self._unparsed.append(line.rstrip("\r\n"))
+        self._unparsed_chars += len(line)
+
+    def _read_whole_output(self) -> list[TimelineEvent]:
+        lines = self._unparsed
+        obj = _loads(lines)
+        if obj is None:
+            # Stderr lines around the object: try from the first line that opens one to the
+            # last line that closes one.
+            starts = [i for i, line in enumerate(lines) if line.lstrip()[:1] in ("{", "[")]
+            ends = [i for i, line in enumerate(lines) if line.rstrip()[-1:] in ("}", "]")]
+            if starts and ends and starts[0] <= ends[-1]:
+                obj = _loads(lines[starts[0] : ends[-1] + 1])
+        items = obj if isinstance(obj, list) else [obj]
+        events: list[TimelineEvent] = []
+        for item in items:
+            if _is_event(item):
+                events.extend(self._handle_event(item))
+        return events
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _is_event(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("type"), str)
+
+
+def _loads(lines: list[str]) -> Any:
+    try:
+        return json.loads("\n".join(lines))
+    except (ValueError, RecursionError):
+        return None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    number = _float(value)
+    return None if number is None else int(number)
+
+
+def _float(value: Any) -> float | None:
+    # json.loads accepts NaN and Infinity; neither is a count or a price.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _blocks(content: Any) -> list[dict]:
+    if not isinstance(content, list):
+        return []
+    return [block for block in content if isinstance(block, dict)]
+
+
+def _sum_usage(usages: Any) -> tuple[int, int, int, int]:
+    totals = [0, 0, 0, 0]
+    keys = (
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+    )
+    for usage in usages:
+        for i, key in enumerate(keys):
+            totals[i] += _int(usage.get(key)) or 0
+    return totals[0], totals[1], totals[2], totals[3]
+
+
+def _main_model(model_usage: dict) -> str:
+    """The model that did the work: the one that cost the most (helpers like Haiku cost less)."""
+    best, best_cost = "", -1.0
+    for name, usage in model_usage.items():
+        cost = _float(usage.get("costUSD")) if isinstance(usage, dict) else None
+        if cost is None:
+            cost = 0.0
+        if cost > best_cost:
+            best, best_cost = name, cost
+    return best
+
+
+def _tool_result_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in _blocks(content):
+        if block.get("type") == "text":
+            parts.append(_str(block.get("text")))
+        else:
+            parts.append(f"[{_str(block.get('type')) or 'content'}]")
+    return "\n".join(parts)
+
+
+def _summarize_input(name: str, tool_input: Any) -> str:
+    if isinstance(tool_input, str):
+        return _one_line(tool_input, SUMMARY_LIMIT)
+    if not isinstance(tool_input, dict) or not tool_input:
+        return ""
+    if name == "TodoWrite" and isinstance(tool_input.get("todos"), list):
+        return f"{len(tool_input['todos'])} todo(s)"
+    for key in _SUMMARY_KEYS:
+        value = tool_input.get(key)
+        if isinstance(value, str) and value.strip():
+            return _one_line(value, SUMMARY_LIMIT)
+    for value in tool_input.values():
+        if isinstance(value, str) and value.strip():
+            return _one_line(value, SUMMARY_LIMIT)
+    return _one_line(json.dumps(tool_input, ensure_ascii=False), SUMMARY_LIMIT)
+
+
+def _compact(value: Any) -> Any:
+    """A copy of a JSON value with long strings cut, so tool inputs stay small in the timeline."""
+    if isinstance(value, str):
+        return _truncate(value, INPUT_STRING_LIMIT)
+    if isinstance(value, list):
+        return [_compact(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _compact(item) for key, item in value.items()}
+    return value
+
+
+def _truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters]"
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _denied_tool_name(denial: Any) -> str:
+    if isinstance(denial, dict):
+        return _str(denial.get("tool_name")) or "unknown tool"
+    return _str(denial) or "unknown tool"
+
+
+def _unique(names: Any) -> list[str]:
+    return list(dict.fromkeys(names))

@@ -1,0 +1,92 @@
+"""Each agent with its next slot, last run and lock: `python manage.py cronos_status [--json]`."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.management.base import BaseCommand
+from django.db.models import Max
+from django.utils import timezone
+
+from agents import cron
+from agents.models import Agent
+from runs.models import Run
+from runs.summary import _iso
+
+
+class Command(BaseCommand):
+    help = "Show every agent: enabled, schedule, next slot, last run, and the run holding its lock."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true")
+
+    def handle(self, *args, json: bool = False, **options):
+        rows = agent_status(timezone.now())
+        if json:
+            self.stdout.write(_dumps(rows))
+            return
+        for row in rows:
+            lock = (
+                f"locked by run #{row['lock']['id']} ({row['lock']['state']})"
+                if row["lock"]
+                else ""
+            )
+            last = (
+                f"last #{row['last_run']['id']} {row['last_run']['state']}"
+                if row["last_run"]
+                else "never ran"
+            )
+            state = "enabled" if row["enabled"] else "disabled"
+            self.stdout.write(
+                f"{row['name']:<24} {state:<9} next {row['next'] or '—':<26} {last:<24} {lock}"
+            )
+
+
+def agent_status(now) -> list[dict]:
+    agents = list(Agent.objects.order_by("name"))
+    active = {}
+    for run in Run.objects.active().order_by("created_at"):
+        active.setdefault(run.agent_id, run)
+    last = {}
+    # The latest run of each agent, one query: Run ids grow with time.
+    latest_ids = (
+        Run.objects.exclude(state__in=Run.WAITING_STATES)
+        .values("agent_id")
+        .annotate(m=Max("id"))
+        .values_list("m", flat=True)
+    )
+    for run in Run.objects.filter(pk__in=list(latest_ids)):
+        last[run.agent_id] = run
+    rows = []
+    for agent in agents:
+        nxt = None
+        if agent.enabled and agent.schedule:
+            upcoming = cron.next_runs(agent.schedule, agent.timezone, now, 1)
+            nxt = upcoming[0].at if upcoming else None
+        lock = active.get(agent.pk)
+        rows.append(
+            {
+                "name": agent.name,
+                "enabled": agent.enabled,
+                "schedule": agent.schedule,
+                "schedule_words": cron.describe(agent.schedule, agent.timezone)
+                if agent.schedule
+                else "manual only",
+                "next": _iso(nxt),
+                "last_run": {
+                    "id": last[agent.pk].pk,
+                    "state": last[agent.pk].state,
+                    "finished_at": _iso(last[agent.pk].finished_at),
+                }
+                if agent.pk in last
+                else None,
+                "lock": {"id": lock.pk, "state": lock.state}
+                if lock and not agent.allow_concurrent
+                else None,
+            }
+        )
+    return rows
+
+
+def _dumps(data) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False)

@@ -1,0 +1,55 @@
+"""A run as plain data, for `--json` output of the commands and (later) the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from runs.models import Run
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def run_summary(run: Run) -> dict:
+    return {
+        "id": run.pk,
+        "agent": run.agent.name,
+        "trigger": run.trigger,
+        "triggered_by": run.triggered_by_name or None,
+        "state": run.state,
+        "slot": _iso(run.slot),
+        "created_at": _iso(run.created_at),
+        "queued_at": _iso(run.queued_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "duration_seconds": run.duration.total_seconds() if run.duration else None,
+        "exit_code": run.exit_code,
+        "reason": run.reason,
+        "attempt": run.attempt,
+        "retry_of": run.retry_of_id,
+        "agent_version": run.agent_version_id,
+        "host": run.host or None,
+        "log_path": run.log_path or None,
+        "output_bytes": run.output_bytes,
+        "peak_memory_mb": run.peak_memory_mb,
+        "model": run.model or None,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cost_usd": float(run.cost_usd) if run.cost_usd is not None else None,
+        "num_turns": run.num_turns,
+        "result": run.result_text or None,
+        "commits": run.commits,
+        "files_changed": run.files_changed,
+    }
+
+
+def run_line(run: Run) -> str:
+    """One line per run for terminal listings."""
+    when = run.slot or run.created_at
+    ended = f" exit {run.exit_code}" if run.exit_code is not None else ""
+    reason = f" — {run.reason}" if run.reason else ""
+    return (
+        f"#{run.pk:<6} {run.agent.name:<20} {run.trigger:<9} {run.state:<17} "
+        f"{when:%Y-%m-%d %H:%M:%S%z}{ended}{reason}"
+    )
