@@ -32,14 +32,35 @@ print(json.dumps({
 
 
 def run_python(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items()
-             if k not in {"DATABASE_URL", "REDIS_URL", "TIME_ZONE", "CRONOS_PRODUCTION",
-                          "SECRET_KEY", "CRONOS_SECRET_KEYS", "DEBUG"}}
-    clean.update({"DJANGO_SETTINGS_MODULE": "cronos_site.settings",
-                  "CRONOS_DATA_DIR": str(tmp_path / "data")})
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "REDIS_URL",
+            "TIME_ZONE",
+            "CRONOS_PRODUCTION",
+            "SECRET_KEY",
+            "CRONOS_SECRET_KEYS",
+            "DEBUG",
+        }
+    }
+    clean.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "cronos_site.settings",
+            "CRONOS_DATA_DIR": str(tmp_path / "data"),
+        }
+    )
     clean.update(env)
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=clean,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def settings_with(env: dict[str, str], tmp_path: Path) -> dict:
@@ -62,8 +83,11 @@ def test_with_no_variables_cronos_runs_on_sqlite_and_the_orm_broker(tmp_path):
 
 def test_database_url_and_redis_url_choose_the_scaled_out_shape(tmp_path):
     shape = settings_with(
-        {"DATABASE_URL": "postgres://cronos@db.example:5432/cronos",
-         "REDIS_URL": "redis://127.0.0.1:6379/0", "TIME_ZONE": "Europe/Paris"},
+        {
+            "DATABASE_URL": "postgres://cronos@db.example:5432/cronos",
+            "REDIS_URL": "redis://127.0.0.1:6379/0",
+            "TIME_ZONE": "Europe/Paris",
+        },
         tmp_path,
     )
     assert shape["engine"] == "django.db.backends.postgresql"
@@ -89,8 +113,10 @@ def test_the_production_flag_passes_the_deploy_check(tmp_path):
         "CRONOS_SECRET_KEYS": Fernet.generate_key().decode(),
         "ALLOWED_HOSTS": "cronos.example.com",
     }
-    code = ("import sys; from django.core.management import execute_from_command_line;"
-            "execute_from_command_line(['manage.py','check','--deploy','--fail-level','WARNING'])")
+    code = (
+        "import sys; from django.core.management import execute_from_command_line;"
+        "execute_from_command_line(['manage.py','check','--deploy','--fail-level','WARNING'])"
+    )
     result = run_python(code, env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
 

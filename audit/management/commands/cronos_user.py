@@ -19,19 +19,27 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("username")
-        parser.add_argument("--role", action="append", default=[], choices=list(roles.ROLES),
-                            help="A role to hold (repeat for several). Replaces current roles.")
-        parser.add_argument("--password", action="store_true",
-                            help="Ask for a password (interactive).")
+        parser.add_argument(
+            "--role",
+            action="append",
+            default=[],
+            choices=list(roles.ROLES),
+            help="A role to hold (repeat for several). Replaces current roles.",
+        )
+        parser.add_argument(
+            "--password", action="store_true", help="Ask for a password (interactive)."
+        )
         parser.add_argument("--deactivate", action="store_true", help="Stop the user logging in.")
 
-    def handle(self, *args, username: str, role: list[str], password: bool,
-               deactivate: bool, **options):
+    def handle(
+        self, *args, username: str, role: list[str], password: bool, deactivate: bool, **options
+    ):
         User = get_user_model()
         actor = Actor.cli()
         with transaction.atomic():
-            user, created = User.objects.get_or_create(username=username,
-                                                       defaults={"is_staff": True})
+            user, created = User.objects.get_or_create(
+                username=username, defaults={"is_staff": True}
+            )
             before = sorted(user.groups.values_list("name", flat=True))
             if password:
                 first = getpass.getpass("Password: ")
@@ -44,9 +52,15 @@ class Command(BaseCommand):
             if role:
                 user.groups.set(Group.objects.filter(name__in=role))
             after = sorted(user.groups.values_list("name", flat=True))
-            record(actor, "user.create" if created else "user.update", user,
-                   changes={"roles": [before, after]} if before != after else {},
-                   message="password set" if password else "")
-        self.stdout.write(f"{'Created' if created else 'Updated'} {username}: "
-                          f"roles {', '.join(after) or 'none'}"
-                          f"{' (deactivated)' if deactivate else ''}.")
+            record(
+                actor,
+                "user.create" if created else "user.update",
+                user,
+                changes={"roles": [before, after]} if before != after else {},
+                message="password set" if password else "",
+            )
+        self.stdout.write(
+            f"{'Created' if created else 'Updated'} {username}: "
+            f"roles {', '.join(after) or 'none'}"
+            f"{' (deactivated)' if deactivate else ''}."
+        )
