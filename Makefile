@@ -18,9 +18,10 @@ setup: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py cronos_init
 
-## run: set up, then start Cronos on http://$(HOST):$(PORT)/
+## run: set up, then start the web server, the task cluster and the scheduler together
+## (Ctrl-C stops all three) on http://$(HOST):$(PORT)/
 run: setup
-	$(BIN)/daphne -b $(HOST) -p $(PORT) cronos_site.asgi:application
+	PATH="$(CURDIR)/$(BIN):$$PATH" CRONOS_HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
 
 ## test: set up and run the whole suite (CI=true makes the service and browser lanes required)
 test: $(STAMP)
