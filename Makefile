@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run setup test lint format bench clean
+.PHONY: run setup test test-scaled lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,10 +23,20 @@ setup: $(STAMP)
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" CRONOS_HOST=$(HOST) PORT=$(PORT) $(BIN)/honcho start -f Procfile
 
-## test: set up and run the whole suite (CI=true makes the service and browser lanes required)
+# The scaled-out lane: the integration tests again, on PostgreSQL and Redis.
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cronos
+TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
+
+## test: set up and run the whole suite, then the integration tests on PostgreSQL + Redis
+## (those skip, saying what to start, when the services are missing; CI=true requires them)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m integration
+
+## test-scaled: only the scaled-out lane
+test-scaled: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

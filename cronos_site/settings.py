@@ -151,8 +151,9 @@ DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'cronos.sqlite3'}
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
-    # Tests that start other processes (cluster, schedulers, browser) need a file database.
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-cronos.sqlite3")}
+    # Tests that start other processes (cluster, schedulers, browser) need a file database;
+    # one per test session, so that two sessions on one checkout never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-cronos-{os.getpid()}.sqlite3")}
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -209,9 +210,9 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
 
 # --- Cronos -----------------------------------------------------------------------------------
-# Run logs live here, as runs/{YYYY-MM-DD}/... (the prototype's layout). With workers on several
-# hosts, point every host at the same shared directory.
-CRONOS_LOG_DIR = Path(env_str("CRONOS_LOG_DIR", str(DATA_DIR / "runs"))).resolve()
+# Run logs live under here, as runs/{YYYY-MM-DD}/... (the prototype's layout). With workers on
+# several hosts, point every host at the same shared directory.
+CRONOS_LOG_DIR = Path(env_str("CRONOS_LOG_DIR", str(DATA_DIR))).resolve()
 # A slot counts as missed when the scheduler sees it later than this (DESIGN.md section 4).
 CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
 # The scheduler hands a run to the engine this long before its slot; the worker then waits

@@ -1,0 +1,725 @@
+"""The whole life of one run inside a worker: claim, start, watch, end, record.
+
+`execute(run_id)` is what the engine's task calls (runs/tasks.py). It claims the Run (so a task
+delivered twice, or a run cancelled while queued, starts nothing), waits for its `not_before`
+instant, starts the agent in its own session, streams its output through runs/output.py and
+watches it from this thread: exit, wall-clock timeout, cancel request, memory of the whole
+process tree, output limit, heartbeat. Whatever happens, a `finally` ends the process tree and
+records an outcome, so no run stays `running` because of an exception here.
+
+Only the Run's transition methods change its state (claim, record_process, heartbeat, finish,
+fail_to_start); a run that a reaper marked `lost` meanwhile is never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from agents import secrets
+from agents.models import Agent
+from runs import gitinfo
+from runs.claude_stream import StreamParser
+from runs.models import Run
+from runs.output import OutputSink, clean_text
+from runs.process import ProcessTree, pipe_holders, spawn
+
+log = logging.getLogger(__name__)
+
+# Cronos's own secrets: an agent is someone else's program and must never see them.
+CRONOS_OWN_SECRETS = frozenset(
+    {
+        "SECRET_KEY",
+        "SECRET_KEY_FILE",
+        "CRONOS_SECRET_KEYS",
+        "CRONOS_SECRET_KEYS_FILE",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "CRONOS_ADMIN_PASSWORD",
+        "CRONOS_ADMIN_PASSWORD_FILE",
+        "DJANGO_SETTINGS_MODULE",
+    }
+)
+
+# The watchdog's rhythm: output is flushed every TICK (a live viewer's latency), the process
+# tree's memory is read every MEMORY_EVERY, the database asked for a cancel every CANCEL_EVERY.
+TICK = 0.1
+MEMORY_EVERY = 0.2
+CANCEL_EVERY = 1.0
+# How long the output pipe may stay quiet, and at most stay open, after the whole tree has
+# ended (a process we could not see still holding it) before the reader gives up. Once the
+# tree is gone only buffered output is left, which takes milliseconds to read.
+READER_JOIN_SECONDS = 2.0
+READER_DRAIN_MAX_SECONDS = 10.0
+# Once the tree is gone, a reader still waiting after this long suggests that a process which
+# escaped unseen holds the pipe: look for it (see process.pipe_holders).
+ESCAPEE_CHECK_SECONDS = 0.2
+# How long to wait for a killed leader's exit status.
+REAP_SECONDS = 10.0
+# The timeline is for reading; the raw log is the record.
+TIMELINE_MAX_EVENTS = 1000
+TIMELINE_TEXT_CHARS = 4000
+RESULT_TEXT_CHARS = 100_000
+READ_SIZE = 64 * 1024
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """`${NAME}` replaced by its value; unknown names and the bare `$NAME` form left as they are."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def heartbeat_seconds() -> float:
+    return float(getattr(settings, "CRONOS_HEARTBEAT_SECONDS", 5))
+
+
+def kill_grace_seconds() -> float:
+    return float(getattr(settings, "CRONOS_KILL_GRACE_SECONDS", 5))
+
+
+def execute(run_id: int) -> Run | None:
+    """Claim the run and carry it to a final state; returns it (None when it does not exist).
+
+    A run that cannot be claimed (finished, cancelled, or running in another worker) is
+    returned as it is and nothing is started.
+    """
+    try:
+        run = Run.objects.select_related("agent", "agent_version").get(pk=run_id)
+    except Run.DoesNotExist:
+        log.warning("run to execute does not exist", extra={"run_id": run_id})
+        return None
+    if not run.claim(host=socket.gethostname(), worker_pid=os.getpid()):
+        run.refresh_from_db()
+        log.info("run not claimed", extra={"run_id": run_id, "state": run.state})
+        return run
+    log.info("run claimed", extra={"run_id": run_id, "agent": run.agent.name})
+    Execution(run).carry_out()
+    run.refresh_from_db()
+    log.info(
+        "run finished",
+        extra={
+            "run_id": run_id,
+            "state": run.state,
+            "exit_code": run.exit_code,
+            "reason": run.reason,
+        },
+    )
+    return run
+
+
+@dataclass
+class Ending:
+    """Why the watchdog ended a run before its process exited on its own."""
+
+    state: str
+    reason: str
+
+
+@dataclass
+class Execution:
+    """One claimed run in this worker: its command, its process tree, its output."""
+
+    run: Run
+    config: Any = None  # the agent's configuration as it was when the run was made
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    prompt: str | None = None
+    cwd: str = ""
+    secret_values: list[str] = field(default_factory=list)
+    git_before: str | None = None
+    is_git: bool = False
+    sink: OutputSink | None = None
+    parser: Any = None
+    tree: ProcessTree | None = None
+    reader: threading.Thread | None = None
+    reader_stop: threading.Event = field(default_factory=threading.Event)
+    peak_memory_mb: float | None = None  # None: the tree ended before it was ever measured
+    ending: Ending | None = None
+    lost: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    # --- the whole life ------------------------------------------------------------------
+
+    def carry_out(self) -> None:
+        """Prepare, wait for the slot, run and record; always ends in a final state (or lost)."""
+        try:
+            if not self.prepare():
+                return
+            if not self.wait_until_not_before():
+                return
+            if not self.start():
+                return
+            self.watch()
+            self.finalize()
+        except BaseException as exc:
+            # Anything unexpected (a bug, the database gone, the worker told to stop) still
+            # ends the agent and records why, so the run does not wait for the reaper.
+            log.exception("run failed inside the executor", extra={"run_id": self.run.pk})
+            try:
+                self.stop_tree()
+            except Exception:
+                log.exception("could not stop the run's processes", extra={"run_id": self.run.pk})
+            self._close_output()
+            what = "internal error" if isinstance(exc, Exception) else "worker stopped"
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            self._finish(Run.State.FAILED, reason=f"{what}: {detail}"[:2000])
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if self.tree is not None:
+                self.tree.close()
+
+    # --- before the agent starts ---------------------------------------------------------
+
+    def prepare(self) -> bool:
+        """Build the command, environment and working directory; fail the run if impossible."""
+        run = self.run
+        # Provenance: the version the run was made from, prompt included; the agent as it is
+        # now only for runs made without one.
+        config = run.agent_version or run.agent
+        self.config = config
+        try:
+            variables = secrets.environment(config.variables or [])
+            self.secret_values = secrets.secret_values(config.variables or [])
+        except secrets.SecretKeyError as exc:
+            return self._fail_to_start(str(exc))
+
+        builtins = {
+            "CRONOS_RUN_ID": str(run.pk),
+            "CRONOS_AGENT": run.agent.name,
+            "CRONOS_TRIGGER": run.trigger,
+            "CRONOS_ATTEMPT": str(run.attempt),
+            "CRONOS_SLOT": run.slot.isoformat() if run.slot else "",
+        }
+        env = {k: v for k, v in os.environ.items() if k not in CRONOS_OWN_SECRETS}
+        env.update(variables)
+        env.update(builtins)  # facts about the run: an agent's variable cannot fake them
+        self.env = env
+
+        cwd = os.path.expanduser(config.working_dir or "")
+        if not cwd or not os.path.exists(cwd):
+            return self._fail_to_start(f"working directory {cwd or '(none)'} does not exist")
+        if not os.path.isdir(cwd):
+            return self._fail_to_start(f"working directory {cwd} is not a directory")
+        if not os.access(cwd, os.R_OK | os.X_OK):
+            return self._fail_to_start(
+                f"working directory {cwd} is not accessible (permission denied)"
+            )
+        self.cwd = cwd
+
+        if config.runner == Agent.Runner.CLAUDE:
+            self.argv = claude_argv(config)
+            self.prompt = substitute(config.prompt or "", {**variables, **builtins})
+            self.parser = StreamParser()
+        else:
+            # The shell substitutes ${VAR} from its environment itself: values with quotes or
+            # spaces stay safe, and secrets never appear in the process list.
+            self.argv = ["/bin/sh", "-c", config.command]
+
+        # Before the wait, not after it: the start at not_before should be one spawn away.
+        self.git_before = gitinfo.snapshot(cwd)
+        self.is_git = self.git_before is not None or gitinfo.in_repository(cwd)
+        started = max(timezone.now(), run.not_before or timezone.now())
+        try:
+            self.sink = OutputSink(
+                run,
+                self.secret_values,
+                started=started,
+                limit_bytes=config.output_limit_bytes,
+                limit_action=config.output_limit_action or Agent.OutputLimitAction.TRUNCATE,
+            )
+        except OSError as exc:
+            return self._fail_to_start(
+                f"cannot write the run's log in {settings.CRONOS_LOG_DIR}: {exc.strerror or exc}"
+            )
+        # Known from the start, so a live viewer (or a reaper) can find the file.
+        Run.objects.filter(pk=run.pk).update(log_path=self.sink.log_path)
+        run.log_path = self.sink.log_path
+        return True
+
+    def wait_until_not_before(self) -> bool:
+        """Sleep until the run's not_before instant, heartbeating and honouring a cancel."""
+        not_before = self.run.not_before
+        if not_before is None:
+            return True
+        last_beat = time.monotonic()
+        while True:
+            remaining = (not_before - timezone.now()).total_seconds()
+            if remaining <= 0:
+                return True
+            if remaining > 1.0:
+                time.sleep(min(remaining - 0.5, 1.0))
+            else:
+                # The last step sleeps exactly the time left: the start is precise, not polled.
+                time.sleep(remaining)
+                continue
+            by = self._cancel_requested_by()
+            if by is not None:
+                self._close_output()
+                self._finish(Run.State.CANCELLED, reason=_cancel_reason(by))
+                return False
+            if time.monotonic() - last_beat >= heartbeat_seconds():
+                last_beat = time.monotonic()
+                if not self.run.heartbeat():
+                    self.lost = True
+                    self._close_output()
+                    return False
+
+    def start(self) -> bool:
+        """Spawn the agent and record its process; False when it could not start."""
+        config = self.config
+        try:
+            proc = spawn(
+                self.argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdin_pipe=self.prompt is not None,
+                nice=config.cpu_nice or 0,
+                cpu_seconds=config.cpu_time_limit_seconds,
+            )
+        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+            reason = self._spawn_error(exc)
+            self.sink.notice(reason)
+            self._close_output()
+            return self._fail_to_start(reason)
+        self.tree = ProcessTree(
+            proc, nice=config.cpu_nice or 0, cpu_seconds=config.cpu_time_limit_seconds
+        )
+        if not self.run.record_process(proc.pid, self.tree.pgid, self.tree.started):
+            # No longer ours (a reaper marked it lost meanwhile): end what was just started.
+            self.lost = True
+            self.stop_tree()
+            self._close_output()
+            return False
+        log.info("run started", extra={"run_id": self.run.pk, "pid": proc.pid})
+        if self.prompt is not None:
+            threading.Thread(
+                target=_write_stdin,
+                args=(proc, self.prompt.encode()),
+                daemon=True,
+                name=f"run-{self.run.pk}-stdin",
+            ).start()
+        self.reader = threading.Thread(
+            target=_read_output,
+            args=(proc.stdout.fileno(), self.sink, self.reader_stop),
+            daemon=True,
+            name=f"run-{self.run.pk}-output",
+        )
+        self.reader.start()
+        return True
+
+    def _spawn_error(self, exc: OSError) -> str:
+        if isinstance(exc, FileNotFoundError) and exc.filename == self.cwd:
+            return f"working directory {self.cwd} does not exist"
+        program = self.argv[0]
+        if self.config.runner == Agent.Runner.CLAUDE:
+            if isinstance(exc, PermissionError):
+                return f"claude executable '{program}' is not executable (permission denied)"
+            return (
+                f"claude executable '{program}' was not found "
+                "(set CRONOS_CLAUDE_BIN or put it on PATH)"
+            )
+        return f"could not start {program}: {exc.strerror or exc}"
+
+    # --- while it runs -------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """The watchdog: until the process exits or a limit, a cancel or a timeout ends it."""
+        config = self.config
+        tree = self.tree
+        assert tree is not None and self.sink is not None
+        timeout = config.timeout_seconds
+        memory_limit = config.memory_limit_mb
+        started = time.monotonic()
+        next_memory = next_cancel = 0.0
+        next_beat = started + heartbeat_seconds()
+        while True:
+            exited = tree.exited(TICK)
+            self._flush()
+            now = time.monotonic()
+            if exited:
+                return
+            if self.sink.limit_reached and self.sink.limit_action == "kill":
+                self.ending = Ending(
+                    Run.State.KILLED, f"output limit of {self.sink.limit_bytes} bytes exceeded"
+                )
+            elif timeout and now - started >= timeout:
+                self.ending = Ending(Run.State.TIMED_OUT, f"timed out after {timeout} s")
+            if self.ending is None and now >= next_memory:
+                next_memory = now + MEMORY_EVERY
+                rss_mb = tree.scan()
+                self.peak_memory_mb = max(self.peak_memory_mb or 0.0, rss_mb)
+                if memory_limit and rss_mb > memory_limit:
+                    self.ending = Ending(
+                        Run.State.KILLED,
+                        f"memory limit {memory_limit} MB exceeded "
+                        f"(peak {self.peak_memory_mb:.0f} MB)",
+                    )
+            if self.ending is None and now >= next_cancel:
+                next_cancel = now + CANCEL_EVERY
+                by = self._cancel_requested_by()
+                if by is not None:
+                    self.ending = Ending(Run.State.CANCELLED, _cancel_reason(by))
+            if self.ending is None and now >= next_beat:
+                next_beat = now + heartbeat_seconds()
+                if not self.run.heartbeat():
+                    log.warning(
+                        "run was taken from this worker; stopping it", extra={"run_id": self.run.pk}
+                    )
+                    self.lost = True
+                    self.stop_tree()
+                    self._close_output()
+                    return
+            if self.ending is not None:
+                log.info(
+                    "stopping run",
+                    extra={
+                        "run_id": self.run.pk,
+                        "state": self.ending.state,
+                        "reason": self.ending.reason,
+                    },
+                )
+                self.stop_tree()
+                return
+
+    def stop_tree(self) -> None:
+        """End the agent's whole process tree (TERM, grace, KILL, escaped descendants)."""
+        tree = self.tree
+        if tree is None or tree.proc.returncode is not None:
+            return
+        killed = tree.terminate(kill_grace_seconds())
+        if killed:
+            self.notes.append(
+                f"{len(killed)} process(es) ignored SIGTERM and were killed "
+                f"after {kill_grace_seconds():g} s (pids {', '.join(map(str, killed))})"
+            )
+        # Bounded: a process stuck in the kernel (D state) must not hang the worker forever.
+        tree.reap(timeout=REAP_SECONDS)
+
+    def _flush(self) -> None:
+        text = self.sink.flush()
+        if text and self.parser is not None:
+            self.parser.feed(text)
+
+    # --- after it ends -------------------------------------------------------------------
+
+    def finalize(self) -> None:
+        """Sweep what the agent left behind, store the last output and record the outcome."""
+        if self.lost:
+            return
+        tree = self.tree
+        assert tree is not None
+        if self.ending is None:
+            # Normal exit: the leader is a zombie still (not reaped), so its group id cannot
+            # have been reused while daemons it left behind are swept.
+            leftovers = tree.leftovers()
+            if leftovers:
+                log.info(
+                    "sweeping processes left behind",
+                    extra={"run_id": self.run.pk, "pids": leftovers},
+                )
+                tree.terminate(kill_grace_seconds())
+                self.notes.append(
+                    f"stopped {len(leftovers)} process(es) the agent left running "
+                    f"(pids {', '.join(map(str, leftovers))})"
+                )
+        returncode = tree.reap()
+        self._drain_output()
+        if self.parser is not None:
+            self.parser.close()
+        for note in self.notes:
+            self.sink.notice(note)
+        self._close_output()
+
+        state, reason = self._outcome(returncode)
+        values = self._metrics()
+        commits, files = ([], [])
+        if self.is_git:
+            commits, files = gitinfo.changes(self.cwd, self.git_before)
+        self._finish(
+            state,
+            reason=reason,
+            exit_code=_exit_code(returncode),
+            commits=commits,
+            files_changed=files,
+            **values,
+        )
+
+    def _outcome(self, returncode: int | None) -> tuple[str, str]:
+        if self.ending is not None:
+            return self.ending.state, self.ending.reason
+        config = self.config
+        if returncode is None:
+            return Run.State.FAILED, "the process could not be waited for"
+        if returncode < 0:
+            signum = -returncode
+            if signum == signal.SIGXCPU and config.cpu_time_limit_seconds:
+                return (
+                    Run.State.KILLED,
+                    f"CPU time limit of {config.cpu_time_limit_seconds} s exceeded",
+                )
+            return Run.State.FAILED, f"killed by signal {_signal_name(signum)}"
+        claude_reason = ""
+        if self.parser is not None:
+            success, claude_reason = self.parser.outcome()
+            if returncode == 0:
+                return (Run.State.SUCCEEDED, "") if success else (Run.State.FAILED, claude_reason)
+        if returncode == 0:
+            return Run.State.SUCCEEDED, ""
+        reason = f"exit code {returncode}"
+        if self.parser is None:
+            if returncode == 127:
+                reason += ": command not found"
+            elif returncode == 126:
+                reason += ": command not executable"
+            elif returncode == 128 + signal.SIGXCPU and config.cpu_time_limit_seconds:
+                return (
+                    Run.State.KILLED,
+                    f"CPU time limit of {config.cpu_time_limit_seconds} s exceeded",
+                )
+        elif claude_reason:
+            reason += f": {claude_reason}"
+        return Run.State.FAILED, reason
+
+    def _metrics(self) -> dict[str, Any]:
+        assert self.sink is not None
+        values: dict[str, Any] = {
+            "output_bytes": self.sink.received_bytes,
+            "peak_memory_mb": (
+                round(self.peak_memory_mb, 1) if self.peak_memory_mb is not None else None
+            ),
+            "log_path": self.sink.log_path,
+        }
+        if self.parser is None:
+            return values
+        m = self.parser.metrics
+        values.update(
+            {
+                "model": (m.model or "")[:100],
+                "input_tokens": m.input_tokens,
+                "output_tokens": m.output_tokens,
+                "cache_creation_tokens": m.cache_creation_tokens,
+                "cache_read_tokens": m.cache_read_tokens,
+                "cost_usd": _decimal(m.cost_usd),
+                "num_turns": m.num_turns,
+                "result_text": self._mask(m.result_text or "")[:RESULT_TEXT_CHARS],
+                "timeline": self._timeline(),
+            }
+        )
+        return values
+
+    def _timeline(self) -> list[dict]:
+        events = [
+            {
+                "kind": e.kind,
+                "text": self._mask(e.text or "")[:TIMELINE_TEXT_CHARS],
+                "data": self._mask_value(e.data or {}),
+            }
+            for e in self.parser.timeline
+        ]
+        dropped = getattr(self.parser, "dropped_events", 0)
+        if len(events) > TIMELINE_MAX_EVENTS:
+            dropped += len(events) - TIMELINE_MAX_EVENTS
+            # Keep the start and the end (the result); the raw log holds everything.
+            events = events[: TIMELINE_MAX_EVENTS - 100] + events[-100:]
+        if dropped:
+            events.append(
+                {
+                    "kind": "note",
+                    "text": f"{dropped} more events are in the log",
+                    "data": {"omitted": dropped},
+                }
+            )
+        return events
+
+    def _mask(self, text: str) -> str:
+        # The output was masked as bytes already; a secret the parser decoded from a JSON
+        # escape (a quote, a newline in it) is masked here in its plain spelling.
+        return clean_text(secrets.mask_text(text, self.secret_values))
+
+    def _mask_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._mask(value)
+        if isinstance(value, list):
+            return [self._mask_value(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): self._mask_value(v) for k, v in value.items()}
+        return value
+
+    def _drain_output(self) -> None:
+        """Let the reader reach the end of the pipe, flushing as it goes (it may be waiting
+        for a flush to make room), then take the last of the output."""
+        assert self.sink is not None
+        if self.reader is not None:
+            self.reader.join(ESCAPEE_CHECK_SECONDS)
+            if self.reader.is_alive():
+                self._stop_pipe_holders()
+        received, quiet_since = self.sink.received_bytes, time.monotonic()
+        give_up = quiet_since + READER_DRAIN_MAX_SECONDS
+        while self.reader is not None and self.reader.is_alive():
+            self.reader.join(TICK)
+            self._flush()
+            now = time.monotonic()
+            if self.sink.received_bytes != received:
+                received, quiet_since = self.sink.received_bytes, now
+            if now - quiet_since > READER_JOIN_SECONDS or now > give_up:
+                # Something outside the tree we could see still holds the pipe open.
+                self.reader_stop.set()
+                self.reader.join(1.0)
+                self.notes.append("output still open after the agent ended; stopped reading")
+                break
+        self._flush()
+
+    def _stop_pipe_holders(self) -> None:
+        """Stop processes that escaped the tree unseen but still hold the agent's output."""
+        tree = self.tree
+        if tree is None or tree.proc.stdout is None:
+            return
+        try:
+            holders = pipe_holders(tree.proc.stdout.fileno())
+        except OSError:
+            return
+        if not holders:
+            return  # only buffered output is left: the reader will reach its end
+        log.info(
+            "stopping processes that escaped the run",
+            extra={"run_id": self.run.pk, "pids": holders},
+        )
+        tree.terminate(kill_grace_seconds(), extra=holders)
+        self.notes.append(
+            f"stopped {len(holders)} process(es) that had left the agent's process group "
+            f"but kept its output open (pids {', '.join(map(str, holders))})"
+        )
+
+    def _close_output(self) -> None:
+        self.reader_stop.set()
+        if self.sink is not None:
+            try:
+                self._flush()  # also releases a reader waiting for room
+                if self.reader is not None:
+                    self.reader.join(1.0)
+                self.sink.close()
+            except Exception:
+                log.exception("could not close the run's output", extra={"run_id": self.run.pk})
+        reading = self.reader is not None and self.reader.is_alive()
+        if self.tree is not None and self.tree.proc.stdout is not None and not reading:
+            # Never under a live reader: the descriptor number could be reused by another file.
+            self.tree.proc.stdout.close()
+
+    # --- recording -----------------------------------------------------------------------
+
+    def _cancel_requested_by(self) -> str | None:
+        return (
+            Run.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False)
+            .values_list("cancel_requested_by", flat=True)
+            .first()
+        )
+
+    def _fail_to_start(self, reason: str) -> bool:
+        log.info("run failed to start", extra={"run_id": self.run.pk, "reason": reason})
+        self.run.fail_to_start(reason)
+        return False
+
+    def _finish(self, state: str, *, reason: str, **values) -> bool:
+        """Record the outcome; False when the run is no longer ours (lost) or already ended."""
+        if self.lost:
+            return False
+        try:
+            won = self.run.finish(state, reason=reason, **values)
+        except Exception:
+            log.exception("could not record the run's outcome", extra={"run_id": self.run.pk})
+            return False
+        if not won:
+            log.warning(
+                "run ended elsewhere; outcome not recorded",
+                extra={"run_id": self.run.pk, "state": state},
+            )
+        return won
+
+
+def claude_argv(config: Any) -> list[str]:
+    """The `claude` command line for an agent's configuration (the prompt goes to stdin)."""
+    argv = [settings.CRONOS_CLAUDE_BIN, "-p", "--output-format", "stream-json", "--verbose"]
+    if config.model:
+        argv += ["--model", config.model]
+    if config.max_turns:
+        argv += ["--max-turns", str(config.max_turns)]
+    if config.allowed_tools:
+        argv += ["--allowedTools", ",".join(config.allowed_tools)]
+    if config.disallowed_tools:
+        argv += ["--disallowedTools", ",".join(config.disallowed_tools)]
+    if config.permission_mode:
+        argv += ["--permission-mode", config.permission_mode]
+    return argv + list(config.extra_args or [])
+
+
+def _read_output(fd: int, sink: OutputSink, stop: threading.Event) -> None:
+    # Reads until end of file; `stop` lets the executor give up on a pipe that some process
+    # it could not see keeps open. poll() wakes at once when data arrives, so the timeout
+    # only bounds how late `stop` is noticed.
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    while not stop.is_set():
+        if not poller.poll(100):
+            continue
+        try:
+            data = os.read(fd, READ_SIZE)
+        except OSError:
+            return
+        if not data:
+            return
+        sink.feed(data)
+
+
+def _write_stdin(proc, data: bytes) -> None:
+    # In a thread: a prompt larger than the pipe buffer would block until the agent reads it.
+    try:
+        proc.stdin.write(data)
+    except (BrokenPipeError, OSError):
+        pass  # the agent exited without reading its prompt; its exit code will say why
+    finally:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+
+
+def _cancel_reason(by: str) -> str:
+    return f"cancelled by {by}" if by else "cancelled"
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return str(signum)
+
+
+def _exit_code(returncode: int | None) -> int | None:
+    # A process ended by a signal is recorded the way a shell reports it (128 + N); the reason
+    # names the signal.
+    if returncode is None:
+        return None
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value)).quantize(Decimal("0.000001"))
+    except (InvalidOperation, ValueError):
+        return None

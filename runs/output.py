@@ -1,0 +1,247 @@
+"""Where a run's output goes: a raw log file, ordered RunChunk rows, secrets masked first.
+
+Two threads meet here. The executor's pipe reader calls `feed()` with whatever bytes arrived;
+it only appends to a bounded buffer, so a slow database never makes the agent block on a
+full pipe for long. The executor's own thread calls `flush()` about every 0.1 s: it masks
+secrets, appends to the log file, decodes, and writes one batch of RunChunk rows, so that a
+live viewer sees a line within ~0.25 s without one row per line.
+
+Secrets are masked before anything is stored (DESIGN.md: masked everywhere a file could see
+them). A secret may arrive split across two reads, so the tail of the buffer that could be the
+start of a secret is held back until the next flush.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.secrets import MASK
+from runs.models import Run, RunChunk
+
+# A chunk row holds at most this much text; one flush of a fast writer becomes several rows.
+CHUNK_CHARS = 64 * 1024
+# The reader waits when this much output is waiting for a flush: memory stays bounded however
+# fast the agent prints (1 GB of output streams through a few MB).
+MAX_PENDING_BYTES = 8 * 1024 * 1024
+MASK_BYTES = MASK.encode()
+NOTICE_PREFIX = "[cronos] "
+
+
+def log_path_for(run: Run, started: datetime) -> str:
+    """The log file of a run, relative to CRONOS_LOG_DIR: runs/{date}/{agent}-{HHMMSS}-{id}.log."""
+    started = started.astimezone(UTC)
+    return f"runs/{started:%Y-%m-%d}/{run.agent.name}-{started:%H%M%S}-{run.pk}.log"
+
+
+def secret_patterns(values: list[str]) -> list[bytes]:
+    """The byte strings to mask: each secret as printed, and as it appears inside JSON."""
+    patterns: set[bytes] = set()
+    for value in values:
+        if not value:
+            continue
+        patterns.add(value.encode())
+        # The claude runner prints JSON, where a secret with a quote, a backslash or a newline
+        # is escaped; mask that spelling too.
+        patterns.add(json.dumps(value, ensure_ascii=False)[1:-1].encode())
+        patterns.add(json.dumps(value)[1:-1].encode())
+    # Longest first, so a secret that contains another is masked whole.
+    return sorted(patterns, key=len, reverse=True)
+
+
+def mask_bytes(data: bytes, patterns: list[bytes]) -> bytes:
+    for pattern in patterns:
+        data = data.replace(pattern, MASK_BYTES)
+    return data
+
+
+def safe_cut(buf: bytes, patterns: list[bytes]) -> int:
+    """Where to cut `buf` so that no secret is split between what is written and what is held.
+
+    Everything before the cut can be masked and written now; the rest (a possible start of a
+    secret, or a whole secret that could be the start of a longer one) waits for more output.
+    """
+    cut = len(buf)
+    for pattern in patterns:
+        # The longest suffix of buf that is a proper prefix of the pattern.
+        start = max(0, len(buf) - len(pattern) + 1)
+        first = pattern[:1]
+        i = buf.find(first, start)
+        while i != -1:
+            if pattern.startswith(buf[i:]):
+                cut = min(cut, i)
+                break
+            i = buf.find(first, i + 1)
+    changed = True
+    while changed:
+        # A complete secret that straddles the cut moves the cut to its start.
+        changed = False
+        for pattern in patterns:
+            i = buf.find(pattern, max(0, cut - len(pattern) + 1))
+            if i != -1 and i < cut < i + len(pattern):
+                cut = i
+                changed = True
+    return cut
+
+
+def clean_text(text: str) -> str:
+    """Text safe for any database: PostgreSQL text and jsonb refuse NUL characters."""
+    return text.replace("\x00", "\ufffd")
+
+
+class OutputSink:
+    """A run's output: fed bytes by the reader thread, flushed by the executor's thread."""
+
+    def __init__(
+        self,
+        run: Run,
+        secret_values: list[str],
+        *,
+        started: datetime | None = None,
+        limit_bytes: int | None = None,
+        limit_action: str = "truncate",
+    ) -> None:
+        self.run = run
+        self.patterns = secret_patterns(secret_values)
+        self.limit_bytes = limit_bytes
+        self.limit_action = limit_action
+        self.log_path = log_path_for(run, started or timezone.now())
+        self.path = Path(settings.CRONOS_LOG_DIR) / self.log_path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Open for the whole run (not a with-block): flush() appends to it, close() ends it.
+        self._file = open(self.path, "wb")
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._lock = threading.Condition()
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._held = b""
+        self._seq = 0
+        self._closed = False
+        self._saved_bytes = -1
+        self._last_byte = b""
+        # Counted as the child prints them, including what a limit discards.
+        self.received_bytes = 0
+        self.captured_bytes = 0
+        self.limit_reached = False
+        self._limit_noted = False
+
+    # --- the reader's side ----------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Take bytes the agent printed (any thread); waits while too much is unflushed."""
+        with self._lock:
+            self.received_bytes += len(data)
+            if self.limit_bytes is not None:
+                room = self.limit_bytes - self.captured_bytes
+                if len(data) > room:
+                    data = data[: max(room, 0)]
+                    self.limit_reached = True
+            if data:
+                self.captured_bytes += len(data)
+                self._pending.append(data)
+                self._pending_size += len(data)
+            while self._pending_size > MAX_PENDING_BYTES and not self._closed:
+                self._lock.wait(0.5)
+
+    # --- the executor's side --------------------------------------------------------------
+
+    def flush(self, final: bool = False) -> str:
+        """Mask, write and store what arrived since the last flush; returns it as text.
+
+        The returned text is the agent's own output (notices excluded), for a parser.
+        """
+        with self._lock:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._pending_size = 0
+            limit_reached = self.limit_reached
+            self._lock.notify_all()
+        if self._closed:
+            return ""
+        buf = self._held + data
+        texts: list[str] = []
+        if limit_reached and not self._limit_noted:
+            # The cut at the limit may fall inside a secret: what could be its start is dropped.
+            cut = safe_cut(buf, self.patterns)
+            child_text = self._write(buf[:cut], final=True)
+            self._held = b""
+            self._limit_noted = True
+            texts.append(child_text)
+            if self.limit_action == "kill":
+                note = f"output limit of {self.limit_bytes} bytes exceeded; stopping the run"
+            else:
+                note = f"output limit of {self.limit_bytes} bytes reached; further output discarded"
+            texts.append(self._notice_text(note))
+        elif self._limit_noted:
+            child_text = ""  # everything after the limit is discarded
+        else:
+            cut = len(buf) if final else safe_cut(buf, self.patterns)
+            child_text = self._write(buf[:cut], final=final)
+            self._held = buf[cut:]
+            texts.append(child_text)
+        self._store("".join(texts))
+        return child_text
+
+    def notice(self, message: str) -> None:
+        """Add a line of Cronos's own to the output, after everything the agent printed."""
+        if self._closed:
+            return
+        self.flush(final=True)
+        self._store(self._notice_text(message))
+
+    def close(self) -> None:
+        """Write what is left and close the file; safe to call twice."""
+        if self._closed:
+            return
+        try:
+            self.flush(final=True)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._lock.notify_all()
+            self._file.close()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _write(self, raw: bytes, *, final: bool) -> str:
+        masked = mask_bytes(raw, self.patterns) if raw else b""
+        if masked:
+            self._file.write(masked)
+            self._file.flush()
+            self._last_byte = masked[-1:]
+        return self._decoder.decode(masked, final=final)
+
+    def _notice_text(self, message: str) -> str:
+        line = f"{NOTICE_PREFIX}{message}\n".encode()
+        # A notice starts on a line of its own even when the agent's last line had no newline.
+        if self._last_byte not in (b"", b"\n"):
+            line = b"\n" + line
+        self._file.write(line)
+        self._file.flush()
+        self._last_byte = b"\n"
+        return line.decode()
+
+    def _store(self, text: str) -> None:
+        text = clean_text(text)
+        chunks = [
+            RunChunk(run_id=self.run.pk, seq=self._seq + i, text=text[start : start + CHUNK_CHARS])
+            for i, start in enumerate(range(0, len(text), CHUNK_CHARS))
+        ]
+        received = self.received_bytes
+        if not chunks and received == self._saved_bytes:
+            return
+        with transaction.atomic():
+            if chunks:
+                RunChunk.objects.bulk_create(chunks)
+            if received != self._saved_bytes:
+                Run.objects.filter(pk=self.run.pk).update(output_bytes=received)
+        self._seq += len(chunks)
+        self._saved_bytes = received
+        self.run.output_bytes = received

@@ -1,0 +1,212 @@
+"""End to end with real processes: the django-q2 cluster, the scheduler, the agent's children."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import pytest
+from django.utils import timezone
+
+from audit.actor import Actor
+from runs.models import Run
+from runs.scheduler import Scheduler
+from runs.services import trigger_run
+from tests.factories import make_agent
+from tests.processes import ROOT, manage, wait_for
+from tests.runs.engines import RecordingEngine
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+
+FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
+
+
+@pytest.fixture(autouse=True)
+def places(settings, tmp_path):
+    settings.CRONOS_LOG_DIR = tmp_path / "logs"
+    settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
+    settings.CRONOS_ENGINE = "runs.engine.DjangoQEngine"
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    log = tmp_path / "cluster.log"
+    # Stopped hard: a graceful django-q2 shutdown takes ~10 s and the tests need nothing of it.
+    with manage("qcluster", log=log, stop_grace=0.5, CRONOS_HEARTBEAT_SECONDS="0.2") as proc:
+        yield proc
+    if os.environ.get("CRONOS_SHOW_LOGS"):
+        print(log.read_text())
+
+
+def finished(run: Run, timeout: float = 60) -> Run:
+    def done():
+        run.refresh_from_db()
+        return run.is_final
+
+    wait_for(done, timeout, f"run #{run.pk} to finish")
+    return run
+
+
+def output(run: Run) -> str:
+    return "".join(run.chunks.order_by("seq").values_list("text", flat=True))
+
+
+def test_a_manual_run_executes_in_a_worker_of_the_real_cluster(cluster, tmp_path):
+    agent = make_agent(
+        "hello",
+        command='echo "hello from $CRONOS_AGENT"; echo "$GREETING"',
+        working_dir=str(tmp_path),
+        variables=[{"name": "GREETING", "value": "good morning"}],
+    )
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == "succeeded", run.reason
+    assert run.worker_pid not in (None, os.getpid())
+    assert run.trigger == "manual" and run.triggered_by_name == "system"
+    assert output(run) == "hello from hello\ngood morning\n"
+    assert (
+        Path(run.log_path) if Path(run.log_path).is_absolute() else tmp_path / "logs" / run.log_path
+    ).read_text() == output(run)
+
+
+def test_the_claude_runner_reports_metrics_from_the_stand_in_cli(cluster, tmp_path):
+    agent = make_agent(
+        "claude-agent",
+        runner="claude",
+        command="",
+        prompt="Commit ${AREA}.",
+        working_dir=str(tmp_path),
+        model="claude-sonnet-4-5",
+        variables=[{"name": "AREA", "value": "notes"}],
+    )
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == "succeeded", run.reason
+    assert run.model == "claude-sonnet-4-5"
+    assert run.num_turns == 3
+    assert run.cost_usd is not None and run.output_tokens > 0
+    assert "Committed 2 files" in run.result_text
+
+
+def test_a_failing_claude_run_is_failed_with_the_reason(cluster, tmp_path):
+    sample = ROOT / "tests/runs/samples/claude/max-turns.stream.jsonl"
+    agent = make_agent(
+        "limited",
+        runner="claude",
+        command="",
+        prompt="go",
+        working_dir=str(tmp_path),
+        variables=[{"name": "FAKE_CLAUDE_SAMPLE", "value": str(sample)}],
+    )
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == "failed"
+    assert "turn limit" in run.reason
+
+
+def test_a_worker_killed_mid_run_leaves_a_lost_run_and_no_process(cluster, tmp_path, settings):
+    settings.CRONOS_STALE_AFTER_SECONDS = 2
+    agent = make_agent("sleeper", command="echo started; sleep 60", working_dir=str(tmp_path))
+    run = trigger_run(agent, Actor.system())
+
+    def recorded():
+        run.refresh_from_db()
+        return run.pid
+
+    wait_for(recorded, 30, "the agent process to start")
+    child = psutil.Process(run.pid)
+    os.kill(run.worker_pid, signal.SIGKILL)
+
+    # The reaper's pass, as the scheduler runs it, seen from a clock past the stale limit.
+    result = Scheduler(RecordingEngine()).tick(timezone.now() + timedelta(seconds=5))
+    run.refresh_from_db()
+    assert result.lost == [run.pk]
+    assert run.state == "lost"
+    wait_for(
+        lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE,
+        15,
+        "the orphaned agent process to be killed",
+    )
+
+
+def test_scheduled_runs_fire_through_the_scheduler_and_the_cluster(cluster, tmp_path):
+    agent = make_agent(
+        "every-second",
+        schedule="* * * * * *",
+        command="echo tick",
+        working_dir=str(tmp_path),
+        allow_concurrent=True,
+    )
+    with manage("cronos_scheduler", log=tmp_path / "scheduler.log"):
+        wait_for(
+            lambda: Run.objects.filter(agent=agent, state="succeeded").count() >= 3,
+            60,
+            "three scheduled runs to succeed",
+        )
+    runs = list(Run.objects.filter(agent=agent, state="succeeded").order_by("slot"))
+    assert all(r.trigger == "schedule" and r.slot is not None for r in runs)
+    assert all(r.started_at >= r.slot for r in runs)
+    assert all(output(r) == "tick\n" for r in runs)
+
+
+def test_the_demo_cron_git_agent_really_commits(cluster, tmp_path, settings):
+    settings.DATA_DIR = tmp_path
+    from agents.demo import create_demo_agents
+    from agents.models import Agent
+
+    create_demo_agents(Actor.system())
+    agent = Agent.objects.get(name="cron-git")
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == "succeeded", run.reason
+    log = subprocess.run(
+        ["git", "log", "--format=%s"],
+        cwd=agent.working_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert log.splitlines()[0] == "cron-git: commit pending changes"
+    assert [c["subject"] for c in run.commits] == ["cron-git: commit pending changes"]
+    assert "notes.md" in run.files_changed
+
+
+def test_two_real_schedulers_fire_every_slot_exactly_once(tmp_path):
+    agents = [
+        make_agent(
+            f"racer-{i}",
+            schedule="* * * * * *",
+            command="true",
+            working_dir=str(tmp_path),
+            allow_concurrent=True,
+        )
+        for i in range(10)
+    ]
+    deliveries = tmp_path / "deliveries"
+    deliveries.touch()
+    env = {
+        "CRONOS_ENGINE": "tests.runs.engines.FileEngine",
+        "CRONOS_TEST_ENGINE_FILE": str(deliveries),
+    }
+    with (
+        manage("cronos_scheduler", log=tmp_path / "a.log", **env) as a,
+        manage("cronos_scheduler", log=tmp_path / "b.log", **env) as b,
+    ):
+        wait_for(
+            lambda: all(Run.objects.filter(agent=a).count() >= 5 for a in agents),
+            60,
+            "five slots of every agent",
+        )
+        assert a.poll() is None and b.poll() is None, "both schedulers raced to the end"
+    lines = deliveries.read_text().split()
+    delivered = Counter(int(run_id) for run_id in lines[::2])
+    assert delivered and max(delivered.values()) == 1, "a run was handed over twice"
+    for agent in agents:
+        slots = sorted(Run.objects.filter(agent=agent).values_list("slot", flat=True))
+        span = int((slots[-1] - slots[0]).total_seconds()) + 1
+        assert len(slots) == span, f"{agent.name} is missing a slot"
+        assert set(Run.objects.filter(agent=agent).values_list("state", flat=True)) == {"queued"}
+        assert all(
+            delivered[r] == 1 for r in Run.objects.filter(agent=agent).values_list("pk", flat=True)
+        )
