@@ -37,7 +37,11 @@ def test_cronos_run_inline_wait_json_prints_the_summary_of_a_manual_run(tmp_path
     out, _ = run_command("cronos_run", "hello", "--inline", "--wait", "--json")
     summary = json.loads(out)
     assert summary["agent"] == "hello"
-    assert (summary["state"], summary["trigger"], summary["exit_code"]) == ("succeeded", "manual", 0)
+    assert (summary["state"], summary["trigger"], summary["exit_code"]) == (
+        "succeeded",
+        "manual",
+        0,
+    )
     assert summary["triggered_by"].endswith("(shell)")
     for key in ("id", "slot", "queued_at", "started_at", "finished_at", "reason", "agent_version"):
         assert key in summary
@@ -51,11 +55,14 @@ def test_cronos_run_wait_fails_with_the_reason_when_the_run_fails(tmp_path):
 
 
 def test_cronos_run_follow_streams_the_output_as_a_real_process(tmp_path, settings):
-    make_agent("talker", command="for i in 1 2 3; do echo line $i; done",
-               working_dir=str(tmp_path))
+    make_agent("talker", command="for i in 1 2 3; do echo line $i; done", working_dir=str(tmp_path))
     result = subprocess.run(
         [sys.executable, "manage.py", "cronos_run", "talker", "--inline", "--follow"],
-        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "line 1\nline 2\nline 3\n"
@@ -65,7 +72,11 @@ def test_cronos_run_exit_status_is_non_zero_for_a_failed_run_as_a_real_process(t
     make_agent("missing-dir", command="true", working_dir=str(tmp_path / "nowhere"))
     result = subprocess.run(
         [sys.executable, "manage.py", "cronos_run", "missing-dir", "--inline", "--wait"],
-        cwd=ROOT, env=process_env(), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "does not exist" in result.stderr
@@ -110,8 +121,13 @@ def test_cronos_status_shows_next_slot_last_run_and_lock(tmp_path):
     assert rows["locked"]["last_run"]["id"] == done.pk
     assert rows["locked"]["next"] is not None
     assert rows["locked"]["schedule_words"] == "Every 4 hours (UTC)"
-    assert rows["idle"] == {**rows["idle"], "next": None, "lock": None, "last_run": None,
-                            "enabled": False}
+    assert rows["idle"] == {
+        **rows["idle"],
+        "next": None,
+        "lock": None,
+        "last_run": None,
+        "enabled": False,
+    }
     text, _ = run_command("cronos_status")
     assert f"locked by run #{active.pk}" in text
 
