@@ -194,6 +194,8 @@ class Run(models.Model):
         if won:
             for name, value in values.items():
                 setattr(self, name, value)
+            if values.get("state") in self.FINAL_STATES:
+                AgentRunState.note_finished(self)
         return won
 
     def mark_queued(self) -> bool:
@@ -346,3 +348,71 @@ class RunChunk(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} chunk {self.seq}"
+
+
+class AgentRunState(models.Model):
+    """What the pages sort and filter agents by, kept up to date as runs end and slots move,
+    so that listing 10,000 agents never aggregates a million runs."""
+
+    FAILURES = ["failed", "timed_out", "killed", "lost"]
+
+    agent = models.OneToOneField(
+        Agent, primary_key=True, on_delete=models.CASCADE, related_name="run_state"
+    )
+    next_slot_at = models.DateTimeField(null=True, blank=True)
+    last_run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_state = models.CharField(max_length=20, blank=True)
+    last_finished_at = models.DateTimeField(null=True, blank=True)
+    consecutive_failures = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            # Sorting the agents page by next run and by last run.
+            models.Index(fields=["next_slot_at"], name="agentstate_next_idx"),
+            models.Index(fields=["last_finished_at"], name="agentstate_last_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id}: {self.last_state or 'never ran'}"
+
+    @classmethod
+    def note_finished(cls, run: Run) -> None:
+        """A run of the agent reached a final state: remember it as the last one."""
+        if run.state == Run.State.SKIPPED:
+            return  # a skipped slot is history, not the agent's latest outcome
+        failures = models.F("consecutive_failures") + 1 if run.state in cls.FAILURES else 0
+        if run.state == Run.State.CANCELLED:
+            failures = models.F("consecutive_failures")
+        values = {
+            "last_run_id": run.pk,
+            "last_state": run.state,
+            "last_finished_at": run.finished_at or timezone.now(),
+            "consecutive_failures": failures,
+        }
+        if not cls.objects.filter(agent_id=run.agent_id).update(**values):
+            try:
+                with transaction.atomic():
+                    cls.objects.create(
+                        agent_id=run.agent_id,
+                        last_run_id=run.pk,
+                        last_state=run.state,
+                        last_finished_at=values["last_finished_at"],
+                        consecutive_failures=1 if run.state in cls.FAILURES else 0,
+                    )
+            except IntegrityError:
+                cls.objects.filter(agent_id=run.agent_id).update(**values)
+
+    @classmethod
+    def set_next_slots(cls, slots: dict[int, datetime | None]) -> None:
+        """The scheduler's view of each agent's next slot."""
+        existing = set(cls.objects.filter(agent_id__in=slots).values_list("agent_id", flat=True))
+        cls.objects.bulk_create(
+            [cls(agent_id=pk, next_slot_at=at) for pk, at in slots.items() if pk not in existing],
+            ignore_conflicts=True,
+        )
+        with transaction.atomic():
+            for pk, at in slots.items():
+                if pk in existing:
+                    cls.objects.filter(agent_id=pk).update(next_slot_at=at)

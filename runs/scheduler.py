@@ -24,7 +24,7 @@ from agents import cron
 from agents.models import Agent
 from runs import process
 from runs.engine import Engine
-from runs.models import Run, new_dispatch_token
+from runs.models import AgentRunState, Run, new_dispatch_token
 from runs.services import admit, dispatch
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,16 @@ class Scheduler:
         self.stale_after = timedelta(seconds=getattr(settings, "CRONOS_STALE_AFTER_SECONDS", 30))
         self.cursors: dict[int, Cursor] = {}
         self.fingerprint: tuple | None = None
+        self.moved: set[int] = set()  # agents whose next slot changed since it was last stored
         self.host = socket.gethostname()
 
     # --- knowing the agents ------------------------------------------------------------------
 
     def _agents_fingerprint(self) -> tuple:
-        # Cheap enough to read every second: any save bumps updated_at, a delete the count.
-        row = Agent.objects.aggregate(latest=Max("updated_at"), count=Count("id"))
-        return (row["latest"], row["count"])
+        # Cheap enough to read every second. Every save and delete of an agent writes a version
+        # row with a growing id, which (unlike a timestamp) cannot tie or go back with a clock.
+        latest = Agent.history.aggregate(latest=Max("history_id"))["latest"]
+        return (latest, Agent.objects.aggregate(count=Count("id"))["count"])
 
     def refresh(self, now: datetime) -> None:
         """(Re)load the agents if any changed; new cursors start where persisted state says."""
@@ -114,6 +116,13 @@ class Scheduler:
             starts = self._persisted_starts(fresh, now)
             for pk in fresh:
                 self.cursors[pk] = Cursor(agents[pk], starts[pk])
+        if not self.dry_run:
+            # Agents no longer scheduled have no next slot; the others get theirs.
+            gone = AgentRunState.objects.exclude(agent_id__in=list(agents)).exclude(
+                next_slot_at=None
+            )
+            gone.update(next_slot_at=None)
+            self.moved.update(agents)
 
     def _persisted_starts(self, agent_ids: list[int], now: datetime) -> dict[int, datetime]:
         """Where each agent's unhandled slots begin, from the database alone (restart-safe):
@@ -141,7 +150,10 @@ class Scheduler:
         horizon = now + self.lead
         due: list[tuple[Agent, datetime]] = []
         for cursor in self.cursors.values():
-            for slot in cursor.take_until(horizon):
+            slots = cursor.take_until(horizon)
+            if slots:
+                self.moved.add(cursor.agent.pk)
+            for slot in slots:
                 if slot < now - self.grace:
                     self._missed(cursor.agent, slot, now, result)
                 else:
@@ -153,6 +165,12 @@ class Scheduler:
             result.redispatched = self._redispatch_orphans(now)
         upcoming = [c.peek() for c in self.cursors.values()]
         result.next_slot = min((u for u in upcoming if u is not None), default=None)
+        if self.moved and not self.dry_run:
+            # After the firing, off the critical path: what the pages sort by.
+            AgentRunState.set_next_slots(
+                {pk: self.cursors[pk].peek() for pk in self.moved if pk in self.cursors}
+            )
+            self.moved.clear()
         return result
 
     def _missed(self, agent: Agent, slot: datetime, now: datetime, result: TickResult) -> None:

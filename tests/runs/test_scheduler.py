@@ -242,3 +242,26 @@ def test_a_slot_run_orphaned_past_the_grace_period_is_skipped_with_the_reason(cl
     assert orphan.state == "skipped"
     assert "stopped before handing" in orphan.reason
     assert engine.enqueued == []
+
+
+def test_the_next_slot_and_last_outcome_are_kept_for_the_agent_pages(clock, engine):
+    from runs.models import AgentRunState
+
+    agent = agent_every_minute()
+    scheduler = Scheduler(engine)
+    scheduler.tick(T0 + timedelta(minutes=1))
+    state = AgentRunState.objects.get(agent=agent)
+    assert state.next_slot_at == T0 + timedelta(minutes=2)
+    run = Run.objects.get()
+    run.claim("here", 1)
+    run.finish("failed", exit_code=1, reason="exit code 1")
+    state.refresh_from_db()
+    assert (state.last_run_id, state.last_state, state.consecutive_failures) == (
+        run.pk,
+        "failed",
+        1,
+    )
+    set_enabled(agent, False, Actor.system())
+    scheduler.tick(T0 + timedelta(minutes=1, seconds=30))
+    state.refresh_from_db()
+    assert state.next_slot_at is None
