@@ -108,6 +108,10 @@ def execute(run_id: int) -> Run | None:
     log.info("run claimed", extra={"run_id": run_id, "agent": run.agent.name})
     Execution(run).carry_out()
     run.refresh_from_db()
+    if run.is_final:
+        from runs.followups import after_run
+
+        after_run(run)
     log.info(
         "run finished",
         extra={
