@@ -32,10 +32,6 @@ class RunQuerySet(models.QuerySet):
     def finished(self) -> RunQuerySet:
         return self.filter(state__in=Run.FINAL_STATES)
 
-    def undispatched(self, before: datetime) -> RunQuerySet:
-        """Created but never handed to the engine (a scheduler died in between)."""
-        return self.filter(state=Run.State.PENDING, created_at__lt=before)
-
 
 class Run(models.Model):
     class State(models.TextChoices):
@@ -62,6 +58,8 @@ class Run(models.Model):
         UPSTREAM = "upstream", "Upstream agent"
 
     ACTIVE_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING]
+    # Handed to a worker and not ended: these hold the agent's lock.
+    HOLDING_STATES = [State.QUEUED, State.RUNNING]
     WAITING_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED]
     FINAL_STATES = [
         State.SUCCEEDED,
@@ -198,6 +196,10 @@ class Run(models.Model):
                 AgentRunState.note_finished(self)
         return won
 
+    def wait_for_lock(self, reason: str) -> bool:
+        """Pending, creator lets go: a release pass hands it over when the lock is free."""
+        return self._transition([self.State.PENDING], dispatch_token="", reason=reason)
+
     def mark_queued(self) -> bool:
         """Pending -> queued, once the engine holds its task."""
         return self._transition(
@@ -280,6 +282,20 @@ class Run(models.Model):
             [self.State.RUNNING], cancel_requested_at=now, cancel_requested_by=by
         )
 
+    def note_retry(self, retry: Run) -> bool:
+        """An ended run that will be retried says so (its state stays what it was)."""
+        reason = (
+            f"{self.reason} — will be retried as run #{retry.pk} "
+            f"(attempt {retry.attempt} of {self.agent.max_retries + 1})"
+        )
+        updated = Run.objects.filter(pk=self.pk, state__in=self.FINAL_STATES).update(reason=reason)
+        self.reason = reason
+        return updated == 1
+
+    @property
+    def will_be_retried(self) -> bool:
+        return self.is_final and self.retries.exists()
+
     def mark_lost(self, reason: str) -> bool:
         """Running -> lost: its worker stopped heartbeating."""
         return self._transition(
@@ -290,13 +306,24 @@ class Run(models.Model):
     def mark_queued_many(cls, run_ids: list[int]) -> int:
         """Pending -> queued for many runs at once (a crowd of slots); returns how many won."""
         return cls.objects.filter(pk__in=run_ids, state=cls.State.PENDING).update(
-            state=cls.State.QUEUED, queued_at=timezone.now()
+            state=cls.State.QUEUED, queued_at=timezone.now(), reason=""
         )
+
+    # Above this many missed slots in one pass, an agent's history gets one entry for the
+    # range (DESIGN.md §4): a week of downtime must not write ten thousand rows per agent.
+    MISSED_DETAIL_LIMIT = 20
 
     @classmethod
     def record_missed(cls, agent: Agent, slots: list[datetime], reason: str) -> int:
         """Skipped runs for slots nobody ran, so no slot disappears silently."""
         now = timezone.now()
+        if len(slots) > cls.MISSED_DETAIL_LIMIT:
+            first, last = slots[0], slots[-1]
+            reason = (
+                f"{reason}; {len(slots)} slots missed from {first.isoformat()} to "
+                f"{last.isoformat()}, recorded as this one entry"
+            )
+            slots = [last]
         rows = [
             cls(
                 agent=agent,

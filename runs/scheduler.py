@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db import OperationalError, close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.db.models import Count, Max
 from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
-from runs import process
+from runs import faults, process
 from runs.engine import Engine
 from runs.models import AgentRunState, Run, new_dispatch_token
-from runs.services import admit, dispatch
+from runs.services import admit, dispatch, release
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,18 @@ class Cursor:
                 return None
         return self.upcoming[0].at.astimezone(UTC) if self.upcoming else None
 
-    def take_until(self, limit: datetime) -> list[datetime]:
-        """Slots in (after, limit], oldest first; the cursor moves past them."""
-        slots = []
+    def take_until(self, limit: datetime, cap: int = 100_000) -> list[datetime]:
+        """Slots in (after, limit], oldest first; the cursor moves past them. After a very long
+        gap of a very frequent schedule only the latest `cap` slots are returned (the older
+        ones are beyond any catch-up and are counted in the range entry of the newest)."""
+        slots: list[datetime] = []
         while (nxt := self.peek()) is not None and nxt <= limit:
             slots.append(nxt)
             self.upcoming.pop(0)
             self.after = nxt
-        return slots
+            if len(slots) >= 2 * cap:
+                del slots[:cap]
+        return slots[-cap:]
 
 
 @dataclass
@@ -113,7 +117,7 @@ class Scheduler:
                 old.agent = new
         fresh = [pk for pk in agents if pk not in self.cursors]
         if fresh:
-            starts = self._persisted_starts(fresh, now)
+            starts = self._persisted_starts([agents[pk] for pk in fresh], now)
             for pk in fresh:
                 self.cursors[pk] = Cursor(agents[pk], starts[pk])
         if not self.dry_run:
@@ -124,45 +128,52 @@ class Scheduler:
             gone.update(next_slot_at=None)
             self.moved.update(agents)
 
-    def _persisted_starts(self, agent_ids: list[int], now: datetime) -> dict[int, datetime]:
+    def _persisted_starts(self, agents: list[Agent], now: datetime) -> dict[int, datetime]:
         """Where each agent's unhandled slots begin, from the database alone (restart-safe):
-        after its last recorded slot, and never before it existed or was last enabled."""
+        after its last recorded slot, and never before it existed. Slots while it was paused
+        were not missed, unless its catch-up policy asks for them (run_once, run_all)."""
+        agent_ids = [agent.pk for agent in agents]
         last_slot = dict(
             Run.objects.filter(agent_id__in=agent_ids, slot__isnull=False)
             .values("agent_id")
             .annotate(last=Max("slot"))
             .values_list("agent_id", "last")
         )
-        enabled_since = _enabled_since(agent_ids)
+        created, enabled_since = _created_and_enabled(agent_ids)
         starts = {}
-        for pk in agent_ids:
-            candidates = [c for c in (last_slot.get(pk), enabled_since.get(pk)) if c is not None]
+        for agent in agents:
+            pk = agent.pk
+            bound = created.get(pk)
+            if agent.catch_up_policy == Agent.CatchUpPolicy.SKIP:
+                bound = enabled_since.get(pk, bound)
+            candidates = [c for c in (last_slot.get(pk), bound) if c is not None]
             starts[pk] = max(candidates) if candidates else now
         return starts
 
     # --- one pass ------------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> TickResult:
-        """Handle every slot due by `now` (+ the lead), reap lost runs; returns what happened."""
+        """Handle every slot due by `now` (+ the lead), missed slots by each agent's catch-up
+        policy, waiting runs whose turn came, and lost runs; returns what happened."""
         now = (now or timezone.now()).astimezone(UTC)
         result = TickResult()
         self.refresh(now)
         horizon = now + self.lead
-        due: list[tuple[Agent, datetime]] = []
+        due: list[tuple[Agent, datetime, str]] = []
         for cursor in self.cursors.values():
             slots = cursor.take_until(horizon)
-            if slots:
-                self.moved.add(cursor.agent.pk)
-            for slot in slots:
-                if slot < now - self.grace:
-                    self._missed(cursor.agent, slot, now, result)
-                else:
-                    due.append((cursor.agent, slot))
+            if not slots:
+                continue
+            self.moved.add(cursor.agent.pk)
+            missed = [slot for slot in slots if slot < now - self.grace]
+            if missed:
+                due.extend(self._catch_up(cursor.agent, missed, now, result))
+            due.extend((cursor.agent, slot, Run.Trigger.SCHEDULE) for slot in slots[len(missed) :])
         if due:
             self._fire(due, now, result)
         if not self.dry_run:
             result.lost = reap(now, self.stale_after, self.host)
-            result.redispatched = self._redispatch_orphans(now)
+            result.redispatched = release(now, engine=self.engine)
         upcoming = [c.peek() for c in self.cursors.values()]
         result.next_slot = min((u for u in upcoming if u is not None), default=None)
         if self.moved and not self.dry_run:
@@ -173,50 +184,84 @@ class Scheduler:
             self.moved.clear()
         return result
 
-    def _missed(self, agent: Agent, slot: datetime, now: datetime, result: TickResult) -> None:
-        late = int((now - slot).total_seconds())
+    def _catch_up(
+        self, agent: Agent, missed: list[datetime], now: datetime, result: TickResult
+    ) -> list[tuple[Agent, datetime, str]]:
+        """Apply the agent's catch-up policy to the slots it missed (DESIGN.md §4): the slots
+        to run come back; every other one is recorded as skipped with its reason."""
+        policy = agent.catch_up_policy
+        to_run: list[datetime] = []
+        if policy == Agent.CatchUpPolicy.RUN_ONCE:
+            to_run = missed[-1:]
+            why = f"catch-up policy run_once ran only the latest missed slot ({_hm(missed[-1])})"
+        elif policy == Agent.CatchUpPolicy.RUN_ALL:
+            window = agent.catch_up_window_seconds
+            eligible = [s for s in missed if window is None or s >= now - timedelta(seconds=window)]
+            to_run = eligible[-agent.catch_up_max_runs :]
+            limits = [f"at most {agent.catch_up_max_runs} runs"]
+            if window is not None:
+                limits.append(f"only slots of the last {window} s")
+            why = f"catch-up policy run_all ({', '.join(limits)})"
+        else:
+            why = "catch-up policy skip"
+        skipped = [s for s in missed if s not in set(to_run)]
+        late = int((now - missed[0]).total_seconds())
         reason = (
-            f"missed: the scheduler was not running at the slot "
-            f"(seen {late} s late, grace {int(self.grace.total_seconds())} s)"
+            f"missed: no run at its slot, the scheduler was down or the agent paused "
+            f"(seen {late} s late, "
+            f"grace {int(self.grace.total_seconds())} s); {why}"
         )
-        result.missed += 1
+        result.missed += len(missed)
         if self.dry_run:
-            result.planned.append((agent.name, slot, "skip (missed)"))
-            return
-        Run.record_missed(agent, [slot], reason)
+            result.planned.extend((agent.name, s, "skip (missed)") for s in skipped)
+            result.planned.extend((agent.name, s, "run (catch-up)") for s in to_run)
+            return []
+        if skipped:
+            Run.record_missed(agent, skipped, reason)
+        return [(agent, slot, Run.Trigger.CATCH_UP) for slot in to_run]
 
-    def _fire(self, due: list[tuple[Agent, datetime]], now: datetime, result: TickResult) -> None:
+    def _fire(
+        self, due: list[tuple[Agent, datetime, str]], now: datetime, result: TickResult
+    ) -> None:
         if self.dry_run:
-            result.planned.extend((a.name, s, "run") for a, s in due)
+            result.planned.extend(
+                (a.name, s, "run") for a, s, t in due if t == Run.Trigger.SCHEDULE
+            )
             return
         versions = dict(
-            Agent.history.model.objects.filter(id__in={a.pk for a, _ in due})
+            Agent.history.model.objects.filter(id__in={a.pk for a, _, _ in due})
             .values("id")
             .annotate(latest=Max("history_id"))
             .values_list("id", "latest")
         )
+        token = new_dispatch_token()
         rows = [
             Run(
                 agent=agent,
                 slot=slot,
-                trigger=Run.Trigger.SCHEDULE,
+                trigger=trigger,
                 agent_version_id=versions.get(agent.pk),
-                not_before=slot
-                + timedelta(seconds=cron.jitter_offset(agent.name, agent.jitter_seconds)),
+                dispatch_token=token,
+                # A catch-up run starts now; a due slot at its instant plus the agent's jitter.
+                not_before=max(slot, now)
+                if trigger == Run.Trigger.CATCH_UP
+                else slot + timedelta(seconds=cron.jitter_offset(agent.name, agent.jitter_seconds)),
             )
-            for agent, slot in due
+            for agent, slot, trigger in due
         ]
-        # A crowd of slots in one statement; a row another scheduler inserted first is ignored.
+        # A crowd of slots in one statement. A row another scheduler inserted first is ignored
+        # and stays that scheduler's: only rows carrying this pass's token are ours to hand over.
         Run.objects.bulk_create(rows, ignore_conflicts=True)
-        token = new_dispatch_token()
-        Run.objects.filter(
-            agent_id__in={a.pk for a, _ in due},
-            slot__in={s for _, s in due},
-            state=Run.State.PENDING,
-            dispatch_token="",
-        ).update(dispatch_token=token)
-        mine = list(Run.objects.filter(dispatch_token=token).select_related("agent"))
-        admitted = [run for run in mine if admit(run)]
+        faults.point("scheduler.after_create")
+        mine = list(
+            Run.objects.filter(dispatch_token=token).select_related("agent").order_by("slot", "pk")
+        )
+        admitted, locked = [], set()
+        for run in mine:
+            if admit(run, locked=locked):
+                admitted.append(run)
+                if not run.agent.allow_concurrent:
+                    locked.add(run.agent_id)
         result.created.extend(run.pk for run in mine)
         result.skipped.extend(run.pk for run in mine if run not in admitted)
         dispatch(admitted, self.engine)
@@ -226,24 +271,6 @@ class Scheduler:
                 extra={"run_id": run.pk, "agent": run.agent.name, "slot": run.slot.isoformat()},
             )
 
-    def _redispatch_orphans(self, now: datetime) -> list[int]:
-        """Runs created but never handed over (a scheduler killed in between) are sent again;
-        the executor's claim makes a duplicate delivery harmless."""
-        orphans = list(
-            Run.objects.undispatched(now - timedelta(seconds=30)).select_related("agent")
-        )
-        late, fresh = [], []
-        for run in orphans:
-            reference = run.slot or run.created_at
-            (late if reference < now - self.grace - timedelta(seconds=30) else fresh).append(run)
-        for run in late:
-            run.skip(
-                "the scheduler stopped before handing this run to a worker, "
-                "and its slot is past the grace period"
-            )
-        dispatch(fresh, self.engine)
-        return [run.pk for run in fresh]
-
     # --- the loop ------------------------------------------------------------------------------
 
     def run_forever(self, poll: float = 1.0, stop=lambda: False) -> None:
@@ -251,10 +278,13 @@ class Scheduler:
         while not stop():
             try:
                 result = self.tick()
-            except OperationalError as exc:
-                # The database is briefly unavailable or locked: keep the cursors (nothing was
-                # lost: slots are recomputed from the cursor positions) and try again shortly.
+            except (OperationalError, InterfaceError) as exc:
+                # The database is briefly unavailable or locked. The pass may have moved cursors
+                # past slots it did not record: forget them, so that the next pass finds every
+                # unrecorded slot again from the database, and try again shortly.
                 log.warning("scheduler pass failed, retrying", extra={"error": str(exc)})
+                self.cursors.clear()
+                self.fingerprint = None
                 close_old_connections()
                 time.sleep(poll)
                 continue
@@ -265,20 +295,21 @@ class Scheduler:
             time.sleep(max(wait, 0.001))
 
 
-def _enabled_since(agent_ids: list[int]) -> dict[int, datetime]:
-    """When each agent was created or last enabled, from its versions."""
+def _created_and_enabled(agent_ids: list[int]) -> tuple[dict[int, datetime], dict[int, datetime]]:
+    """When each agent was created, and when it was created or last enabled, from its versions."""
     History = Agent.history.model
+    created = dict(
+        History.objects.filter(id__in=agent_ids, history_type="+")
+        .values("id")
+        .annotate(at=Max("history_date"))
+        .values_list("id", "at")
+    )
+    since = dict(created)
     last_disabled = dict(
         History.objects.filter(id__in=agent_ids, enabled=False)
         .values("id")
         .annotate(h=Max("history_id"))
         .values_list("id", "h")
-    )
-    since = dict(
-        History.objects.filter(id__in=agent_ids, history_type="+")
-        .values("id")
-        .annotate(at=Max("history_date"))
-        .values_list("id", "at")
     )
     for agent_id, history_id in last_disabled.items():
         enabled = (
@@ -289,7 +320,7 @@ def _enabled_since(agent_ids: list[int]) -> dict[int, datetime]:
         )
         if enabled is not None:
             since[agent_id] = max(since.get(agent_id, enabled), enabled)
-    return since
+    return created, since
 
 
 def reap(now: datetime, stale_after: timedelta, host: str) -> list[int]:
@@ -304,6 +335,9 @@ def reap(now: datetime, stale_after: timedelta, host: str) -> list[int]:
             lost.append(run.pk)
             if run.host == host and run.pid:
                 kill_leftovers(run)
+            from runs.followups import after_run
+
+            after_run(run)
             log.warning("run lost", extra={"run_id": run.pk, "host": run.host})
     return lost
 
@@ -317,3 +351,7 @@ def kill_leftovers(run: Run) -> None:
         # The leader is gone but its group lives on: the group id is still ours, since a
         # process group id is not reused while any member remains.
         process.terminate_tree(run.pgid, run.pgid, grace)
+
+
+def _hm(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -9,11 +9,15 @@ from pathlib import Path
 class RecordingEngine:
     """Keeps the run ids it was given, in order (in-process tests)."""
 
+    # Every instance's deliveries, for code that makes its own engine from settings.
+    everything: list[int] = []
+
     def __init__(self) -> None:
         self.enqueued: list[int] = []
 
     def enqueue(self, run_ids) -> None:
         self.enqueued.extend(run_ids)
+        RecordingEngine.everything.extend(run_ids)
 
 
 class FileEngine:

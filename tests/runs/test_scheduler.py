@@ -233,15 +233,15 @@ def test_a_run_created_but_never_handed_over_is_sent_again(clock, engine):
     assert orphan.state == "queued"
 
 
-def test_a_slot_run_orphaned_past_the_grace_period_is_skipped_with_the_reason(clock, engine):
+def test_an_orphan_is_handed_over_once_even_with_two_schedulers(clock, engine):
     agent = make_agent("manual-only", schedule="")
     orphan = Run.objects.create(agent=agent, trigger="schedule", slot=T0, dispatch_token="dead")
     clock.move_to(T0 + timedelta(minutes=5))
     Scheduler(engine).tick(T0 + timedelta(minutes=5))
+    Scheduler(engine).tick(T0 + timedelta(minutes=5))
     orphan.refresh_from_db()
-    assert orphan.state == "skipped"
-    assert "stopped before handing" in orphan.reason
-    assert engine.enqueued == []
+    assert orphan.state == "queued"
+    assert engine.enqueued == [orphan.pk]
 
 
 def test_the_next_slot_and_last_outcome_are_kept_for_the_agent_pages(clock, engine):
