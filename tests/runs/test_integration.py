@@ -210,3 +210,46 @@ def test_two_real_schedulers_fire_every_slot_exactly_once(tmp_path):
         assert all(
             delivered[r] == 1 for r in Run.objects.filter(agent=agent).values_list("pk", flat=True)
         )
+
+
+def test_two_schedulers_and_two_clusters_run_every_slot_exactly_once(tmp_path):
+    executions = tmp_path / "executions"
+    executions.mkdir()
+    agents = [
+        make_agent(
+            f"shared-{i}",
+            schedule="* * * * * *",
+            allow_concurrent=True,
+            working_dir=str(tmp_path),
+            command=f'echo "$CRONOS_SLOT" >> {executions}/$CRONOS_RUN_ID',
+        )
+        for i in range(5)
+    ]
+    env = {"CRONOS_HEARTBEAT_SECONDS": "0.5", "CRONOS_WORKERS": "3"}
+    with (
+        manage("qcluster", log=tmp_path / "c1.log", stop_grace=0.5, **env),
+        manage("qcluster", log=tmp_path / "c2.log", stop_grace=0.5, **env),
+        manage("cronos_scheduler", log=tmp_path / "s1.log"),
+        manage("cronos_scheduler", log=tmp_path / "s2.log"),
+    ):
+        wait_for(
+            lambda: all(
+                Run.objects.filter(agent=a, state="succeeded").count() >= 4 for a in agents
+            ),
+            90,
+            "four runs of every agent",
+        )
+    for agent in agents:
+        runs = list(Run.objects.filter(agent=agent).order_by("slot"))
+        slots = [r.slot for r in runs]
+        assert len(slots) == len(set(slots))
+        span = int((slots[-1] - slots[0]).total_seconds()) + 1
+        assert len(slots) == span, f"{agent.name} is missing a slot"
+        for run in runs:
+            if run.state != "succeeded":
+                continue
+            # The agent ran exactly once for this run: one line in its own file.
+            lines = (executions / str(run.pk)).read_text().splitlines()
+            assert len(lines) == 1, f"run #{run.pk} executed {len(lines)} times"
+    hosts_pids = {r.worker_pid for r in Run.objects.filter(state="succeeded")}
+    assert len(hosts_pids) >= 2  # the work was shared between workers
