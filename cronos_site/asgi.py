@@ -13,8 +13,13 @@ django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import path  # noqa: E402
 
-websocket_urlpatterns: list = []  # live output consumers arrive with the runs pages
+from runs.live import RunOutputConsumer  # noqa: E402
+
+websocket_urlpatterns = [
+    path("ws/runs/<int:run_id>/", RunOutputConsumer.as_asgi()),
+]
 
 application = ProtocolTypeRouter(
     {

@@ -1,0 +1,102 @@
+"""The live output consumer, driven through Channels' communicator."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from runs.live import RunOutputConsumer
+from runs.models import Run, RunChunk
+from tests.factories import make_agent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def communicator(run: Run, user, after: int | None = None) -> WebsocketCommunicator:
+    query = f"?after={after}" if after is not None else ""
+    comm = WebsocketCommunicator(RunOutputConsumer.as_asgi(), f"/ws/runs/{run.pk}/{query}")
+    comm.scope["user"] = user
+    comm.scope["url_route"] = {"kwargs": {"run_id": run.pk}}
+    return comm
+
+
+def finished_run(texts: list[str]) -> Run:
+    run = Run.objects.create(agent=make_agent(), trigger="manual")
+    RunChunk.objects.bulk_create(RunChunk(run=run, seq=i, text=t) for i, t in enumerate(texts))
+    run.claim("here", 1)
+    run.finish("succeeded", exit_code=0)
+    return run
+
+
+async def receive_all(comm: WebsocketCommunicator) -> list[dict]:
+    messages = []
+    while True:
+        message = await comm.receive_json_from(timeout=5)
+        messages.append(message)
+        if message["type"] == "end":
+            return messages
+
+
+def test_a_viewer_receives_every_chunk_in_order_then_the_end(viewer):
+    run = finished_run([f"line {i}\n" for i in range(200)])
+
+    async def scenario():
+        comm = communicator(run, viewer)
+        connected, _ = await comm.connect()
+        assert connected
+        messages = await receive_all(comm)
+        await comm.disconnect()
+        return messages
+
+    messages = async_to_sync(scenario)()
+    assert [m["seq"] for m in messages[:-1]] == list(range(200))
+    assert messages[-1] == {"type": "end", "state": "succeeded"}
+
+
+def test_a_reconnect_resumes_after_the_last_seq_without_loss_or_duplication(viewer):
+    run = finished_run(["a", "b", "c", "d"])
+
+    async def scenario():
+        comm = communicator(run, viewer, after=1)
+        await comm.connect()
+        messages = await receive_all(comm)
+        await comm.disconnect()
+        return messages
+
+    messages = async_to_sync(scenario)()
+    assert [(m["seq"], m["text"]) for m in messages[:-1]] == [(2, "c"), (3, "d")]
+
+
+def test_output_written_while_watching_arrives_live(viewer):
+    run = Run.objects.create(agent=make_agent(), trigger="manual")
+    run.claim("here", 1)
+
+    async def scenario():
+        comm = communicator(run, viewer)
+        await comm.connect()
+        await sync_to_async(RunChunk.objects.create)(run=run, seq=0, text="first\n")
+        first = await comm.receive_json_from(timeout=5)
+        await sync_to_async(RunChunk.objects.create)(run=run, seq=1, text="second\n")
+        second = await comm.receive_json_from(timeout=5)
+        await sync_to_async(run.finish)("failed", exit_code=2)
+        end = await comm.receive_json_from(timeout=5)
+        await comm.disconnect()
+        return first, second, end
+
+    first, second, end = async_to_sync(scenario)()
+    assert (first["text"], second["text"]) == ("first\n", "second\n")
+    assert end == {"type": "end", "state": "failed"}
+
+
+def test_someone_without_the_view_permission_is_refused(outsider):
+    run = finished_run(["secret plans"])
+
+    async def scenario():
+        comm = communicator(run, outsider)
+        connected, code = await comm.connect()
+        return connected, code
+
+    connected, code = async_to_sync(scenario)()
+    assert not connected
+    assert code == 4403
