@@ -16,9 +16,11 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.urls import path  # noqa: E402
 
 from runs.live import RunOutputConsumer  # noqa: E402
+from runs.notifications import NotificationConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/runs/<int:run_id>/", RunOutputConsumer.as_asgi()),
+    path("ws/notifications/", NotificationConsumer.as_asgi()),
 ]
 
 application = ProtocolTypeRouter(

@@ -1,5 +1,5 @@
-"""What happens after a run ends: a retry, then the next waiting run of the agent; (later)
-dependents and notifications. Called by whoever ended the run: the executor, the reaper."""
+"""What happens after a run ends: a retry, notifications, then the next waiting run of the
+agent; (later) dependents. Called by whoever ended the run: the executor, the reaper."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def after_run(run: Run) -> None:
         schedule_retry(run)
     except Exception:
         log.exception("scheduling a retry failed", extra={"run_id": run.pk})
+    try:
+        from runs.notifications import notify_run_ended
+
+        notify_run_ended(run)
+    except Exception:
+        log.exception("notifying people failed", extra={"run_id": run.pk})
     try:
         from runs.services import release
 

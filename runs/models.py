@@ -443,3 +443,51 @@ class AgentRunState(models.Model):
             for pk, at in slots.items():
                 if pk in existing:
                     cls.objects.filter(agent_id=pk).update(next_slot_at=at)
+
+
+class Notification(models.Model):
+    """Something people should see: a run finished, failed for good, or an agent needs attention.
+
+    Shown in every user's in-app panel (and as a desktop notification where allowed); each
+    person's read marks are their own (NotificationRead).
+    """
+
+    class Kind(models.TextChoices):
+        FINISHED = "finished", "Run finished"
+        FAILED = "failed", "Run failed"
+        ATTENTION = "attention", "Needs attention"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="notifications")
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
+    )
+    title = models.CharField(max_length=300)
+    body = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # The panel: the newest notifications.
+            models.Index(fields=["-created_at"], name="notification_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class NotificationRead(models.Model):
+    """One person has read one notification."""
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="reads")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    read_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "user"], name="notification_read_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} read {self.notification_id}"

@@ -1,0 +1,179 @@
+"""In-app notifications: made when runs end, pushed live, read per person.
+
+Which runs notify: a failure for good (no retry coming: DESIGN.md §4, failure notifications
+wait for the final attempt); an agent whose consecutive failures reach its alert threshold
+(needs attention); a finished manual run (someone is waiting for it), or any finished run of an
+agent with `notify_on_success`. Scheduled successes stay quiet: an every-minute agent must not
+bury the panel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Exists, OuterRef
+
+from runs.models import AgentRunState, Notification, NotificationRead, Run
+
+log = logging.getLogger(__name__)
+
+GROUP = "notifications"
+FAILURES = {Run.State.FAILED, Run.State.TIMED_OUT, Run.State.KILLED, Run.State.LOST}
+POLL_SECONDS = 1.0
+
+
+def notify_run_ended(run: Run) -> list[Notification]:
+    """Make the notifications a run that just ended deserves; returns them."""
+    agent = run.agent
+    made = []
+    if run.state in FAILURES and not run.will_be_retried:
+        made.append(
+            Notification.objects.create(
+                kind=Notification.Kind.FAILED,
+                agent=agent,
+                run=run,
+                title=f"{agent.name}: run #{run.pk} {run.get_state_display().lower()}",
+                body=run.reason[:1000],
+            )
+        )
+        state = AgentRunState.objects.filter(agent=agent).first()
+        if state and state.consecutive_failures == agent.failure_alert_threshold:
+            made.append(
+                Notification.objects.create(
+                    kind=Notification.Kind.ATTENTION,
+                    agent=agent,
+                    run=run,
+                    title=f"{agent.name} needs attention: {state.consecutive_failures} failures "
+                    "in a row",
+                )
+            )
+    elif run.state == Run.State.SUCCEEDED and (
+        run.trigger == Run.Trigger.MANUAL or agent.notify_on_success
+    ):
+        made.append(
+            Notification.objects.create(
+                kind=Notification.Kind.FINISHED,
+                agent=agent,
+                run=run,
+                title=f"{agent.name}: run #{run.pk} succeeded",
+            )
+        )
+    for notification in made:
+        push(notification)
+    return made
+
+
+def push(notification: Notification) -> None:
+    """Wake the panels of people connected to other processes (Redis shape)."""
+    if not settings.REDIS_URL:
+        return
+    try:
+        async_to_sync(get_channel_layer().group_send)(
+            GROUP, {"type": "notification.new", "id": notification.pk}
+        )
+    except Exception:
+        log.warning("could not push a notification", exc_info=True)
+
+
+def for_user(user, limit: int = 20):
+    """The newest notifications, each with `is_read` for this person."""
+    return (
+        Notification.objects.select_related("agent", "run")
+        .annotate(
+            is_read=Exists(NotificationRead.objects.filter(notification=OuterRef("pk"), user=user))
+        )
+        .order_by("-id")[:limit]
+    )
+
+
+def unread_count(user) -> int:
+    return Notification.objects.exclude(reads__user=user).count()
+
+
+def mark_read(user, ids: list[int] | None = None) -> int:
+    """Mark some (or all) notifications read for this person; returns how many."""
+    unread = Notification.objects.exclude(reads__user=user)
+    if ids is not None:
+        unread = unread.filter(pk__in=ids)
+    rows = [
+        NotificationRead(notification_id=pk, user=user)
+        for pk in unread.values_list("pk", flat=True)
+    ]
+    NotificationRead.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def as_message(notification: Notification) -> dict:
+    return {
+        "type": "notification",
+        "id": notification.pk,
+        "kind": notification.kind,
+        "title": notification.title,
+        "body": notification.body,
+        "run": notification.run_id,
+        "agent": notification.agent.name,
+        "at": notification.created_at.isoformat(),
+    }
+
+
+class NotificationConsumer(AsyncJsonWebsocketConsumer):
+    """ws/notifications/?after=<id>: new notifications as they are made."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4403)
+            return
+        from urllib.parse import parse_qsl
+
+        query = dict(parse_qsl(self.scope.get("query_string", b"").decode()))
+        self.after = int(query["after"]) if query.get("after", "").isdigit() else None
+        self.wake = asyncio.Event()
+        await self.accept()
+        if settings.REDIS_URL:
+            await self.channel_layer.group_add(GROUP, self.channel_name)
+        self.pump = asyncio.create_task(self._pump())
+
+    async def disconnect(self, code: int) -> None:
+        task = getattr(self, "pump", None)
+        if task is not None:
+            task.cancel()
+        if settings.REDIS_URL and hasattr(self, "wake"):
+            await self.channel_layer.group_discard(GROUP, self.channel_name)
+
+    async def notification_new(self, event: dict) -> None:
+        self.wake.set()
+
+    async def _pump(self) -> None:
+        try:
+            if self.after is None:
+                self.after = await self._latest_id()
+            while True:
+                for message in await self._newer():
+                    await self.send_json(message)
+                    self.after = message["id"]
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+                except TimeoutError:
+                    pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("notification push failed")
+            await self.close(code=1011)
+
+    @database_sync_to_async
+    def _latest_id(self) -> int:
+        return Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    @database_sync_to_async
+    def _newer(self) -> list[dict]:
+        rows = Notification.objects.filter(pk__gt=self.after).select_related("agent")
+        return [as_message(n) for n in rows.order_by("id")[:50]]
