@@ -41,58 +41,88 @@ def announce(run_id: int, seq: int) -> None:
         log.warning("could not announce a chunk", extra={"run_id": run_id}, exc_info=True)
 
 
-class RunOutputConsumer(AsyncJsonWebsocketConsumer):
-    """ws/runs/<id>/?after=<seq>: every chunk after `seq`, then new ones as they come, then
-    {"type": "end", "state": ...} once the run has ended and everything was sent."""
+class TailingConsumer(AsyncJsonWebsocketConsumer):
+    """A websocket that tails rows from the database: it reads what is new, sends it, then
+    waits for a wake-up from the channel layer (Redis) or the poll interval, whichever first.
+
+    Subclasses say who may connect (`admit`), which group wakes them (`group`), and what one
+    step sends (`step`, returning True when the stream is complete).
+    """
+
+    poll_seconds = POLL_SECONDS
+    group: str | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        if user is None or not user.is_authenticated or not await self._may_view(user):
+        if user is None or not user.is_authenticated or not await self.admit(user):
             await self.close(code=4403)
             return
-        try:
-            self.after = int(_query(self.scope).get("after", "-1"))
-        except ValueError:
-            self.after = -1
+        self.query = query_params(self.scope)
         self.wake = asyncio.Event()
         await self.accept()
-        if settings.REDIS_URL:
-            await self.channel_layer.group_add(group_name(self.run_id), self.channel_name)
+        if settings.REDIS_URL and self.group:
+            await self.channel_layer.group_add(self.group, self.channel_name)
         self.pump = asyncio.create_task(self._pump())
 
     async def disconnect(self, code: int) -> None:
         task = getattr(self, "pump", None)
         if task is not None:
             task.cancel()
-        if settings.REDIS_URL and hasattr(self, "wake"):
-            await self.channel_layer.group_discard(group_name(self.run_id), self.channel_name)
+        if settings.REDIS_URL and self.group and hasattr(self, "wake"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
 
-    async def run_chunk(self, event: dict) -> None:
-        self.wake.set()
+    async def admit(self, user) -> bool:
+        raise NotImplementedError
+
+    async def step(self) -> tuple[bool, bool]:
+        """Send what is new; returns (complete, more_waiting)."""
+        raise NotImplementedError
 
     async def _pump(self) -> None:
         try:
             while True:
-                chunks, state = await self._read()
-                for seq, text in chunks:
-                    await self.send_json({"type": "chunk", "seq": seq, "text": text})
-                    self.after = seq
-                if len(chunks) == BATCH:
-                    continue  # more is waiting: no pause while catching up
-                if state in Run.FINAL_STATES and not chunks:
-                    await self.send_json({"type": "end", "state": state})
+                complete, more = await self.step()
+                if complete:
                     return
+                if more:
+                    continue  # catching up: no pause
                 self.wake.clear()
                 try:
-                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
                 except TimeoutError:
                     pass
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("live output failed", extra={"run_id": self.run_id})
+            log.exception("websocket stream failed", extra={"path": self.scope.get("path")})
             await self.close(code=1011)
+
+
+class RunOutputConsumer(TailingConsumer):
+    """ws/runs/<id>/?after=<seq>: every chunk after `seq`, then new ones as they come, then
+    {"type": "end", "state": ...} once the run has ended and everything was sent."""
+
+    async def admit(self, user) -> bool:
+        self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+        self.group = group_name(self.run_id)
+        try:
+            self.after = int(query_params(self.scope).get("after", "-1"))
+        except ValueError:
+            self.after = -1
+        return await self._may_view(user)
+
+    async def run_chunk(self, event: dict) -> None:
+        self.wake.set()
+
+    async def step(self) -> tuple[bool, bool]:
+        chunks, state = await self._read()
+        for seq, text in chunks:
+            await self.send_json({"type": "chunk", "seq": seq, "text": text})
+            self.after = seq
+        if state in Run.FINAL_STATES and not chunks:
+            await self.send_json({"type": "end", "state": state})
+            return True, False
+        return False, len(chunks) == BATCH
 
     @database_sync_to_async
     def _read(self) -> tuple[list[tuple[int, str]], str]:
@@ -110,7 +140,8 @@ class RunOutputConsumer(AsyncJsonWebsocketConsumer):
         return user.has_perm("runs.view_run") and Run.objects.filter(pk=self.run_id).exists()
 
 
-def _query(scope) -> dict[str, str]:
+def query_params(scope) -> dict[str, str]:
+    """The websocket URL's query string as a dict."""
     from urllib.parse import parse_qsl
 
     return dict(parse_qsl(scope.get("query_string", b"").decode()))

@@ -9,16 +9,15 @@ bury the panel.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 
+from runs.live import TailingConsumer, query_params
 from runs.models import AgentRunState, Notification, NotificationRead, Run
 
 log = logging.getLogger(__name__)
@@ -122,52 +121,28 @@ def as_message(notification: Notification) -> dict:
     }
 
 
-class NotificationConsumer(AsyncJsonWebsocketConsumer):
+class NotificationConsumer(TailingConsumer):
     """ws/notifications/?after=<id>: new notifications as they are made."""
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4403)
-            return
-        from urllib.parse import parse_qsl
+    group = GROUP
+    poll_seconds = POLL_SECONDS
 
-        query = dict(parse_qsl(self.scope.get("query_string", b"").decode()))
-        self.after = int(query["after"]) if query.get("after", "").isdigit() else None
-        self.wake = asyncio.Event()
-        await self.accept()
-        if settings.REDIS_URL:
-            await self.channel_layer.group_add(GROUP, self.channel_name)
-        self.pump = asyncio.create_task(self._pump())
-
-    async def disconnect(self, code: int) -> None:
-        task = getattr(self, "pump", None)
-        if task is not None:
-            task.cancel()
-        if settings.REDIS_URL and hasattr(self, "wake"):
-            await self.channel_layer.group_discard(GROUP, self.channel_name)
+    async def admit(self, user) -> bool:
+        after = query_params(self.scope).get("after", "")
+        self.after = int(after) if after.isdigit() else None
+        return True
 
     async def notification_new(self, event: dict) -> None:
         self.wake.set()
 
-    async def _pump(self) -> None:
-        try:
-            if self.after is None:
-                self.after = await self._latest_id()
-            while True:
-                for message in await self._newer():
-                    await self.send_json(message)
-                    self.after = message["id"]
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
-                except TimeoutError:
-                    pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("notification push failed")
-            await self.close(code=1011)
+    async def step(self) -> tuple[bool, bool]:
+        if self.after is None:
+            self.after = await self._latest_id()
+        messages = await self._newer()
+        for message in messages:
+            await self.send_json(message)
+            self.after = message["id"]
+        return False, len(messages) == 50
 
     @database_sync_to_async
     def _latest_id(self) -> int:
