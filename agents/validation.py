@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 AGENT_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
+# Names that are pages of their own under /agents/ (the new-agent wizard).
+RESERVED_NAMES = {"new"}
 
 
 def validate_timezone(value: str) -> None:
@@ -72,6 +74,8 @@ def validate_agent(agent: Agent) -> None:
     def add(field: str, message: str) -> None:
         errors.setdefault(field, []).append(message)
 
+    if agent.name in RESERVED_NAMES:
+        add("name", f"{agent.name!r} is reserved for a page of Cronos; choose another name.")
     if agent.runner == "command" and not agent.command.strip():
         add("command", "The command runner needs a command line to run.")
     if agent.runner == "claude" and not agent.prompt.strip():

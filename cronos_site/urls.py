@@ -1,12 +1,18 @@
 from django.contrib import admin
-from django.urls import path
-from django.views.generic import RedirectView
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
 
 admin.site.site_header = "Cronos"
 admin.site.site_title = "Cronos"
 admin.site.index_title = "Agents, runs and audit"
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False)),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("runs.urls")),
+    path("", include("agents.urls")),
 ]
+
+# A refused action shows why, inside the site's pages.
+handler403 = "agents.views.forbidden"

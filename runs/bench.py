@@ -86,7 +86,10 @@ THROUGHPUT_RATIO_LIMIT = 0.5
 LATENESS_WARMUP_SECONDS = 3
 # Crowd: the slot is this far ahead, time for the scheduler to start and load 1,000 agents.
 CROWD_LEAD_SECONDS = 13
+# Then it watches until this long after the slot; past it, on to a slow crowd (the target is
+# missed) until every run is queued or CROWD_GIVE_UP_SECONDS, so the figure says by how much.
 CROWD_SETTLE_SECONDS = 5
+CROWD_GIVE_UP_SECONDS = 60
 # Trigger: the first runs of a fresh cluster pay for imports and connections in the worker.
 TRIGGER_WARMUP_RUNS = 2
 # Throughput: tasks of the bare baseline are counted as django-q2 Success rows, which the
@@ -108,6 +111,8 @@ class BenchOptions:
     workers: int | None = None
     pg_url: str = DEFAULT_PG_URL
     redis_url: str = DEFAULT_REDIS_URL
+    # Keep the sandbox (files, logs, database) for a look at what happened; say where.
+    keep: bool = False
 
     def parameters(self, benchmark: str) -> dict[str, int]:
         """The options that apply to `benchmark`, defaults filled in."""
@@ -139,6 +144,7 @@ def run(options: BenchOptions, err: TextIO) -> dict[str, Any]:
     """Run the chosen benchmark(s), each in a fresh sandbox; returns the report."""
     names = BENCHMARKS if options.benchmark == "all" else (options.benchmark,)
     validate(options, names)
+    interrupt_on_signals()
     if options.shape == "scaled":
         missing = missing_services(options.pg_url, options.redis_url)
         if missing:
@@ -175,7 +181,9 @@ def run_in_sandbox(name: str, options: BenchOptions, err: TextIO) -> dict[str, A
         try:
             out, _ = child.communicate()
         except KeyboardInterrupt:
-            # Ctrl-C reached the child too: give it time to stop what it started.
+            # Ctrl-C reaches the child too, a SIGTERM only us: either way the child is told
+            # (once; it ignores a second signal) and given time to stop what it started.
+            child.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(15)
             raise
@@ -185,7 +193,11 @@ def run_in_sandbox(name: str, options: BenchOptions, err: TextIO) -> dict[str, A
             raise BenchError(f"{name}: the benchmark process failed (exit {child.returncode})")
         return parse_report(out)
     finally:
-        sandbox.destroy()
+        if options.keep:
+            stop_leftovers(sandbox.root)
+            say(err, f"{name}: kept {sandbox.root} ({sandbox.describe()}); remove it yourself")
+        else:
+            sandbox.destroy()
 
 
 def parse_report(out: str) -> dict[str, Any]:
@@ -211,6 +223,19 @@ def combine(options: BenchOptions, results: dict[str, dict[str, Any]]) -> dict[s
             name: {k: v for k, v in r.items() if k not in shared} for name, r in results.items()
         },
     }
+
+
+def interrupt_on_signals() -> None:
+    """SIGTERM ends a benchmark as Ctrl-C does, so that what it started is stopped and its
+    sandbox removed; once interrupted, a second signal cannot cut that cleanup short."""
+
+    def interrupted(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
 
 
 def say(err: TextIO, text: str) -> None:
@@ -380,6 +405,7 @@ def run_inner(benchmark: str, shape: str, params: dict[str, int], err: TextIO) -
     from django.core.management import call_command
 
     root = check_sandbox()
+    interrupt_on_signals()
     # Progress lines are the person's view; django-q2 logs every enqueue at INFO.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("django-q").setLevel(logging.WARNING)
@@ -391,10 +417,19 @@ def run_inner(benchmark: str, shape: str, params: dict[str, int], err: TextIO) -
         "trigger": measure_trigger,
         "throughput": measure_throughput,
     }[benchmark]
+    # Other work on the machine skews every figure here: say how busy it was.
+    load_before = os.getloadavg()[0]
+    psutil.cpu_percent(None)
     try:
         figures, target = measure(bench)
     finally:
         bench.processes.stop_all()
+    load = {
+        "load_average_1m_before": round(load_before, 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+        # Every process on the machine, the benchmark's own included.
+        "cpu_busy_percent": psutil.cpu_percent(None),
+    }
     return {
         "benchmark": benchmark,
         "shape": shape,
@@ -404,6 +439,7 @@ def run_inner(benchmark: str, shape: str, params: dict[str, int], err: TextIO) -
         "parameters": params,
         "settings": effective_settings(params),
         "machine": machine(),
+        "load": load,
         "versions": versions(),
     }
 
@@ -531,9 +567,10 @@ class Processes:
             os.killpg(proc.pid, signal.SIGKILL)
 
     def stop_all(self) -> None:
-        # The scheduler first: it must not hand over runs that nobody will take.
+        # The scheduler first: it must not hand over runs that nobody will take. It stops at
+        # its next pass (<= 1 s); the cluster's graceful stop is not worth waiting for.
         for name in sorted(self.running, key=lambda n: n != "scheduler"):
-            self.stop(name)
+            self.stop(name, grace=2.0 if name == "scheduler" else 0.5)
 
 
 # --- the measures ---------------------------------------------------------------------------
@@ -587,6 +624,8 @@ def measure_lateness(bench: Bench) -> tuple[dict, dict]:
     expected = count * seconds
     missing = expected - len({(r[0], r[1]) for r in started})
     figures = {
+        "setup": f"{count} agents running `true` every second (`* * * * * *`, "
+        "allow_concurrent), cluster and scheduler running",
         "expected_slots": expected,
         "runs": len(rows),
         "started": len(started),
@@ -595,6 +634,9 @@ def measure_lateness(bench: Bench) -> tuple[dict, dict]:
         "lateness_seconds": stats(lateness, min_=True),
         # How long before its slot each run was handed to the engine (the dispatch lead).
         "queued_before_slot_seconds": stats(ahead, percentiles=(0.5,), min_=True, max_=False),
+        # Runs a worker claimed before the scheduler marked them queued (they keep no
+        # queued_at): the engine is told before the row says so.
+        "claimed_before_marked_queued": sum(1 for r in rows if r[3] is None and r[4]),
     }
     p99 = figures["lateness_seconds"]["p99"]
     met = p99 is not None and p99 <= LATENESS_P99_LIMIT and missing == 0
@@ -639,16 +681,22 @@ def measure_crowd(bench: Bench) -> tuple[dict, dict]:
         raise BenchError("creating the agents took too long to leave the scheduler time")
     bench.say("crowd: starting the scheduler (no cluster: queued = handed to the engine)")
     bench.processes.start("scheduler", "cronos_scheduler")
-    done_at = slot + timedelta(seconds=CROWD_SETTLE_SECONDS)
+    settled = slot + timedelta(seconds=CROWD_SETTLE_SECONDS)
+    give_up = slot + timedelta(seconds=CROWD_GIVE_UP_SECONDS)
+    queued_runs = Run.objects.filter(slot=slot).exclude(queued_at=None)
 
     def progress() -> str:
         left = (slot - now()).total_seconds()
         if left > 0:
             return f"crowd: slot in {left:.0f} s"
-        return f"crowd: {Run.objects.filter(slot=slot).exclude(queued_at=None).count()} queued"
+        return f"crowd: {queued_runs.count()}/{count} queued"
 
-    bench.wait_for(lambda: now() >= done_at, (done_at - now()).total_seconds() + 10,
-                   "the slot to pass", every=0.2, progress=progress)  # fmt: skip
+    def done() -> bool:
+        at = now()
+        return at >= give_up or (at >= settled and queued_runs.count() == count)
+
+    bench.wait_for(done, (give_up - now()).total_seconds() + 10, "the crowd to be queued",
+                   every=0.2, progress=progress)  # fmt: skip
     bench.processes.stop("scheduler")
 
     rows = list(Run.objects.filter(slot=slot).values_list("state", "created_at", "queued_at"))
@@ -656,11 +704,15 @@ def measure_crowd(bench: Bench) -> tuple[dict, dict]:
     created = [(c - slot).total_seconds() for _, c, _ in rows]
     delay = stats(queued, percentiles=(0.5, 0.99), min_=True)
     figures = {
+        "setup": "agents running `true` (allow_concurrent off, the default), all due at one "
+        "second in UTC; only the scheduler runs",
         "agents": count,
         "runs_created": len(rows),
         "runs_queued": len(queued),
+        "runs_queued_within_limit": sum(1 for q in queued if q <= CROWD_LIMIT),
         "states": dict(Counter(state for state, _, _ in rows)),
-        # Negative: before the slot (the scheduler hands runs over ahead of it).
+        # Negative: before the slot (the scheduler hands runs over ahead of it). One pass
+        # marks its runs queued in one UPDATE, so a single pass shows one value.
         "queued_after_slot_seconds": delay,
         "created_after_slot_seconds": stats(created, percentiles=(0.5,), min_=True),
     }
@@ -699,6 +751,8 @@ def measure_trigger(bench: Bench) -> tuple[dict, dict]:
     latency = [(r.started_at - r.created_at).total_seconds() for r in started]
     handed = [(r.queued_at - r.created_at).total_seconds() for r in samples if r.queued_at]
     figures = {
+        "setup": "sequential manual triggers (trigger_run, system actor) of an agent running "
+        f"`true`, each after the previous ended; {TRIGGER_WARMUP_RUNS} warm-up runs not counted",
         "runs": runs,
         "started": len(started),
         "states": dict(Counter(r.state for r in samples)),
@@ -771,6 +825,9 @@ def measure_throughput(bench: Bench) -> tuple[dict, dict]:
     bare_rate, cronos_rate = runs / bare_seconds, runs / cronos_seconds
     ratio = cronos_rate / bare_rate
     figures = {
+        "setup": "bare: async_task(runs.bench_tasks.noop, save=True), done when its Success "
+        "row is written; Cronos: trigger_run of an agent running `true` (allow_concurrent), "
+        "done when the Run is final; same cluster, one warm-up task and run per worker",
         "runs": runs,
         "bare_django_q2": {
             "seconds": round(bare_seconds, 3),
@@ -925,7 +982,10 @@ def summary(report: dict[str, Any]) -> list[str]:
             f"Cronos {f['cronos']['per_second']}/s, ratio {f['ratio']}"
         )
     verdict = "met" if t["met"] else "MISSED"
+    load = report.get("load", {})
     return [
         f"{name} ({report['shape']}): {line}",
         f"  target: {t['description']}: {verdict} ({t['figure']} = {t['value']}, limit {t['limit']})",
+        f"  machine busy: load {load.get('load_average_1m_before')} -> "
+        f"{load.get('load_average_1m_after')}, CPU {load.get('cpu_busy_percent')} %",
     ]

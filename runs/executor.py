@@ -9,6 +9,12 @@ records an outcome, so no run stays `running` because of an exception here.
 
 Only the Run's transition methods change its state (claim, record_process, heartbeat, finish,
 fail_to_start); a run that a reaper marked `lost` meanwhile is never overwritten.
+
+A database that is briefly away (SQLite locked past its busy timeout, PostgreSQL restarted or
+its connections dropped) does not end a run: heartbeats and cancel checks are tried again on
+the next tick, output waits in the sink, and the steps that cannot be skipped (claiming,
+recording the process, recording the outcome) are retried for a while (runs/outage.py).
+Past that, the run is left `running` without heartbeats, and the reaper marks it lost.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from agents import secrets
@@ -33,6 +40,7 @@ from agents.models import Agent
 from runs import gitinfo
 from runs.claude_stream import StreamParser
 from runs.models import Run
+from runs.outage import DATABASE_ERRORS, Outage, retry
 from runs.output import OutputSink, clean_text
 from runs.process import ProcessTree, pipe_holders, spawn
 
@@ -96,18 +104,29 @@ def execute(run_id: int) -> Run | None:
     A run that cannot be claimed (finished, cancelled, or running in another worker) is
     returned as it is and nothing is started.
     """
-    try:
-        run = Run.objects.select_related("agent", "agent_version").get(pk=run_id)
-    except Run.DoesNotExist:
+
+    def load() -> Run | None:
+        try:
+            return Run.objects.select_related("agent", "agent_version").get(pk=run_id)
+        except Run.DoesNotExist:
+            return None
+
+    run = retry(load, "loading a run to execute", run_id=run_id)
+    if run is None:
         log.warning("run to execute does not exist", extra={"run_id": run_id})
         return None
-    if not run.claim(host=socket.gethostname(), worker_pid=os.getpid()):
-        run.refresh_from_db()
+    claimed = retry(
+        lambda: run.claim(host=socket.gethostname(), worker_pid=os.getpid()),
+        "claiming a run",
+        run_id=run_id,
+    )
+    if not claimed:
+        retry(run.refresh_from_db, "reading a run", run_id=run_id)
         log.info("run not claimed", extra={"run_id": run_id, "state": run.state})
         return run
     log.info("run claimed", extra={"run_id": run_id, "agent": run.agent.name})
     Execution(run).carry_out()
-    run.refresh_from_db()
+    retry(run.refresh_from_db, "reading a run", run_id=run_id)
     if run.is_final:
         from runs.followups import after_run
 
@@ -154,6 +173,12 @@ class Execution:
     ending: Ending | None = None
     lost: bool = False
     notes: list[str] = field(default_factory=list)
+    # Processes that ignored SIGTERM when the watchdog stopped the run (part of its reason).
+    stop_note: str = ""
+    outage: Outage | None = None  # the heartbeat's and cancel check's, logged once
+
+    def __post_init__(self) -> None:
+        self.outage = Outage("watching a run", run_id=self.run.pk)
 
     # --- the whole life ------------------------------------------------------------------
 
@@ -246,11 +271,17 @@ class Execution:
                 limit_action=config.output_limit_action or Agent.OutputLimitAction.TRUNCATE,
             )
         except OSError as exc:
+            # A full disk, a read-only or missing log directory: nothing has started yet.
+            error = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
             return self._fail_to_start(
-                f"cannot write the run's log in {settings.CRONOS_LOG_DIR}: {exc.strerror or exc}"
+                f"cannot write the run's log under {settings.CRONOS_LOG_DIR}: {error}"
             )
         # Known from the start, so a live viewer (or a reaper) can find the file.
-        Run.objects.filter(pk=run.pk).update(log_path=self.sink.log_path)
+        retry(
+            lambda: Run.objects.filter(pk=run.pk).update(log_path=self.sink.log_path),
+            "recording a run's log file",
+            run_id=run.pk,
+        )
         run.log_path = self.sink.log_path
         return True
 
@@ -276,8 +307,10 @@ class Execution:
                 self._finish(Run.State.CANCELLED, reason=_cancel_reason(by))
                 return False
             if time.monotonic() - last_beat >= heartbeat_seconds():
-                last_beat = time.monotonic()
-                if not self.run.heartbeat():
+                beat = self._heartbeat()
+                if beat is not None:
+                    last_beat = time.monotonic()  # else: tried again at the next step
+                if beat is False:
                     self.lost = True
                     self._close_output()
                     return False
@@ -294,7 +327,9 @@ class Execution:
                 nice=config.cpu_nice or 0,
                 cpu_seconds=config.cpu_time_limit_seconds,
             )
-        except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
+        except OSError as exc:
+            # No such program or directory, no permission, and also no memory or no process
+            # slot left to fork with: the agent never started.
             reason = self._spawn_error(exc)
             self.sink.notice(reason)
             self._close_output()
@@ -302,7 +337,12 @@ class Execution:
         self.tree = ProcessTree(
             proc, nice=config.cpu_nice or 0, cpu_seconds=config.cpu_time_limit_seconds
         )
-        if not self.run.record_process(proc.pid, self.tree.pgid, self.tree.started):
+        recorded = retry(
+            lambda: self.run.record_process(proc.pid, self.tree.pgid, self.tree.started),
+            "recording a run's process",
+            run_id=self.run.pk,
+        )
+        if not recorded:
             # No longer ours (a reaper marked it lost meanwhile): end what was just started.
             self.lost = True
             self.stop_tree()
@@ -378,8 +418,10 @@ class Execution:
                 if by is not None:
                     self.ending = Ending(Run.State.CANCELLED, _cancel_reason(by))
             if self.ending is None and now >= next_beat:
-                next_beat = now + heartbeat_seconds()
-                if not self.run.heartbeat():
+                beat = self._heartbeat()
+                # A heartbeat the database did not take is tried again at the next tick.
+                next_beat = now + (heartbeat_seconds() if beat is not None else TICK)
+                if beat is False:
                     log.warning(
                         "run was taken from this worker; stopping it", extra={"run_id": self.run.pk}
                     )
@@ -406,10 +448,11 @@ class Execution:
             return
         killed = tree.terminate(kill_grace_seconds())
         if killed:
-            self.notes.append(
+            self.stop_note = (
                 f"{len(killed)} process(es) ignored SIGTERM and were killed "
-                f"after {kill_grace_seconds():g} s (pids {', '.join(map(str, killed))})"
+                f"after {kill_grace_seconds():g} s"
             )
+            self.notes.append(f"{self.stop_note} (pids {', '.join(map(str, killed))})")
         # Bounded: a process stuck in the kernel (D state) must not hang the worker forever.
         tree.reap(timeout=REAP_SECONDS)
 
@@ -449,6 +492,16 @@ class Execution:
         self._close_output()
 
         state, reason = self._outcome(returncode)
+        if self.ending is not None and self.stop_note:
+            reason = f"{reason}; {self.stop_note}"
+        if state == Run.State.FAILED and returncode and returncode > 0 and _read_only(self.cwd):
+            # The agent's own error is in its output; this says why it most likely failed.
+            reason += f" (the working directory {self.cwd} is on a read-only file system)"
+        if self.sink.file_error:
+            note = (
+                f"log file incomplete: {self.sink.file_error} (the output is kept in the database)"
+            )
+            reason = f"{reason}; {note}" if reason else note
         values = self._metrics()
         commits, files = ([], [])
         if self.is_git:
@@ -626,23 +679,67 @@ class Execution:
     # --- recording -----------------------------------------------------------------------
 
     def _cancel_requested_by(self) -> str | None:
-        return (
-            Run.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False)
-            .values_list("cancel_requested_by", flat=True)
-            .first()
-        )
+        """Who asked to cancel the run, if anyone; None too when the database did not answer
+        (asked again at the next check)."""
+        try:
+            by = (
+                Run.objects.filter(pk=self.run.pk, cancel_requested_at__isnull=False)
+                .values_list("cancel_requested_by", flat=True)
+                .first()
+            )
+        except DATABASE_ERRORS as exc:
+            self.outage.failed(exc)
+            return None
+        self.outage.succeeded()
+        return by
+
+    def _heartbeat(self) -> bool | None:
+        """True: still ours; False: taken from this worker (lost); None: no answer."""
+        try:
+            beat = self.run.heartbeat()
+        except DATABASE_ERRORS as exc:
+            self.outage.failed(exc)
+            return None
+        self.outage.succeeded()
+        return beat
 
     def _fail_to_start(self, reason: str) -> bool:
         log.info("run failed to start", extra={"run_id": self.run.pk, "reason": reason})
-        self.run.fail_to_start(reason)
+        retry(
+            lambda: self.run.fail_to_start(reason), "recording a run's outcome", run_id=self.run.pk
+        )
         return False
 
     def _finish(self, state: str, *, reason: str, **values) -> bool:
-        """Record the outcome; False when the run is no longer ours (lost) or already ended."""
+        """Record the outcome; False when the run is no longer ours (lost) or already ended.
+
+        The database may be away at this moment: the output it has not taken yet, then the
+        outcome, are tried again for a while (runs/outage.py). A viewer that sees the run
+        ended finds its whole output stored.
+        """
         if self.lost:
             return False
+
+        tries = 0
+
+        def record() -> bool:
+            nonlocal tries
+            if self.sink is not None:
+                self.sink.save_unsaved()
+            tries += 1
+            # One transaction with the agent's last outcome (AgentRunState), so a try that
+            # failed half way leaves nothing behind for the next one to trip on.
+            with transaction.atomic():
+                if self.run.finish(state, reason=reason, **values):
+                    return True
+            # A connection lost at COMMIT may have hidden that an earlier try went through.
+            return (
+                tries > 1
+                and Run.objects.filter(pk=self.run.pk, state=state, reason=reason).exists()
+            )
+
         try:
-            won = self.run.finish(state, reason=reason, **values)
+            won = retry(record, "recording a run's outcome", run_id=self.run.pk)
         except Exception:
             log.exception("could not record the run's outcome", extra={"run_id": self.run.pk})
             return False
@@ -699,6 +796,13 @@ def _write_stdin(proc, data: bytes) -> None:
             proc.stdin.close()
         except OSError:
             pass
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _cancel_reason(by: str) -> str:

@@ -9,15 +9,25 @@ live viewer sees a line within ~0.25 s without one row per line.
 Secrets are masked before anything is stored (DESIGN.md: masked everywhere a file could see
 them). A secret may arrive split across two reads, so the tail of the buffer that could be the
 start of a secret is held back until the next flush.
+
+Neither store may take the run down with it. Text the database would not take (locked, or
+away for a moment) is kept, in order, and stored with the next flush that gets through, under
+the same sequence numbers a viewer would have seen. A log file that cannot be written any more
+(a full disk) is closed where it stopped and the output goes on to the database alone;
+`file_error` says why, for the run's reason.
 """
 
 from __future__ import annotations
 
 import codecs
+import errno
 import json
+import logging
+import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -25,12 +35,21 @@ from django.utils import timezone
 
 from agents.secrets import MASK
 from runs.models import Run, RunChunk
+from runs.outage import DATABASE_ERRORS, Outage
+
+log = logging.getLogger(__name__)
 
 # A chunk row holds at most this much text; one flush of a fast writer becomes several rows.
 CHUNK_CHARS = 64 * 1024
 # The reader waits when this much output is waiting for a flush: memory stays bounded however
 # fast the agent prints (1 GB of output streams through a few MB).
 MAX_PENDING_BYTES = 8 * 1024 * 1024
+# While the database refuses chunks, at most this much text waits for it; beyond, the reader
+# stops taking output (and the agent waits on its pipe) until the database is back.
+MAX_UNSAVED_CHARS = 8 * 1024 * 1024
+# A file system that cannot reserve space answers the probe (see _probe_room) with one of
+# these: that proves nothing about room, so the run goes ahead.
+NO_PROBE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 MASK_BYTES = MASK.encode()
 NOTICE_PREFIX = "[cronos] "
 
@@ -116,13 +135,23 @@ class OutputSink:
         self.path = Path(settings.CRONOS_LOG_DIR) / self.log_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Open for the whole run (not a with-block): flush() appends to it, close() ends it.
-        self._file = open(self.path, "wb")
+        # Unbuffered, so that a failed write leaves nothing behind to fail again at close.
+        self._file: Any = open(self.path, "wb", buffering=0)
+        _probe_room(self._file, self.path)
+        # Why the log file stopped short of the output (a full disk), if it did.
+        self.file_error: str | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._lock = threading.Condition()
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._held = b""
         self._seq = 0
+        # Chunk texts the database has not taken yet, oldest first; `_uncertain`: the last
+        # try failed in a way that may have committed anyway (a connection lost at COMMIT).
+        self._unsaved: list[str] = []
+        self._unsaved_chars = 0
+        self._uncertain = False
+        self._outage = Outage("storing a run's output", run_id=run.pk)
         self._closed = False
         self._saved_bytes = -1
         self._last_byte = b""
@@ -157,6 +186,12 @@ class OutputSink:
 
         The returned text is the agent's own output (notices excluded), for a parser.
         """
+        if self._unsaved_chars > MAX_UNSAVED_CHARS and not final:
+            # The database has been away for a while: try it, and until it takes the backlog
+            # leave new output in the pipe (bounded memory; the agent waits, loses nothing).
+            self._try_save()
+            if self._unsaved_chars > MAX_UNSAVED_CHARS:
+                return ""
         with self._lock:
             data = b"".join(self._pending)
             self._pending.clear()
@@ -197,7 +232,10 @@ class OutputSink:
         self._store(self._notice_text(message))
 
     def close(self) -> None:
-        """Write what is left and close the file; safe to call twice."""
+        """Write what is left and close the file; safe to call twice.
+
+        Text the database did not take stays in `unsaved` for `save_unsaved()`.
+        """
         if self._closed:
             return
         try:
@@ -206,15 +244,27 @@ class OutputSink:
             with self._lock:
                 self._closed = True
                 self._lock.notify_all()
-            self._file.close()
+            self._close_file()
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether some output (or its byte count) is not in the database yet."""
+        return bool(self._unsaved) or self._uncertain or self.received_bytes != self._saved_bytes
+
+    def save_unsaved(self) -> None:
+        """Store what earlier flushes could not; raises if the database is still away."""
+        try:
+            self._save()
+        except DATABASE_ERRORS:
+            self._uncertain = True
+            raise
 
     # --- internals -----------------------------------------------------------------------
 
     def _write(self, raw: bytes, *, final: bool) -> str:
         masked = mask_bytes(raw, self.patterns) if raw else b""
         if masked:
-            self._file.write(masked)
-            self._file.flush()
+            self._write_file(masked)
             self._last_byte = masked[-1:]
         return self._decoder.decode(masked, final=final)
 
@@ -223,25 +273,95 @@ class OutputSink:
         # A notice starts on a line of its own even when the agent's last line had no newline.
         if self._last_byte not in (b"", b"\n"):
             line = b"\n" + line
-        self._file.write(line)
-        self._file.flush()
+        self._write_file(line)
         self._last_byte = b"\n"
         return line.decode()
 
+    def _write_file(self, data: bytes) -> None:
+        if self._file is None:
+            return
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[self._file.write(view) :]  # a raw write may be partial
+        except OSError as exc:
+            # A full disk (or a file system gone read-only): the file ends here, whole bytes
+            # up to the failure; the database goes on receiving everything.
+            self.file_error = exc.strerror or str(exc)
+            log.warning(
+                "cannot write the run's log file any more; the output continues in the database",
+                extra={"run_id": self.run.pk, "path": str(self.path), "error": self.file_error},
+            )
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._file is None:
+            return
+        try:
+            self._file.close()
+        except OSError as exc:
+            self.file_error = self.file_error or exc.strerror or str(exc)
+        self._file = None
+
     def _store(self, text: str) -> None:
         text = clean_text(text)
-        chunks = [
-            RunChunk(run_id=self.run.pk, seq=self._seq + i, text=text[start : start + CHUNK_CHARS])
-            for i, start in enumerate(range(0, len(text), CHUNK_CHARS))
-        ]
+        for start in range(0, len(text), CHUNK_CHARS):
+            piece = text[start : start + CHUNK_CHARS]
+            self._unsaved.append(piece)
+            self._unsaved_chars += len(piece)
+        self._try_save()
+
+    def _try_save(self) -> None:
+        try:
+            self._save()
+        except DATABASE_ERRORS as exc:
+            # Kept for the next flush; the agent goes on (see Outage).
+            self._uncertain = True
+            self._outage.failed(exc)
+        else:
+            self._outage.succeeded()
+
+    def _save(self) -> None:
+        if self._uncertain:
+            # The last try may have committed before its connection was lost: the rows it
+            # wrote are the first of `_unsaved` (one atomic batch), so count and skip them.
+            stored = RunChunk.objects.filter(run_id=self.run.pk, seq__gte=self._seq).count()
+            self._forget(stored)
+            self._uncertain = False
         received = self.received_bytes
-        if not chunks and received == self._saved_bytes:
+        if not self._unsaved and received == self._saved_bytes:
             return
+        chunks = [
+            RunChunk(run_id=self.run.pk, seq=self._seq + i, text=text)
+            for i, text in enumerate(self._unsaved)
+        ]
         with transaction.atomic():
             if chunks:
                 RunChunk.objects.bulk_create(chunks)
             if received != self._saved_bytes:
                 Run.objects.filter(pk=self.run.pk).update(output_bytes=received)
-        self._seq += len(chunks)
+        self._forget(len(chunks))
         self._saved_bytes = received
         self.run.output_bytes = received
+
+    def _forget(self, count: int) -> None:
+        """The first `count` unsaved chunks are in the database now."""
+        self._unsaved_chars -= sum(len(text) for text in self._unsaved[:count])
+        del self._unsaved[:count]
+        self._seq += count
+
+
+def _probe_room(file: Any, path: Path) -> None:
+    """Fail now, before the agent starts, when the log's disk has no room at all.
+
+    Creating an empty file succeeds on a full disk; reserving its first byte does not.
+    """
+    try:
+        os.posix_fallocate(file.fileno(), 0, 1)
+        os.ftruncate(file.fileno(), 0)
+    except OSError as exc:
+        if exc.errno in NO_PROBE:
+            return
+        file.close()
+        path.unlink(missing_ok=True)
+        raise

@@ -117,3 +117,12 @@ def test_a_clone_starts_disabled_with_the_same_configuration(editor):
     assert copy.enabled is False
     assert (copy.prompt, copy.max_turns, copy.command) == ("do it", 4, agent.command)
     assert AuditEntry.objects.filter(action="agent.clone", object_name="cron-git-copy").exists()
+
+
+def test_a_reserved_name_is_refused_with_the_reason(editor):
+    from agents.models import Agent as AgentModel
+
+    agent = AgentModel(name="new", runner="command", command="true", working_dir="/tmp")
+    with pytest.raises(ValidationError) as caught:
+        save_agent(agent, Actor(editor, "web"))
+    assert "reserved" in caught.value.message_dict["name"][0]

@@ -143,4 +143,4 @@ def test_every_page_requires_login(client):
     for url in ["/", reverse("admin:agents_agent_changelist"), reverse("admin:index")]:
         response = client.get(url)
         assert response.status_code == 302
-        assert "/admin/login/" in response["Location"]
+        assert "/login/" in response["Location"]

@@ -76,6 +76,11 @@ class Command(BaseCommand):
             help=f"scaled: a Redis database index for benchmarks, flushed before and after "
             f"(default {bench.DEFAULT_REDIS_URL}).",
         )
+        parser.add_argument(
+            "--keep",
+            action="store_true",
+            help="Keep the sandbox (files, process logs, database) to look into; says where.",
+        )
         # The command running itself inside the sandbox.
         parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
 
@@ -89,6 +94,7 @@ class Command(BaseCommand):
             workers=options["workers"],
             pg_url=options["pg_url"],
             redis_url=options["redis_url"],
+            keep=options["keep"],
         )
         try:
             if inner:
@@ -102,6 +108,11 @@ class Command(BaseCommand):
             report = bench.run(opts, sys.stderr)
         except bench.BenchError as exc:
             raise CommandError(str(exc)) from exc
+        except KeyboardInterrupt:
+            # Everything started was stopped and the sandbox removed on the way out.
+            if not inner:
+                self.stderr.write("cronos_bench: interrupted; its processes and sandbox are gone")
+            sys.exit(130)
         if not options["json"]:
             for line in bench.summary(report):
                 self.stdout.write(line)

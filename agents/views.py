@@ -1,0 +1,707 @@
+"""The agents pages: the list (home), one agent, its edit form, the new-agent wizard, the cron
+builder, versions and rollback.
+
+Every view parses its input, calls one service (agents.services, runs.services, the catalogue)
+and renders. The services check permissions again, validate, version and audit; the checks
+here decide what a person is shown and refuse early with a 403.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+)
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import push_url
+
+from agents import catalogue, config, cronbuilder, pages
+from agents.forms import AgentForm
+from agents.models import Agent
+from agents.services import (
+    delete_agent,
+    rollback_agent,
+    save_agent,
+    set_enabled,
+    snapshot,
+    variables_display,
+    version_number,
+)
+from agents.versions import diff_versions
+from audit.actor import Actor
+from runs.models import Run
+from runs.services import cancel_run, trigger_run
+
+VIEW = "agents.view_agent"
+RUN = "agents.run_agent"
+TOGGLE = "agents.toggle_agent"
+CANCEL = "agents.cancel_run"
+ADD = "agents.add_agent"
+CHANGE = "agents.change_agent"
+DELETE = "agents.delete_agent"
+
+# The agent form's fields, grouped as the admin groups them.
+FIELDSETS = [
+    ("Agent", ["name", "description", "enabled"]),
+    (
+        "What runs",
+        [
+            "runner",
+            "prompt",
+            "command",
+            "working_dir",
+            "model",
+            "max_turns",
+            "allowed_tools",
+            "disallowed_tools",
+            "permission_mode",
+            "extra_args",
+            "plain_variables",
+            "secret_variables",
+        ],
+    ),
+    ("When", ["timezone", "schedule", "jitter_seconds"]),
+    (
+        "Policies",
+        [
+            "catch_up_policy",
+            "catch_up_window_seconds",
+            "catch_up_max_runs",
+            "allow_concurrent",
+            "overlap_policy",
+            "max_retries",
+            "retry_delay_seconds",
+            "retry_backoff",
+            "retry_max_delay_seconds",
+            "timeout_seconds",
+        ],
+    ),
+    (
+        "Limits",
+        [
+            "memory_limit_mb",
+            "cpu_nice",
+            "cpu_time_limit_seconds",
+            "output_limit_bytes",
+            "output_limit_action",
+        ],
+    ),
+    (
+        "People",
+        [
+            "depends_on",
+            "approval_required",
+            "approval_auto_approve_seconds",
+            "approval_expire_seconds",
+            "notify_on_failure",
+            "notify_on_success",
+            "notify_emails",
+            "notify_webhook_url",
+            "failure_alert_threshold",
+        ],
+    ),
+]
+
+# The wizard's second step: what a person must look at before an agent exists. Everything else
+# keeps the template's (or the cloned agent's) value and is edited later on the agent's page.
+WIZARD_FIELDS = {
+    "name",
+    "description",
+    "runner",
+    "prompt",
+    "command",
+    "working_dir",
+    "model",
+    "max_turns",
+    "allowed_tools",
+    "disallowed_tools",
+    "permission_mode",
+    "extra_args",
+    "plain_variables",
+    "secret_variables",
+    "schedule",
+    "timezone",
+}
+
+
+# --- Helpers ------------------------------------------------------------------------------
+
+
+def require_perm(request: HttpRequest, perm: str) -> None:
+    if not request.user.has_perm(perm):
+        raise PermissionDenied(f"You may not do this: it needs the permission {perm}.")
+
+
+def agent_for(request: HttpRequest, name: str, perm: str = VIEW) -> Agent:
+    """The agent named `name`, if the person may `perm` (403 before 404: no probing names)."""
+    require_perm(request, perm)
+    return get_object_or_404(Agent, name=name)
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    # A history restore (back button with no cached snapshot) needs the whole page.
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def actor(request: HttpRequest) -> Actor:
+    return Actor.from_request(request)
+
+
+def redirect_back(request: HttpRequest, default: str) -> HttpResponseRedirect:
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = default
+    return HttpResponseRedirect(target)
+
+
+def agent_url(agent: Agent) -> str:
+    return reverse("agents:detail", args=[agent.name])
+
+
+def grouped(form, names_allowed: set[str] | None = None) -> list[tuple[str, list]]:
+    groups = []
+    for title, names in FIELDSETS:
+        fields = [form[n] for n in names if n in form.fields]
+        if names_allowed is not None:
+            fields = [f for f in fields if f.name in names_allowed]
+        if fields:
+            groups.append((title, fields))
+    return groups
+
+
+def cron_context(value: str, tz: str) -> dict:
+    selection = cronbuilder.from_expression(value)
+    return {
+        "cron_value": value,
+        "cron_timezone": tz,
+        "cron_rows": cronbuilder.grid_rows(selection),
+        "cron_selection": selection,
+        "preview": cronbuilder.preview(value, tz, timezone.now()),
+    }
+
+
+TEXTAREA_ROWS = {"description": 2, "prompt": 14, "command": 3}
+
+
+def with_cron_builder(form):
+    """The form as the pages draw it: text areas sized to what they hold, and a time zone
+    field that refreshes the cron builder's preview (the next runs move with the zone)."""
+    for name, rows in TEXTAREA_ROWS.items():
+        if name in form.fields:
+            form.fields[name].widget.attrs["rows"] = rows
+    if "timezone" in form.fields:
+        form.fields["timezone"].widget.attrs.update(
+            {
+                "hx-get": reverse("agents:cron_preview"),
+                "hx-trigger": "change, input changed delay:500ms",
+                "hx-target": "#cron-preview",
+                "hx-include": "#id_schedule",
+                "hx-sync": "closest form:replace",
+            }
+        )
+    return form
+
+
+def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+    """The agent's configuration as (section, [(label, text, as_block)]) for the read view."""
+    sections = []
+    for title, names in FIELDSETS:
+        rows = []
+        for name in names:
+            if name == "secret_variables":
+                continue
+            if name == "plain_variables":
+                lines = variables_display(agent.variables or [])
+                rows.append(("Variables", "\n".join(lines) or "—", bool(lines)))
+                continue
+            model_field = Agent._meta.get_field(name)
+            value = getattr(agent, name)
+            if model_field.choices and value:
+                text = getattr(agent, f"get_{name}_display")()
+            elif isinstance(value, bool):
+                text = "yes" if value else "no"
+            elif isinstance(value, list):
+                text = "\n".join(str(v) for v in value)
+            else:
+                text = "" if value is None else str(value)
+            block = name in ("prompt", "command") or isinstance(value, list)
+            rows.append((model_field.verbose_name.capitalize(), text or "—", block and bool(text)))
+        sections.append((title, rows))
+    return sections
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The 403 page (handler403): says why, inside the site's frame."""
+    message = str(exception) if exception and str(exception) else ""
+    return render(request, "agents/forbidden.html", {"message": message}, status=403)
+
+
+# --- Agents page --------------------------------------------------------------------------
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def agent_list(request: HttpRequest) -> HttpResponse:
+    require_perm(request, VIEW)
+    query = pages.ListQuery.from_params(request.GET)
+    page, rows = pages.agent_page(query)
+    home = reverse("agents:list")
+
+    def link(**changes) -> str:
+        qs = query.querystring(**changes)
+        return f"{home}?{qs}" if qs else home
+
+    links = {}
+    if page.has_previous():
+        links["previous"] = link(page=page.previous_page_number())
+        links["first"] = link(page=1)
+    if page.has_next():
+        links["next"] = link(page=page.next_page_number())
+        links["last"] = link(page=page.paginator.num_pages)
+    user = request.user
+    context = {
+        "section": "agents",
+        "query": query,
+        "page": page,
+        "rows": rows,
+        "links": links,
+        "states": pages.StateFilter.CHOICES,
+        "sorts": [(key, label) for key, (label, _) in pages.SORTS.items()],
+        # The list as shown, for the bulk form to come back to (the URL keeps the query).
+        "here": link(),
+        "can_bulk": any(user.has_perm(p) for p in (TOGGLE, RUN, DELETE)),
+    }
+    if not wants_fragment(request):
+        return render(request, "agents/list.html", context)
+    response = render(request, "agents/list_results.html", context)
+    # The address bar follows the search, in its short form (no empty or default values), so
+    # the list as seen can be bookmarked and reloaded.
+    return push_url(response, context["here"])
+
+
+BULK_PERMS = {"enable": TOGGLE, "disable": TOGGLE, "run": RUN, "delete": DELETE}
+
+
+@require_POST
+def bulk(request: HttpRequest) -> HttpResponse:
+    """Enable, disable, run or delete the selected agents; delete asks first."""
+    action = request.POST.get("action", "")
+    if action not in BULK_PERMS:
+        return HttpResponseBadRequest("Unknown action.")
+    require_perm(request, BULK_PERMS[action])
+    home = reverse("agents:list")
+    names = request.POST.getlist("agents")
+    agents = list(Agent.objects.filter(name__in=names).order_by("name"))
+    if not agents:
+        messages.warning(request, "Select at least one agent first.")
+        return redirect_back(request, home)
+    who = actor(request)
+    if action == "delete":
+        if request.POST.get("confirm") != "yes":
+            counts = pages.run_counts([a.pk for a in agents])
+            doomed = [(agent, counts.get(agent.pk, 0)) for agent in agents]
+            back = redirect_back(request, home).url
+            return render(
+                request,
+                "agents/confirm_delete.html",
+                {
+                    "section": "agents",
+                    "doomed": doomed,
+                    "total_runs": sum(n for _, n in doomed),
+                    "next": back,
+                },
+            )
+        for agent in agents:
+            delete_agent(agent, who)
+        messages.success(request, f"Deleted {_agents(len(agents))}: {_names(agents)}.")
+        # Back to the list the person came from, never to a deleted agent's own page.
+        if urlsplit(request.POST.get("next", "")).path == home:
+            return redirect_back(request, home)
+        return HttpResponseRedirect(home)
+    if action in ("enable", "disable"):
+        enabled = action == "enable"
+        changed = [a for a in agents if set_enabled(a, enabled, who)]
+        verb = "Enabled" if enabled else "Paused"
+        if changed:
+            messages.success(request, f"{verb} {_agents(len(changed))}: {_names(changed)}.")
+        unchanged = len(agents) - len(changed)
+        if unchanged:
+            already = "enabled" if enabled else "paused"
+            messages.info(request, f"{_agents(unchanged)} already {already}.")
+        return redirect_back(request, home)
+    # action == "run"
+    started, skipped = [], []
+    for agent in agents:
+        run = trigger_run(agent, who)
+        (skipped if run.state == Run.State.SKIPPED else started).append((agent, run))
+    if started:
+        runs = ", ".join(f"{a.name} (#{r.pk})" for a, r in started)
+        messages.success(request, f"Started {len(started)} run(s): {runs}.")
+    for agent, run in skipped:
+        messages.warning(request, f"{agent.name}: run #{run.pk} was skipped: {run.reason}.")
+    return redirect_back(request, home)
+
+
+def _agents(count: int) -> str:
+    return f"{count} agent" if count == 1 else f"{count} agents"
+
+
+def _names(agents: list[Agent]) -> str:
+    shown = ", ".join(a.name for a in agents[:10])
+    return shown + (f" and {len(agents) - 10} more" if len(agents) > 10 else "")
+
+
+# --- One agent ----------------------------------------------------------------------------
+
+
+def status_context(agent: Agent) -> dict:
+    """What the agent page's live part shows: its lock, its runs, its health."""
+    runs = pages.recent_runs(agent)
+    active = list(Run.objects.active().filter(agent=agent).order_by("created_at", "id"))
+    return {
+        "agent": agent,
+        "runs": runs,
+        "active_runs": active,
+        "health": pages.health(agent),
+        "state": getattr(agent, "run_state", None),
+    }
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
+    agent = agent_for(request, name)
+    context = status_context(agent)
+    if wants_fragment(request):
+        return render(request, "agents/agent_status.html", context)
+    versions = list(
+        agent.history.select_related("history_user").order_by("-history_id")[:VERSIONS_SHOWN]
+    )
+    total = agent.history.count()
+    for number, version in zip(range(total, 0, -1), versions, strict=False):
+        version.number = number
+    words, schedule_error = pages.schedule_in_words(agent)
+    context.update(
+        {
+            "section": "agents",
+            "versions": versions,
+            "versions_total": total,
+            "config": config_rows(agent),
+            "schedule_words": words,
+            "schedule_error": schedule_error,
+            "preview": cronbuilder.preview(agent.schedule, agent.timezone, timezone.now()),
+        }
+    )
+    return render(request, "agents/agent.html", context)
+
+
+VERSIONS_SHOWN = 50
+
+
+@require_http_methods(["GET", "POST"])
+def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
+    agent = agent_for(request, name, CHANGE)
+    if request.method == "POST":
+        form = AgentForm(request.POST, instance=agent)
+        if form.is_valid():
+            try:
+                changes = save_agent(form.instance, actor(request))
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                if changes:
+                    number = version_number(agent.history.latest())
+                    messages.success(request, f"Saved {agent.name}: version {number}.")
+                else:
+                    messages.info(request, "Nothing changed.")
+                return HttpResponseRedirect(agent_url(agent))
+    else:
+        form = AgentForm(instance=agent)
+    original = Agent.objects.get(pk=agent.pk)  # the form may have changed the instance
+    context = {
+        "section": "agents",
+        "agent": original,
+        "form": with_cron_builder(form),
+        "fieldsets": grouped(form),
+        **cron_context(form["schedule"].value() or "", form["timezone"].value() or ""),
+    }
+    return render(request, "agents/edit.html", context)
+
+
+@require_POST
+def run_now(request: HttpRequest, name: str) -> HttpResponse:
+    agent = agent_for(request, name, RUN)
+    force = request.POST.get("force") == "1"
+    run = trigger_run(agent, actor(request), force=force)
+    if run.state == Run.State.SKIPPED:
+        messages.warning(
+            request,
+            f"Run #{run.pk} was skipped: {run.reason}. "
+            "Tick “even if a run is active” to start it anyway.",
+        )
+    else:
+        forced = " past the overlap gate" if force else ""
+        messages.success(request, f"Started run #{run.pk}{forced}: {run.get_state_display()}.")
+    return redirect_back(request, agent_url(agent))
+
+
+@require_POST
+def toggle(request: HttpRequest, name: str) -> HttpResponse:
+    agent = agent_for(request, name, TOGGLE)
+    enabled = request.POST.get("enabled") == "1"
+    if set_enabled(agent, enabled, actor(request)):
+        messages.success(request, f"{'Resumed' if enabled else 'Paused'} {agent.name}.")
+    else:
+        messages.info(request, f"{agent.name} was already {'enabled' if enabled else 'paused'}.")
+    return redirect_back(request, agent_url(agent))
+
+
+@require_POST
+def cancel(request: HttpRequest, name: str) -> HttpResponse:
+    agent = agent_for(request, name, CANCEL)
+    run_id = request.POST.get("run", "")
+    if not run_id.isdigit():
+        return HttpResponseBadRequest("Which run? Give its id.")
+    run = get_object_or_404(Run, pk=int(run_id), agent=agent)
+    if cancel_run(run, actor(request)):
+        if run.is_final:
+            messages.success(request, f"Cancelled run #{run.pk} before it started.")
+        else:
+            messages.success(request, f"Asked run #{run.pk} to stop; it ends in a moment.")
+    else:
+        messages.info(request, f"Run #{run.pk} had already ended ({run.get_state_display()}).")
+    return redirect_back(request, agent_url(agent))
+
+
+# --- Versions -----------------------------------------------------------------------------
+
+
+def _version(agent: Agent, raw: str | None):
+    if not raw or not raw.isdigit():
+        return None
+    return agent.history.filter(history_id=int(raw)).select_related("history_user").first()
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+def version_diff(request: HttpRequest, name: str) -> HttpResponse:
+    agent = agent_for(request, name)
+    old, new = _version(agent, request.GET.get("from")), _version(agent, request.GET.get("to"))
+    if old is None or new is None:
+        if wants_fragment(request):
+            return HttpResponse('<p class="error">Pick two versions of this agent to compare.</p>')
+        messages.error(request, "Pick two versions of this agent to compare.")
+        return HttpResponseRedirect(agent_url(agent) + "#versions")
+    if old.history_id > new.history_id:
+        old, new = new, old
+    context = {
+        "section": "agents",
+        "agent": agent,
+        "old": old,
+        "new": new,
+        "old_number": version_number(old),
+        "new_number": version_number(new),
+        "changes": diff_versions(old, new),
+        "can_rollback": request.user.has_perm(CHANGE),
+    }
+    template = "agents/diff_changes.html" if wants_fragment(request) else "agents/diff.html"
+    return render(request, template, context)
+
+
+@require_http_methods(["GET", "POST"])
+def rollback(request: HttpRequest, name: str, history_id: int) -> HttpResponse:
+    """GET: what rolling back would change, with a button; POST: do it (a new version)."""
+    agent = agent_for(request, name, CHANGE)
+    version = get_object_or_404(agent.history, history_id=history_id)
+    number = version_number(version)
+    if request.method == "GET":
+        context = {
+            "section": "agents",
+            "agent": agent,
+            "version": version,
+            "number": number,
+            # From what is current to what the rollback makes current.
+            "changes": diff_versions(agent, version),
+        }
+        return render(request, "agents/rollback.html", context)
+    try:
+        changes = rollback_agent(agent, history_id, actor(request))
+    except ValidationError as exc:
+        messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
+    else:
+        if changes:
+            current = version_number(agent.history.latest())
+            messages.success(
+                request, f"Rolled {agent.name} back to version {number}: now version {current}."
+            )
+        else:
+            messages.info(request, f"Version {number} is the same as the current one.")
+    return HttpResponseRedirect(agent_url(agent))
+
+
+# --- New agent ----------------------------------------------------------------------------
+
+
+class NewAgentForm(AgentForm):
+    """The wizard's second step: the agent form with only the fields to look at first."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in list(self.fields):
+            if name not in WIZARD_FIELDS:
+                # Not on the form: the model keeps the template's or the clone's value.
+                del self.fields[name]
+
+
+def free_name(base: str) -> str:
+    """`base`, or `base-2`, `base-3`... whichever no agent has yet."""
+    name, n = base, 1
+    while Agent.objects.filter(name=name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def _starting_point(params) -> tuple[Agent | None, dict, str]:
+    """The unsaved agent a template or a clone gives, how it will be recorded, or an error."""
+    template_name, clone_name = params.get("template", ""), params.get("clone", "").strip()
+    if template_name:
+        try:
+            template = catalogue.get_template(template_name)
+            fields = catalogue.template_fields(template.name, free_name(template.name)).fields
+        except (catalogue.TemplateNotFound, config.ConfigError) as exc:
+            return None, {}, str(exc)
+        agent = config.apply(Agent(), fields)
+        source = {
+            "kind": "template",
+            "value": template.name,
+            "title": template.title,
+            "reason": f"Created from template {template.name}",
+            "action": "agent.create",
+        }
+    elif clone_name:
+        original = Agent.objects.filter(name=clone_name).first()
+        if original is None:
+            return None, {}, f"There is no agent named {clone_name!r} to clone."
+        agent = Agent(**snapshot(original))
+        agent.name = free_name(f"{original.name}-copy")
+        source = {
+            "kind": "clone",
+            "value": original.name,
+            "title": original.name,
+            "reason": f"Cloned from {original.name}",
+            "action": "agent.clone",
+        }
+    else:
+        return None, {}, ""
+    agent.enabled = False  # created disabled: nothing fires before a person has looked
+    return agent, source, ""
+
+
+@require_http_methods(["GET", "POST"])
+def agent_new(request: HttpRequest) -> HttpResponse:
+    """A short wizard: 1. a template or an agent to clone; 2. the fields to look at; create."""
+    require_perm(request, ADD)
+    params = request.POST if request.method == "POST" else request.GET
+    base, source, error = _starting_point(params)
+    if base is None:
+        context = {
+            "section": "agents",
+            "templates": catalogue.list_templates(),
+            "error": error,
+            "clone": params.get("clone", ""),
+        }
+        return render(request, "agents/new.html", context, status=400 if error else 200)
+    if request.method == "POST":
+        form = NewAgentForm(request.POST, instance=base)
+        if form.is_valid():
+            agent = form.instance
+            agent.enabled = False
+            try:
+                save_agent(agent, actor(request), reason=source["reason"], action=source["action"])
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(
+                    request,
+                    f"Created {agent.name}. It is disabled: review it, then resume it "
+                    "to let its schedule fire.",
+                )
+                return HttpResponseRedirect(agent_url(agent))
+    else:
+        form = NewAgentForm(instance=base)
+    context = {
+        "section": "agents",
+        "form": with_cron_builder(form),
+        "source": source,
+        "fieldsets": grouped(form),
+        **cron_context(form["schedule"].value() or "", form["timezone"].value() or ""),
+    }
+    return render(request, "agents/new_details.html", context)
+
+
+# --- Cron builder -------------------------------------------------------------------------
+
+
+def _after(raw: str) -> datetime | None:
+    """An aware ISO instant from the query (tests and links pin the clock), else None."""
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+@require_GET
+def cron_preview(request: HttpRequest) -> HttpResponse:
+    """The cron builder's preview fragment; with build=1 the grids make the expression."""
+    require_perm(request, VIEW)
+    tz = request.GET.get("timezone", "").strip() or settings.TIME_ZONE
+    after = _after(request.GET.get("after", "")) or timezone.now()
+    building = request.GET.get("build") == "1"
+    if building:
+        selection = cronbuilder.from_params(request.GET)
+        expression = selection.expression()
+    else:
+        expression = request.GET.get("expression", request.GET.get("schedule", ""))
+        selection = cronbuilder.from_expression(expression)
+    context = {
+        "preview": cronbuilder.preview(expression, tz, after),
+        "cron_value": expression,
+        "cron_timezone": tz,
+        "cron_rows": cronbuilder.grid_rows(selection),
+        "cron_selection": selection,
+        "oob_input": building,
+        "oob_grid": not building,
+    }
+    return render(request, "agents/cron_preview.html", context)
+
+
+@require_GET
+def cron_page(request: HttpRequest) -> HttpResponse:
+    """The cron builder on its own: try an expression without editing an agent."""
+    require_perm(request, VIEW)
+    expression = request.GET.get("schedule", request.GET.get("expression", "0 */4 * * *"))
+    tz = request.GET.get("timezone", "").strip() or settings.TIME_ZONE
+    context = {"section": "agents", **cron_context(expression, tz)}
+    after = _after(request.GET.get("after", ""))
+    if after is not None:
+        context["preview"] = cronbuilder.preview(expression, tz, after)
+    return render(request, "agents/cron.html", context)

@@ -1,0 +1,33 @@
+"""The page benchmark at a tiny scale: it builds its data and reports every page (behaviour
+only: the figures are never held to a speed here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.models import Agent
+from runs.models import AgentRunState, Run
+from runs.pagebench import PAGES, bench_pages
+
+pytestmark = pytest.mark.django_db
+
+
+def test_the_page_benchmark_builds_its_data_and_times_every_page():
+    said = []
+    report = bench_pages(agents=50, runs=2_000, repeat=3, say=said.append)
+    assert Agent.objects.count() == 50 and Agent.history.count() == 50
+    assert Run.objects.count() == 2_000
+    assert AgentRunState.objects.count() == 50
+    # Every run of an agent has its own slot (the unique constraint held) and a version.
+    assert not Run.objects.filter(agent_version__isnull=True).exists()
+    figures = report["figures"]
+    assert set(figures["pages"]) == set(PAGES)
+    for name, page in figures["pages"].items():
+        assert page["p50"] > 0 and page["p95"] >= page["p50"] and page["queries"] > 0, name
+    assert report["target"]["limit_seconds"] == 0.2
+    assert set(report["target"]["p95"]) == {"agents", "runs", "health"}
+    assert isinstance(report["met"], bool)
+    assert report["parameters"] == {"agents": 50, "runs": 2_000, "repeat": 3, "days": 60}
+    assert any("measuring" in line for line in said)
+    # New rows after the benchmark's own (explicit ids) do not collide.
+    Run.objects.create(agent=Agent.objects.first(), trigger="manual")
