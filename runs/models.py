@@ -12,6 +12,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
@@ -190,8 +192,14 @@ class Run(models.Model):
     def _transition(self, allowed: list[str], **values) -> bool:
         won = Run.objects.filter(pk=self.pk, state__in=allowed).update(**values) == 1
         if won:
+            computed = [
+                name for name, value in values.items() if hasattr(value, "resolve_expression")
+            ]
             for name, value in values.items():
-                setattr(self, name, value)
+                if name not in computed:
+                    setattr(self, name, value)
+            if computed:
+                self.refresh_from_db(fields=computed)
             if values.get("state") in self.FINAL_STATES:
                 AgentRunState.note_finished(self)
         return won
@@ -211,6 +219,8 @@ class Run(models.Model):
         now = timezone.now()
         return self._transition(
             [self.State.PENDING, self.State.QUEUED],
+            # A fast worker may claim a run before its dispatcher marked it queued.
+            queued_at=Coalesce(F("queued_at"), Value(now)),
             state=self.State.RUNNING,
             host=host,
             worker_pid=worker_pid,

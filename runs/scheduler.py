@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from agents import cron
@@ -256,11 +256,25 @@ class Scheduler:
         mine = list(
             Run.objects.filter(dispatch_token=token).select_related("agent").order_by("slot", "pk")
         )
+        # The gates, in bulk first: an agent with no run holding its lock or waiting for it
+        # (the common case, and all of a crowd) is admitted without a query of its own; the
+        # others go through the full gate one run at a time.
+        busy = set(
+            Run.objects.filter(agent_id__in={r.agent_id for r in mine})
+            .filter(Q(state__in=Run.HOLDING_STATES) | Q(state=Run.State.PENDING, dispatch_token=""))
+            .exclude(dispatch_token=token)
+            .values_list("agent_id", flat=True)
+        )
         admitted, locked = [], set()
         for run in mine:
-            if admit(run, locked=locked):
+            concurrent = run.agent.allow_concurrent
+            if concurrent or (run.agent_id not in busy and run.agent_id not in locked):
+                ok = True
+            else:
+                ok = admit(run, locked=locked)
+            if ok:
                 admitted.append(run)
-                if not run.agent.allow_concurrent:
+                if not concurrent:
                     locked.add(run.agent_id)
         result.created.extend(run.pk for run in mine)
         result.skipped.extend(run.pk for run in mine if run not in admitted)
