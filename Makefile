@@ -32,11 +32,13 @@ TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m integration
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CRONOS_Q_NAME=cronos-test-$$$$ \
+		$(BIN)/pytest -m integration
 
 ## test-scaled: only the scaled-out lane
 test-scaled: $(STAMP)
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -m integration
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CRONOS_Q_NAME=cronos-test-$$$$ \
+		$(BIN)/pytest -m integration
 
 ## bench: every benchmark on the embedded shape, then the scaled-out one (JSON on stdout)
 bench: setup

@@ -163,7 +163,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env_str("REDIS_URL")
 
 Q_CLUSTER = {
-    "name": "cronos",
+    # The broker's queue is named after the cluster: separate names keep two Cronos sites (or
+    # two test sessions) on one Redis from taking each other's tasks.
+    "name": env_str("CRONOS_Q_NAME", "cronos"),
     "workers": env_int("CRONOS_WORKERS", 2),
     # A task is an agent run, which may last hours: the timeout is the executor's job (it
     # ends the agent's process group itself), so the cluster never kills a worker mid-run.

@@ -38,7 +38,7 @@ class Command(BaseCommand):
     requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
-        parser.add_argument("benchmark", choices=[*bench.BENCHMARKS, "all"])
+        parser.add_argument("benchmark", choices=[*bench.BENCHMARKS, *bench.OWN_BENCHMARKS, "all"])
         parser.add_argument("--json", action="store_true", help="Print only the JSON report.")
         parser.add_argument(
             "--shape",
