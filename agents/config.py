@@ -259,7 +259,22 @@ def parse(
         meta = _spelling(mapping, fields)
         if meta:
             fields["extra_config"] = {**fields["extra_config"], META_KEY: meta}
+    notices.extend(_schedule_notices(fields.get("schedule")))
     return Parsed(fields=fields, notices=notices)
+
+
+def _schedule_notices(schedule: Any) -> list[str]:
+    """A warning where the prototype's cron may have meant another day than Cronos reads."""
+    if not isinstance(schedule, str):
+        return []
+    parts = schedule.split()
+    if len(parts) in (6, 7) and any(ch.isdigit() for ch in parts[5]):
+        return [
+            f"schedule {schedule!r}: its day-of-week is numeric; Cronos reads 0 and 7 as Sunday "
+            "and 1 as Monday, while older prototype builds counted 1 as Sunday: check the days, "
+            "or write them as names (Mon, Tue...)"
+        ]
+    return []
 
 
 def apply(agent: Agent, fields: dict[str, Any]) -> Agent:

@@ -361,3 +361,13 @@ def test_changes_are_listed_by_their_key_in_the_file():
         "retry_policy.delay_seconds",
         "how defaults are spelled",
     ]
+
+
+def test_a_numeric_legacy_weekday_is_imported_with_a_warning_to_check_it():
+    from agents import config as config_module
+
+    mapping = {"name": "x", "schedule": "0 0 9 * * 1", "working_dir": "/tmp", "command": "true"}
+    parsed = config_module.parse(mapping, default_name="x")
+    assert any("day-of-week is numeric" in notice for notice in parsed.notices)
+    named = config_module.parse({**mapping, "schedule": "0 0 9 * * Mon"}, default_name="x")
+    assert not any("day-of-week" in notice for notice in named.notices)
