@@ -1,11 +1,13 @@
 """kill -9 of Cronos's own processes, then a restart: no run stays `running`, no slot fires
-twice, and every slot is accounted for (a run, or a skipped run with its reason).
+twice, every slot is accounted for (a run, or a skipped run with its reason), and a lost run
+is retried as its agent's policy says.
 
 (kill -9 of one worker mid-run is in tests/runs/test_integration.py.)
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections import Counter
 from datetime import timedelta
@@ -76,7 +78,8 @@ def test_a_scheduler_killed_between_creating_a_run_and_handing_it_over(stack, tm
     # The orphans go out once their creator is plainly dead (services.ORPHAN_AFTER, 30 s).
     wait_for(lambda: all(pk in delivered() for pk, _ in orphans), 90, "the orphans handed over")
     assert survivor.poll() is None
-    stack.kill(survivor)
+    survivor.send_signal(signal.SIGTERM)  # a clean stop: it ends its pass first
+    assert survivor.wait(10) == 0
 
     counts = delivered()
     assert max(counts.values()) == 1, "a run was handed over twice"
@@ -93,6 +96,8 @@ def test_the_whole_stack_killed_mid_run_then_restarted(stack, tmp_path):
         schedule=EVERY_SECOND,
         command=f'echo "$CRONOS_RUN_ID" >> {starts}; sleep 60',
         working_dir=str(tmp_path),
+        max_retries=1,
+        retry_delay_seconds=0,
     )
     cluster, scheduler = stack.cluster("cluster-1"), stack.scheduler("scheduler-1")
 
@@ -118,17 +123,26 @@ def test_the_whole_stack_killed_mid_run_then_restarted(stack, tmp_path):
     )
     assert victim.reason.startswith(f"lost: its worker on {victim.host} stopped heartbeating")
     wait_for(lambda: gone(agent_process.pid), 15, "the orphaned agent process to be killed")
-    # Later slots fire again once the lock is free: a new run starts.
-    fresh = wait_for(
-        lambda: (
-            Run.objects.filter(agent=agent, state=Run.State.RUNNING, pid__isnull=False)
-            .exclude(pk=victim.pk)
-            .first()
-        ),
+    # The retry policy applies to the lost run: its retry starts once the lock is free.
+    retry = wait_for(
+        lambda: Run.objects.filter(
+            retry_of=victim, state=Run.State.RUNNING, pid__isnull=False
+        ).first(),
         30,
-        "a new run after the restart",
+        "the retry of the lost run to start",
     )
-    assert fresh.slot > killed_at
+    assert (retry.trigger, retry.attempt) == (Run.Trigger.RETRY, 2)
+    victim.refresh_from_db()
+    assert f"will be retried as run #{retry.pk}" in victim.reason
+    # The scheduler goes on: later slots are recorded (skipped while the retry holds the lock).
+    later = wait_for(
+        lambda: Run.objects.filter(
+            agent=agent, slot__gt=retry.started_at, state=Run.State.SKIPPED
+        ).first(),
+        30,
+        "a slot after the retry started",
+    )
+    assert later.reason.startswith("overlap"), later.reason
 
     # No run stays running from before the crash.
     assert all(r.started_at > killed_at for r in Run.objects.filter(state=Run.State.RUNNING))
@@ -140,4 +154,4 @@ def test_the_whole_stack_killed_mid_run_then_restarted(stack, tmp_path):
     # Each run started its agent at most once (a redelivered task is refused by the claim).
     executions = Counter(int(line) for line in starts.read_text().split())
     assert max(executions.values()) == 1
-    assert executions[victim.pk] == 1 and executions[fresh.pk] == 1
+    assert executions[victim.pk] == 1 and executions[retry.pk] == 1
