@@ -228,6 +228,10 @@ CRONOS_DISPATCH_LEAD_SECONDS = float(env_str("CRONOS_DISPATCH_LEAD_SECONDS", "0.
 # Executors heartbeat this often; a running run silent for CRONOS_STALE_AFTER_SECONDS is lost.
 CRONOS_HEARTBEAT_SECONDS = float(env_str("CRONOS_HEARTBEAT_SECONDS", "5"))
 CRONOS_STALE_AFTER_SECONDS = env_int("CRONOS_STALE_AFTER_SECONDS", 30)
+# A queued run no worker claimed for this long is handed over again (its cluster may have died
+# holding the task); a run created but never handed over is reclaimed after the orphan delay.
+CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300)
+CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
 CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
 # The engine adapter (runs.engine): django-q2 today.

@@ -25,7 +25,7 @@ from agents.models import Agent
 from runs import faults, process
 from runs.engine import Engine
 from runs.models import AgentRunState, Run, new_dispatch_token
-from runs.services import admit, dispatch, release
+from runs.services import admit, dispatch, redeliver, release
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class TickResult:
     missed: int = 0
     lost: list[int] = field(default_factory=list)
     redispatched: list[int] = field(default_factory=list)
+    redelivered: list[int] = field(default_factory=list)
     planned: list[tuple[str, datetime, str]] = field(default_factory=list)  # for --dry-run
     next_slot: datetime | None = None
 
@@ -174,6 +175,7 @@ class Scheduler:
         if not self.dry_run:
             result.lost = reap(now, self.stale_after, self.host)
             result.redispatched = release(now, engine=self.engine)
+            result.redelivered = redeliver(now, engine=self.engine)
         upcoming = [c.peek() for c in self.cursors.values()]
         result.next_slot = min((u for u in upcoming if u is not None), default=None)
         if self.moved and not self.dry_run:

@@ -31,7 +31,7 @@ from runs.models import Run, new_dispatch_token
 log = logging.getLogger(__name__)
 
 # A run still pending this long after its creator took it is an orphan (creator died).
-ORPHAN_AFTER = timedelta(seconds=30)
+ORPHAN_AFTER = timedelta(seconds=int(getattr(settings, "CRONOS_ORPHAN_AFTER_SECONDS", 30)))
 # Runs of these triggers never skip for overlap: they wait for their turn.
 ALWAYS_WAIT = {Run.Trigger.CATCH_UP, Run.Trigger.RETRY}
 
@@ -142,6 +142,35 @@ def release(
     for run in handed:
         log.info("run released", extra={"run_id": run.pk, "agent": run.agent.name})
     return [run.pk for run in handed]
+
+
+def redeliver(now: datetime | None = None, engine: Engine | None = None) -> list[int]:
+    """Hand over again the runs queued long ago that no worker claimed.
+
+    A cluster killed after taking a task but before a worker claimed it leaves its run queued
+    for good (and holding the agent's lock): on Redis the task was popped, on the ORM broker it
+    is locked for `retry` seconds. After CRONOS_REDELIVER_AFTER_SECONDS the run is sent again;
+    the claim makes a duplicate delivery harmless, and each run is sent at most once per period
+    (queued_at moves on), so a queue that is merely long gets a few spare tasks, no more.
+    """
+    now = now or timezone.now()
+    after = timedelta(seconds=getattr(settings, "CRONOS_REDELIVER_AFTER_SECONDS", 300))
+    stale = list(
+        Run.objects.filter(state=Run.State.QUEUED, queued_at__lt=now - after).values_list(
+            "pk", "queued_at"
+        )[:500]
+    )
+    mine = [
+        pk
+        for pk, queued_at in stale
+        if Run.objects.filter(pk=pk, state=Run.State.QUEUED, queued_at=queued_at).update(
+            queued_at=now
+        )
+    ]
+    if mine:
+        (engine or get_engine()).enqueue(mine)
+        log.warning("runs handed over again", extra={"run_ids": mine})
+    return mine
 
 
 def models_q_waiting_or_orphaned(now: datetime):

@@ -265,3 +265,19 @@ def test_the_next_slot_and_last_outcome_are_kept_for_the_agent_pages(clock, engi
     scheduler.tick(T0 + timedelta(minutes=1, seconds=30))
     state.refresh_from_db()
     assert state.next_slot_at is None
+
+
+def test_a_queued_run_no_worker_claimed_is_handed_over_again_once_per_period(
+    clock, engine, settings
+):
+    settings.CRONOS_REDELIVER_AFTER_SECONDS = 300
+    agent = make_agent("stuck", schedule="")
+    run = Run.objects.create(agent=agent, trigger="manual")
+    run.mark_queued()  # its task died with a cluster killed before a worker claimed it
+    assert Scheduler(engine).tick(T0 + timedelta(seconds=299)).redelivered == []
+    clock.move_to(T0 + timedelta(seconds=301))
+    assert Scheduler(engine).tick(T0 + timedelta(seconds=301)).redelivered == [run.pk]
+    assert Scheduler(engine).tick(T0 + timedelta(seconds=302)).redelivered == []
+    assert engine.enqueued == [run.pk]
+    run.refresh_from_db()
+    assert run.state == "queued"
