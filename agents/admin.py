@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from agents import cron
-from agents.forms import AgentForm, TemplateChoiceForm
+from agents.forms import FIELDSETS, AgentForm, TemplateChoiceForm
 from agents.models import Agent
 from agents.services import (
     clone_agent,
@@ -48,72 +48,8 @@ class AgentAdmin(admin.ModelAdmin):
     change_list_template = "admin/agents/agent/change_list.html"
     change_form_template = "admin/agents/agent/change_form.html"
     fieldsets = [
-        (None, {"fields": ["name", "description", "enabled"]}),
-        (
-            "What runs",
-            {
-                "fields": [
-                    "runner",
-                    "prompt",
-                    "command",
-                    "working_dir",
-                    "model",
-                    "max_turns",
-                    "allowed_tools",
-                    "disallowed_tools",
-                    "permission_mode",
-                    "extra_args",
-                    "plain_variables",
-                    "secret_variables",
-                ]
-            },
-        ),
-        ("When", {"fields": ["schedule", "timezone", "jitter_seconds"]}),
-        (
-            "Policies",
-            {
-                "fields": [
-                    "catch_up_policy",
-                    "catch_up_window_seconds",
-                    "catch_up_max_runs",
-                    "allow_concurrent",
-                    "overlap_policy",
-                    "max_retries",
-                    "retry_delay_seconds",
-                    "retry_backoff",
-                    "retry_max_delay_seconds",
-                    "timeout_seconds",
-                ]
-            },
-        ),
-        (
-            "Limits",
-            {
-                "fields": [
-                    "memory_limit_mb",
-                    "cpu_nice",
-                    "cpu_time_limit_seconds",
-                    "output_limit_bytes",
-                    "output_limit_action",
-                ]
-            },
-        ),
-        (
-            "People",
-            {
-                "fields": [
-                    "depends_on",
-                    "approval_required",
-                    "approval_auto_approve_seconds",
-                    "approval_expire_seconds",
-                    "notify_on_failure",
-                    "notify_on_success",
-                    "notify_emails",
-                    "notify_webhook_url",
-                    "failure_alert_threshold",
-                ]
-            },
-        ),
+        (None if title == "Agent" else title, {"fields": fields}) for title, fields in FIELDSETS
+    ] + [
         (
             "Record",
             {"fields": ["kept_unknown_keys", "created_at", "updated_at"], "classes": ["collapse"]},

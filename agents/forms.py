@@ -130,3 +130,66 @@ class TemplateChoiceForm(forms.Form):
         if Agent.objects.filter(name=name).exists():
             raise forms.ValidationError(f"An agent named {name} already exists.")
         return name
+
+
+# The agent form's fields in groups, for the admin and the agent pages alike.
+FIELDSETS = [
+    ("Agent", ["name", "description", "enabled"]),
+    (
+        "What runs",
+        [
+            "runner",
+            "prompt",
+            "command",
+            "working_dir",
+            "model",
+            "max_turns",
+            "allowed_tools",
+            "disallowed_tools",
+            "permission_mode",
+            "extra_args",
+            "plain_variables",
+            "secret_variables",
+        ],
+    ),
+    ("When", ["timezone", "schedule", "jitter_seconds"]),
+    (
+        "Policies",
+        [
+            "catch_up_policy",
+            "catch_up_window_seconds",
+            "catch_up_max_runs",
+            "allow_concurrent",
+            "overlap_policy",
+            "max_retries",
+            "retry_delay_seconds",
+            "retry_backoff",
+            "retry_max_delay_seconds",
+            "timeout_seconds",
+        ],
+    ),
+    (
+        "Limits",
+        [
+            "memory_limit_mb",
+            "cpu_nice",
+            "cpu_time_limit_seconds",
+            "output_limit_bytes",
+            "output_limit_action",
+        ],
+    ),
+    (
+        "People",
+        [
+            "depends_on",
+            "approval_required",
+            "approval_auto_approve_seconds",
+            "approval_expire_seconds",
+            "notify_on_failure",
+            "notify_on_success",
+            "notify_emails",
+            "notify_webhook_url",
+            "failure_alert_threshold",
+        ],
+    ),
+]

@@ -29,7 +29,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
 from agents import catalogue, config, cronbuilder, pages
-from agents.forms import AgentForm
+from agents.forms import FIELDSETS, AgentForm
 from agents.models import Agent
 from agents.services import (
     delete_agent,
@@ -52,68 +52,6 @@ CANCEL = "agents.cancel_run"
 ADD = "agents.add_agent"
 CHANGE = "agents.change_agent"
 DELETE = "agents.delete_agent"
-
-# The agent form's fields, grouped as the admin groups them.
-FIELDSETS = [
-    ("Agent", ["name", "description", "enabled"]),
-    (
-        "What runs",
-        [
-            "runner",
-            "prompt",
-            "command",
-            "working_dir",
-            "model",
-            "max_turns",
-            "allowed_tools",
-            "disallowed_tools",
-            "permission_mode",
-            "extra_args",
-            "plain_variables",
-            "secret_variables",
-        ],
-    ),
-    ("When", ["timezone", "schedule", "jitter_seconds"]),
-    (
-        "Policies",
-        [
-            "catch_up_policy",
-            "catch_up_window_seconds",
-            "catch_up_max_runs",
-            "allow_concurrent",
-            "overlap_policy",
-            "max_retries",
-            "retry_delay_seconds",
-            "retry_backoff",
-            "retry_max_delay_seconds",
-            "timeout_seconds",
-        ],
-    ),
-    (
-        "Limits",
-        [
-            "memory_limit_mb",
-            "cpu_nice",
-            "cpu_time_limit_seconds",
-            "output_limit_bytes",
-            "output_limit_action",
-        ],
-    ),
-    (
-        "People",
-        [
-            "depends_on",
-            "approval_required",
-            "approval_auto_approve_seconds",
-            "approval_expire_seconds",
-            "notify_on_failure",
-            "notify_on_success",
-            "notify_emails",
-            "notify_webhook_url",
-            "failure_alert_threshold",
-        ],
-    ),
-]
 
 # The wizard's second step: what a person must look at before an agent exists. Everything else
 # keeps the template's (or the cloned agent's) value and is edited later on the agent's page.
