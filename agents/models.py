@@ -68,7 +68,8 @@ class Agent(models.Model):
     runner = models.CharField(max_length=16, choices=Runner.choices, default=Runner.CLAUDE)
     command = models.TextField(
         blank=True,
-        help_text="Command runner: the command line, run through the shell; ${VAR} substituted.",
+        help_text="Command runner: the command line, run through the shell, which expands "
+        "${VAR}. Claude runner: the path of the claude executable, if not the site's.",
     )
     model = models.CharField(max_length=100, blank=True, help_text="Claude runner: --model.")
     max_turns = models.PositiveIntegerField(null=True, blank=True)

@@ -753,7 +753,10 @@ class Execution:
 
 def claude_argv(config: Any) -> list[str]:
     """The `claude` command line for an agent's configuration (the prompt goes to stdin)."""
-    argv = [settings.CRONOS_CLAUDE_BIN, "-p", "--output-format", "stream-json", "--verbose"]
+    # An agent imported with `command: /path/to/claude` keeps that executable; otherwise the
+    # site's (CRONOS_CLAUDE_BIN).
+    binary = (config.command or "").strip() or settings.CRONOS_CLAUDE_BIN
+    argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
     if config.model:
         argv += ["--model", config.model]
     if config.max_turns:

@@ -573,3 +573,23 @@ def test_the_working_directory_may_start_with_a_tilde(tmp_path, monkeypatch, log
     run = execute(new_run(command_agent("tilde", "pwd", tmp_path, working_dir="~/proj")).pk)
     assert run.state == Run.State.SUCCEEDED
     assert log_bytes(run, log_dir).decode().strip() == os.path.realpath(tmp_path / "proj")
+
+
+def test_a_claude_agent_with_its_own_executable_path_uses_it(settings):
+    from types import SimpleNamespace
+
+    from runs.executor import claude_argv
+
+    settings.CRONOS_CLAUDE_BIN = "claude"
+    config = SimpleNamespace(
+        command="/opt/claude/bin/claude",
+        model="",
+        max_turns=None,
+        allowed_tools=[],
+        disallowed_tools=[],
+        permission_mode="",
+        extra_args=[],
+    )
+    assert claude_argv(config)[0] == "/opt/claude/bin/claude"
+    config.command = ""
+    assert claude_argv(config)[0] == "claude"
