@@ -55,24 +55,7 @@ DELETE = "agents.delete_agent"
 
 # The wizard's second step: what a person must look at before an agent exists. Everything else
 # keeps the template's (or the cloned agent's) value and is edited later on the agent's page.
-WIZARD_FIELDS = {
-    "name",
-    "description",
-    "runner",
-    "prompt",
-    "command",
-    "working_dir",
-    "model",
-    "max_turns",
-    "allowed_tools",
-    "disallowed_tools",
-    "permission_mode",
-    "extra_args",
-    "plain_variables",
-    "secret_variables",
-    "schedule",
-    "timezone",
-}
+WIZARD_FIELDS = {"name", "description", "schedule", "timezone", *dict(FIELDSETS)["What runs"]}
 
 
 # --- Helpers ------------------------------------------------------------------------------
