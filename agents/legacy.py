@@ -1,6 +1,6 @@
 """Import and export of a directory laid out as the desktop prototype left it.
 
-    agents/{name}/agent.yaml   the configuration (format: agents.config)
+    agents/{name}/agent.yaml   the configuration (format: agents.agentfile)
     agents/{name}/CLAUDE.md    the prompt, bytes preserved
     runs/{YYYY-MM-DD}/...      run history: runs.legacy, called by the cronos_import command
 
@@ -27,7 +27,8 @@ from pathlib import Path
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
-from agents import config, services
+from agents import agentfile as config
+from agents import services
 from agents.models import Agent
 from audit.actor import Actor
 from audit.log import record

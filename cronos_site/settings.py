@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "audit",
     "agents",
     "runs",
+    "cronos_site.web",
 ]
 
 MIDDLEWARE = [
@@ -234,8 +235,8 @@ CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300)
 CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
 CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
-# The engine adapter (runs.engine): django-q2 today.
-CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engine.DjangoQEngine")
+# The engine adapter (runs.engines): django-q2 today.
+CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.DjangoQEngine")
 # The `claude` executable; tests and demos put a stand-in here.
 CRONOS_CLAUDE_BIN = env_str("CRONOS_CLAUDE_BIN", "claude")
 

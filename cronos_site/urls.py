@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from cronos_site.web.urls import agent_urls, run_urls
+
 admin.site.site_header = "Cronos"
 admin.site.site_title = "Cronos"
 admin.site.index_title = "Agents, runs and audit"
@@ -10,9 +12,9 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("", include("runs.urls")),
-    path("", include("agents.urls")),
+    path("", include(run_urls)),
+    path("", include(agent_urls)),
 ]
 
 # A refused action shows why, inside the site's pages.
-handler403 = "agents.views.forbidden"
+handler403 = "cronos_site.web.access.forbidden"

@@ -17,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 
-from runs.live import TailingConsumer, query_params
+from cronos_site.web.consumers import TailingConsumer, query_params
 from runs.models import AgentRunState, Notification, NotificationRead, Run
 
 log = logging.getLogger(__name__)

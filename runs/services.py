@@ -25,7 +25,7 @@ from agents.models import Agent
 from agents.services import require
 from audit.actor import Actor
 from audit.log import record
-from runs.engine import Engine, get_engine
+from runs.engines import Engine, get_engine
 from runs.models import Run, new_dispatch_token
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Built-in agent templates: one YAML file each in this folder.
 
-A template is an agent.yaml (the format of agents.config) with two more keys that only the
+A template is an agent.yaml (the format of agents.agentfile) with two more keys that only the
 catalogue reads:
 
     title:   a short name for the template, shown in lists
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents import config
+from agents import agentfile as config
 from agents.models import Agent
 from agents.services import save_agent
 from audit.actor import Actor

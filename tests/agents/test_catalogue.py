@@ -8,7 +8,8 @@ import pytest
 import yaml
 from django.core.exceptions import ValidationError
 
-from agents import catalogue, config
+from agents import agentfile as config
+from agents import catalogue
 from agents.models import Agent
 from audit.actor import Actor
 from audit.models import AuditEntry

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from django.core.exceptions import ValidationError
 
-from agents import config, secrets
+from agents import agentfile as config
+from agents import secrets
 from agents.services import config_fields
 
 CRON_GIT = {
@@ -364,7 +365,7 @@ def test_changes_are_listed_by_their_key_in_the_file():
 
 
 def test_a_numeric_legacy_weekday_is_imported_with_a_warning_to_check_it():
-    from agents import config as config_module
+    from agents import agentfile as config_module
 
     mapping = {"name": "x", "schedule": "0 0 9 * * 1", "working_dir": "/tmp", "command": "true"}
     parsed = config_module.parse(mapping, default_name="x")

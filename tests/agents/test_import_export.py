@@ -12,7 +12,8 @@ import yaml
 from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
-from agents import config, cron, secrets
+from agents import agentfile as config
+from agents import cron, secrets
 from agents.legacy import Status, export_directory, import_directory
 from agents.models import Agent
 from agents.services import save_agent, snapshot

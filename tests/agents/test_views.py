@@ -13,11 +13,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from agents import cronbuilder, secrets
+from agents import secrets
 from agents.models import Agent
 from agents.services import save_agent
 from audit.actor import Actor
 from audit.models import AuditEntry
+from cronos_site.web import cronbuilder
 from runs.models import AgentRunState, Run
 from tests.factories import make_agent, with_secret
 
@@ -484,7 +485,7 @@ def test_the_page_query_count_does_not_grow_with_the_agents_on_it(client, viewer
 
 
 def test_the_trend_is_one_bounded_query_for_the_whole_page(client, viewer):
-    from agents import pages
+    from cronos_site.web import agentlist as pages
 
     agents = [make_agent(f"a{n}") for n in range(5)]
     for agent in agents:

@@ -63,7 +63,7 @@ def test_demo_agents_are_created_once_with_a_real_git_repository(tmp_path):
 
 def test_the_demo_cron_git_command_commits_pending_changes(tmp_path):
     call_command("cronos_init", "--no-demo")
-    from agents.demo import CRON_GIT_COMMAND, demo_repository
+    from cronos_site.demo import CRON_GIT_COMMAND, demo_repository
 
     repo = demo_repository()
     first = subprocess.run(

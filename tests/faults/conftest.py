@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from runs import process
+from runs.execution import process
 from runs.models import Run
 from tests.processes import ROOT, manage
 
@@ -30,7 +30,7 @@ def on_postgresql() -> bool:
 def places(settings, tmp_path):
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
     settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
-    settings.CRONOS_ENGINE = "runs.engine.DjangoQEngine"
+    settings.CRONOS_ENGINE = "runs.engines.DjangoQEngine"
 
 
 class Stack:

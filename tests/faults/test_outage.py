@@ -13,11 +13,11 @@ import pytest
 from django.db import OperationalError
 from django.utils import timezone
 
-from runs import executor, outage
-from runs.executor import execute
+from runs.execution import executor, outage
+from runs.execution.executor import execute
+from runs.execution.output import OutputSink
 from runs.models import AgentRunState, Run, RunChunk
-from runs.output import OutputSink
-from runs.scheduler import reap
+from runs.scheduling.scheduler import reap
 from tests.factories import make_agent
 from tests.runs.test_executor import chunk_text, command_agent, gone, new_run
 

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from agents.models import Agent
-from runs import bench
+from runs.bench import harness as bench
 from runs.models import Run
 from tests.processes import ROOT, process_env
 

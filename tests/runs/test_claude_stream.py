@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runs.claude_stream import NO_RESULT_REASON, StreamParser
+from runs.execution.claude_stream import NO_RESULT_REASON, StreamParser
 
 SAMPLES = Path(__file__).parent / "samples" / "claude"
 SAMPLE_NAMES = ["success.stream.jsonl", "max-turns.stream.jsonl", "api-error.json"]
@@ -559,7 +559,7 @@ def test_an_over_long_line_is_dropped_and_later_lines_still_parse(seed: int) -> 
 
 def test_the_module_imports_without_django() -> None:
     env = {key: value for key, value in os.environ.items() if key != "DJANGO_SETTINGS_MODULE"}
-    code = "import sys, runs.claude_stream; assert 'django' not in sys.modules"
+    code = "import sys, runs.execution.claude_stream; assert 'django' not in sys.modules"
 
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True

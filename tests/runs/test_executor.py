@@ -23,8 +23,8 @@ from django.utils import timezone
 from agents import secrets
 from agents.models import Agent
 from agents.secrets import MASK
-from runs import executor as executor_module
-from runs.executor import execute
+from runs.execution import executor as executor_module
+from runs.execution.executor import execute
 from runs.models import Run, RunChunk
 from tests.factories import make_agent
 
@@ -578,7 +578,7 @@ def test_the_working_directory_may_start_with_a_tilde(tmp_path, monkeypatch, log
 def test_a_claude_agent_with_its_own_executable_path_uses_it(settings):
     from types import SimpleNamespace
 
-    from runs.executor import claude_argv
+    from runs.execution.executor import claude_argv
 
     settings.CRONOS_CLAUDE_BIN = "claude"
     config = SimpleNamespace(

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from runs.claude_stream import StreamParser
+from runs.execution.claude_stream import StreamParser
 
 FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "bin" / "claude"
 SAMPLES = Path(__file__).parent / "samples" / "claude"

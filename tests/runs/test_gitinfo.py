@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from runs import gitinfo
+from runs.execution import gitinfo
 
 
 def git(repo: Path, *args: str) -> str:

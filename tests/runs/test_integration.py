@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from audit.actor import Actor
 from runs.models import Run
-from runs.scheduler import Scheduler
+from runs.scheduling.scheduler import Scheduler
 from runs.services import trigger_run
 from tests.factories import make_agent
 from tests.processes import ROOT, manage, wait_for
@@ -30,7 +30,7 @@ FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
 def places(settings, tmp_path):
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
     settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
-    settings.CRONOS_ENGINE = "runs.engine.DjangoQEngine"
+    settings.CRONOS_ENGINE = "runs.engines.DjangoQEngine"
 
 
 @pytest.fixture
@@ -153,8 +153,8 @@ def test_scheduled_runs_fire_through_the_scheduler_and_the_cluster(cluster, tmp_
 
 def test_the_demo_cron_git_agent_really_commits(cluster, tmp_path, settings):
     settings.DATA_DIR = tmp_path
-    from agents.demo import create_demo_agents
     from agents.models import Agent
+    from cronos_site.demo import create_demo_agents
 
     create_demo_agents(Actor.system())
     agent = Agent.objects.get(name="cron-git")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from runs.executor import execute
+from runs.execution.executor import execute
 from runs.models import Run
 from tests.runs.test_executor import chunk_text, command_agent, gone, new_run
 

@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from runs.live import RunOutputConsumer
+from cronos_site.web.consumers import RunOutputConsumer
 from runs.models import Run, RunChunk
 from tests.factories import make_agent
 

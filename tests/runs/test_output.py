@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from agents.secrets import MASK
+from runs.execution.output import OutputSink, safe_cut, secret_patterns
 from runs.models import Run, RunChunk
-from runs.output import OutputSink, safe_cut, secret_patterns
 from tests.factories import make_agent
 
 pytestmark = pytest.mark.django_db

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from agents.models import Agent
+from runs.bench.pages import PAGES, bench_pages
 from runs.models import AgentRunState, Run
-from runs.pagebench import PAGES, bench_pages
 
 pytestmark = pytest.mark.django_db
 

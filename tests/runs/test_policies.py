@@ -11,7 +11,7 @@ from agents.services import set_enabled
 from audit.actor import Actor
 from runs.followups import after_run, retry_delay
 from runs.models import Run
-from runs.scheduler import Scheduler
+from runs.scheduling.scheduler import Scheduler
 from runs.services import release, trigger_run
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import psutil
 
-from runs import process
-from runs.process import ProcessTree, is_alive, spawn, terminate_tree
+from runs.execution import process
+from runs.execution.process import ProcessTree, is_alive, spawn, terminate_tree
 from tests.processes import wait_for
 
 

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 from agents.services import save_agent, set_enabled
 from audit.actor import Actor
 from runs.models import Run
-from runs.scheduler import Scheduler
+from runs.scheduling.scheduler import Scheduler
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine
 

@@ -14,7 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEntry
-from runs import ansi, views
+from cronos_site.web import ansi
+from cronos_site.web.views import runs as views
 from runs.models import AgentRunState, Notification, NotificationRead, Run, RunChunk
 from runs.services import latest_version_id
 from tests.factories import make_agent

@@ -15,7 +15,7 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from runs import bench
+from runs.bench import harness as bench
 
 
 def positive_int(text: str) -> int:

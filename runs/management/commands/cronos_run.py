@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
 from audit.actor import Actor
-from runs.engine import InlineEngine
+from runs.engines import InlineEngine
 from runs.models import Run, RunChunk
 from runs.services import trigger_run
 from runs.summary import run_summary
@@ -121,7 +121,7 @@ class _BackgroundInline:
 
         from django.db import connection
 
-        from runs.executor import execute
+        from runs.execution.executor import execute
 
         ids = list(run_ids)
 

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.core.management.base import BaseCommand, CommandError
 
-from runs.scheduler import Scheduler
+from runs.scheduling.scheduler import Scheduler
 
 
 class Command(BaseCommand):

@@ -34,8 +34,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.secrets import MASK
+from runs.execution.outage import DATABASE_ERRORS, Outage
 from runs.models import Run, RunChunk
-from runs.outage import DATABASE_ERRORS, Outage
 
 log = logging.getLogger(__name__)
 

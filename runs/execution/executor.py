@@ -37,12 +37,12 @@ from django.utils import timezone
 
 from agents import secrets
 from agents.models import Agent
-from runs import gitinfo
-from runs.claude_stream import StreamParser
+from runs.execution import gitinfo
+from runs.execution.claude_stream import StreamParser
+from runs.execution.outage import DATABASE_ERRORS, Outage, retry
+from runs.execution.output import OutputSink, clean_text
+from runs.execution.process import ProcessTree, pipe_holders, spawn
 from runs.models import Run
-from runs.outage import DATABASE_ERRORS, Outage, retry
-from runs.output import OutputSink, clean_text
-from runs.process import ProcessTree, pipe_holders, spawn
 
 log = logging.getLogger(__name__)
 

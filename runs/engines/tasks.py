@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runs.executor import execute
+from runs.execution.executor import execute
 
 
 def execute_run(run_id: int) -> str:

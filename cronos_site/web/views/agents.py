@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -23,12 +23,12 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
-from agents import catalogue, config, cronbuilder, pages
+from agents import agentfile as config
+from agents import catalogue
 from agents.forms import FIELDSETS, AgentForm
 from agents.models import Agent
 from agents.services import (
@@ -41,17 +41,26 @@ from agents.services import (
     version_number,
 )
 from agents.versions import diff_versions
-from audit.actor import Actor
+from cronos_site.web import agentlist as pages
+from cronos_site.web import cronbuilder
+from cronos_site.web.access import (
+    ADD,
+    CANCEL,
+    CHANGE,
+    DELETE,
+    RUN,
+    TOGGLE,
+    VIEW_AGENT,
+    actor,
+    agent_for,
+    redirect_back,
+    require_perm,
+    wants_fragment,
+)
 from runs.models import Run
 from runs.services import cancel_run, trigger_run
 
-VIEW = "agents.view_agent"
-RUN = "agents.run_agent"
-TOGGLE = "agents.toggle_agent"
-CANCEL = "agents.cancel_run"
-ADD = "agents.add_agent"
-CHANGE = "agents.change_agent"
-DELETE = "agents.delete_agent"
+VIEW = VIEW_AGENT
 
 # The wizard's second step: what a person must look at before an agent exists. Everything else
 # keeps the template's (or the cloned agent's) value and is edited later on the agent's page.
@@ -59,35 +68,6 @@ WIZARD_FIELDS = {"name", "description", "schedule", "timezone", *dict(FIELDSETS)
 
 
 # --- Helpers ------------------------------------------------------------------------------
-
-
-def require_perm(request: HttpRequest, perm: str) -> None:
-    if not request.user.has_perm(perm):
-        raise PermissionDenied(f"You may not do this: it needs the permission {perm}.")
-
-
-def agent_for(request: HttpRequest, name: str, perm: str = VIEW) -> Agent:
-    """The agent named `name`, if the person may `perm` (403 before 404: no probing names)."""
-    require_perm(request, perm)
-    return get_object_or_404(Agent, name=name)
-
-
-def wants_fragment(request: HttpRequest) -> bool:
-    # A history restore (back button with no cached snapshot) needs the whole page.
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def actor(request: HttpRequest) -> Actor:
-    return Actor.from_request(request)
-
-
-def redirect_back(request: HttpRequest, default: str) -> HttpResponseRedirect:
-    target = request.POST.get("next") or ""
-    if not url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        target = default
-    return HttpResponseRedirect(target)
 
 
 def agent_url(agent: Agent) -> str:
@@ -164,12 +144,6 @@ def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
             rows.append((model_field.verbose_name.capitalize(), text or "—", block and bool(text)))
         sections.append((title, rows))
     return sections
-
-
-def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """The 403 page (handler403): says why, inside the site's frame."""
-    message = str(exception) if exception and str(exception) else ""
-    return render(request, "agents/forbidden.html", {"message": message}, status=403)
 
 
 # --- Agents page --------------------------------------------------------------------------

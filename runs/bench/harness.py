@@ -57,7 +57,7 @@ SANDBOX_ENV = "CRONOS_BENCH_SANDBOX"
 # other database, so a mistake cannot point it at real data.
 PG_DATABASE_PREFIX = "cronos_bench_"
 MANAGE = Path(settings.BASE_DIR) / "manage.py"
-NOOP_TASK = "runs.bench_tasks.noop"
+NOOP_TASK = "runs.bench.tasks.noop"
 
 # Per-benchmark defaults of the options that mean something to it (None: not used).
 DEFAULTS: dict[str, dict[str, int]] = {
@@ -779,8 +779,8 @@ def measure_trigger(bench: Bench) -> tuple[dict, dict]:
 
 
 def measure_pages(bench: Bench) -> tuple[dict, dict]:
-    """Server time of the main pages on a big throw-away database (runs.pagebench)."""
-    from runs.pagebench import bench_pages
+    """Server time of the main pages on a big throw-away database (runs.bench.pages)."""
+    from runs.bench.pages import bench_pages
 
     report = bench_pages(agents=bench.params["agents"], runs=bench.params["runs"], say=bench.say)
     target = report["target"]
@@ -842,7 +842,7 @@ def measure_throughput(bench: Bench) -> tuple[dict, dict]:
     bare_rate, cronos_rate = runs / bare_seconds, runs / cronos_seconds
     ratio = cronos_rate / bare_rate
     figures = {
-        "setup": "bare: async_task(runs.bench_tasks.noop, save=True), done when its Success "
+        "setup": "bare: async_task(runs.bench.tasks.noop, save=True), done when its Success "
         "row is written; Cronos: trigger_run of an agent running `true` (allow_concurrent), "
         "done when the Run is final; same cluster, one warm-up task and run per worker",
         "runs": runs,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django import template
 from django.utils.safestring import SafeString
 
-from runs import ansi as ansi_text
-from runs.charts import seconds_label
+from cronos_site.web import ansi as ansi_text
+from cronos_site.web.charts import seconds_label
 
 register = template.Library()
 

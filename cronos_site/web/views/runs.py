@@ -15,28 +15,33 @@ from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.db.models.functions import Length, Lower
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent
 from agents.services import version_number
-from audit.actor import Actor
-from runs import ansi, charts, health, healthpage, notifications
-from runs import upcoming as upcoming_runs
+from cronos_site.web import ansi, charts
+from cronos_site.web.access import (
+    CANCEL,
+    VIEW_AGENT,
+    VIEW_RUN,
+    actor,
+    agent_for,
+    require_perm,
+    run_for,
+    safe_next,
+    wants_fragment,
+)
+from runs import health, healthpage, notifications
 from runs.models import AgentRunState, Run, RunChunk
+from runs.scheduling import upcoming as upcoming_runs
 from runs.services import cancel_run
-
-VIEW_RUN = "runs.view_run"
-VIEW_AGENT = "agents.view_agent"
-CANCEL = "agents.cancel_run"
 
 # The run page renders only the end of a long log: at most this many chunks and about this
 # many characters (a chunk holds up to 64 KiB); earlier output comes on demand.
@@ -46,39 +51,6 @@ RUNS_PER_PAGE = 50
 # Agents listed in the health page's per-agent table (worst first) and upcoming's lanes.
 HEALTH_AGENTS_SHOWN = 50
 UPCOMING_LANES = 40
-
-
-# --- Helpers ------------------------------------------------------------------------------
-
-
-def require_perm(request: HttpRequest, perm: str) -> None:
-    if not request.user.has_perm(perm):
-        raise PermissionDenied(f"You may not do this: it needs the permission {perm}.")
-
-
-def run_for(request: HttpRequest, run_id: int, perm: str = VIEW_RUN) -> Run:
-    """The run `run_id`, if the person may `perm` (403 before 404: no probing ids)."""
-    require_perm(request, perm)
-    return get_object_or_404(Run.objects.select_related("agent", "agent_version"), pk=run_id)
-
-
-def agent_for(request: HttpRequest, name: str) -> Agent:
-    require_perm(request, VIEW_RUN)
-    return get_object_or_404(Agent, name=name)
-
-
-def wants_fragment(request: HttpRequest) -> bool:
-    # A history restore (back button with no cached snapshot) needs the whole page.
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def safe_next(request: HttpRequest, default: str) -> str:
-    target = request.POST.get("next") or ""
-    if url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return default
 
 
 # --- One run ------------------------------------------------------------------------------
@@ -229,7 +201,7 @@ def run_output(request: HttpRequest, run_id: int) -> HttpResponse:
 @vary_on_headers("HX-Request")
 def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request, run_id, CANCEL)
-    done = cancel_run(run, Actor.from_request(request))
+    done = cancel_run(run, actor(request))
     if done:
         text = (
             f"Cancelled run #{run.pk} before it started."
@@ -467,7 +439,7 @@ def health_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def agent_health(request: HttpRequest, name: str) -> HttpResponse:
-    agent = agent_for(request, name)
+    agent = agent_for(request, name, VIEW_RUN)
     state = AgentRunState.objects.filter(agent=agent).first()
     context = {
         "section": "health",

@@ -16,7 +16,7 @@ from django.utils.module_loading import import_string
 
 log = logging.getLogger(__name__)
 
-TASK = "runs.tasks.execute_run"
+TASK = "runs.engines.tasks.execute_run"
 
 
 class Engine(Protocol):
@@ -51,11 +51,11 @@ class InlineEngine:
     """Runs each run in the calling process: for tests and `cronos_run --inline`."""
 
     def enqueue(self, run_ids: Iterable[int]) -> None:
-        from runs.executor import execute
+        from runs.execution.executor import execute
 
         for run_id in run_ids:
             execute(run_id)
 
 
 def get_engine() -> Engine:
-    return import_string(getattr(settings, "CRONOS_ENGINE", "runs.engine.DjangoQEngine"))()
+    return import_string(getattr(settings, "CRONOS_ENGINE", "runs.engines.DjangoQEngine"))()

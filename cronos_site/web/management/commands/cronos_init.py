@@ -10,10 +10,10 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from agents.demo import create_demo_agents
 from audit import roles
 from audit.actor import Actor
 from audit.log import record
+from cronos_site.demo import create_demo_agents
 
 
 class Command(BaseCommand):

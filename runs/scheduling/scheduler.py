@@ -22,8 +22,9 @@ from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
-from runs import faults, process
-from runs.engine import Engine
+from runs import faults
+from runs.engines import Engine
+from runs.execution import process
 from runs.models import AgentRunState, Run, new_dispatch_token
 from runs.services import admit, dispatch, redeliver, release
 

@@ -1,0 +1,72 @@
+"""What every page view shares: who may see what (403 before 404, so nobody probes names or
+ids), whether HTMX asked for a fragment, where to go back to, and the 403 page itself."""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from agents.models import Agent
+from audit.actor import Actor
+from runs.models import Run
+
+VIEW_AGENT = "agents.view_agent"
+VIEW_RUN = "runs.view_run"
+RUN = "agents.run_agent"
+TOGGLE = "agents.toggle_agent"
+CANCEL = "agents.cancel_run"
+ADD = "agents.add_agent"
+CHANGE = "agents.change_agent"
+DELETE = "agents.delete_agent"
+
+
+def require_perm(request: HttpRequest, perm: str) -> None:
+    """Raises PermissionDenied (the 403 page says which permission) unless the person has it."""
+    if not request.user.has_perm(perm):
+        raise PermissionDenied(f"You may not do this: it needs the permission {perm}.")
+
+
+def agent_for(request: HttpRequest, name: str, perm: str = VIEW_AGENT) -> Agent:
+    """The agent named `name`, if the person may `perm` (403 before 404: no probing names)."""
+    require_perm(request, perm)
+    return get_object_or_404(Agent, name=name)
+
+
+def run_for(request: HttpRequest, run_id: int, perm: str = VIEW_RUN) -> Run:
+    """The run `run_id`, if the person may `perm` (403 before 404: no probing ids)."""
+    require_perm(request, perm)
+    return get_object_or_404(Run.objects.select_related("agent", "agent_version"), pk=run_id)
+
+
+def actor(request: HttpRequest) -> Actor:
+    """The person behind a request, for the services' permission checks and the audit log."""
+    return Actor.from_request(request)
+
+
+def wants_fragment(request: HttpRequest) -> bool:
+    """HTMX asked for the part of the page that changes (django-htmx's `request.htmx`)."""
+    # A history restore (back button with no cached snapshot) needs the whole page.
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def safe_next(request: HttpRequest, default: str) -> str:
+    """The form's `next` if it stays on this site (no open redirect), else `default`."""
+    target = request.POST.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return default
+
+
+def redirect_back(request: HttpRequest, default: str) -> HttpResponseRedirect:
+    """Back to the page the form was on (its safe `next`), else to `default`."""
+    return HttpResponseRedirect(safe_next(request, default))
+
+
+def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The 403 page (handler403): says why, inside the site's frame."""
+    message = str(exception) if exception and str(exception) else ""
+    return render(request, "agents/forbidden.html", {"message": message}, status=403)

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class WebConfig(AppConfig):
+    """The pages above every app: views, forms, template tags, websocket consumers."""
+
+    name = "cronos_site.web"
+    label = "web"

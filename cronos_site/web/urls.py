@@ -1,0 +1,46 @@
+"""The pages' URLs. Two namespaces, named after what a page shows: `agents:` (the agents
+page is the home page, an agent, the wizard, the cron builder) and `runs:` (runs, one run,
+health, upcoming runs, notifications)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from cronos_site.web.views import agents, runs
+
+agent_urls = (
+    [
+        path("", agents.agent_list, name="list"),
+        path("bulk/", agents.bulk, name="bulk"),
+        path("agents/new/", agents.agent_new, name="new"),
+        path("agents/<slug:name>/", agents.agent_detail, name="detail"),
+        path("agents/<slug:name>/edit/", agents.agent_edit, name="edit"),
+        path("agents/<slug:name>/run/", agents.run_now, name="run"),
+        path("agents/<slug:name>/enabled/", agents.toggle, name="toggle"),
+        path("agents/<slug:name>/cancel/", agents.cancel, name="cancel"),
+        path("agents/<slug:name>/versions/diff/", agents.version_diff, name="diff"),
+        path(
+            "agents/<slug:name>/versions/<int:history_id>/rollback/",
+            agents.rollback,
+            name="rollback",
+        ),
+        path("cron/", agents.cron_page, name="cron"),
+        path("cron/preview/", agents.cron_preview, name="cron_preview"),
+    ],
+    "agents",
+)
+
+run_urls = (
+    [
+        path("runs/", runs.run_list, name="list"),
+        path("runs/<int:run_id>/", runs.run_detail, name="detail"),
+        path("runs/<int:run_id>/output/", runs.run_output, name="output"),
+        path("runs/<int:run_id>/cancel/", runs.run_cancel, name="cancel"),
+        path("health/", runs.health_page, name="health"),
+        path("health/<slug:name>/", runs.agent_health, name="agent_health"),
+        path("upcoming/", runs.upcoming, name="upcoming"),
+        path("notifications/", runs.notification_list, name="notifications"),
+        path("notifications/read/", runs.notifications_read, name="notifications_read"),
+    ],
+    "runs",
+)
