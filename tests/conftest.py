@@ -120,3 +120,13 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=hints)
     for item in items:
         item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Django's cache (the health figures' kept buckets) outlives a test's rolled-back
+    database: every test starts with an empty one."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -9,7 +9,7 @@ recent outcomes of the page's agents are each read in one bounded query.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
@@ -24,10 +24,10 @@ from runs.models import AgentRunState, Run
 PER_PAGE = 50
 TREND_RUNS = 20  # outcomes in each agent's sparkline
 
-# What a run's outcome counts as, for the trend and the success rates. Skipped slots and a
-# person's cancel are neither a success nor a failure of the agent.
-SUCCESS = {Run.State.SUCCEEDED}
-FAILURE = set(AgentRunState.FAILURES)
+# What a run's outcome counts as, for the trend. Skipped slots and a person's cancel are
+# neither a success nor a failure of the agent.
+SUCCESS = set(Run.SUCCESS_STATES)
+FAILURE = set(Run.FAILURE_STATES)
 OUTCOME_STATES = sorted(SUCCESS | FAILURE | {Run.State.CANCELLED})
 STATE_LABELS = dict(Run.State.choices)
 
@@ -279,63 +279,9 @@ def trend(states: list[str], size: int = TREND_RUNS) -> Trend:
 # --- One agent ------------------------------------------------------------------------------
 
 
-@dataclass
-class Health:
-    days: int
-    succeeded: int
-    failed: int
-    other: int
-
-    @property
-    def counted(self) -> int:
-        return self.succeeded + self.failed
-
-    @property
-    def rate(self) -> int | None:
-        return round(100 * self.succeeded / self.counted) if self.counted else None
-
-
-def health(agent: Agent, now: datetime | None = None) -> list[Health]:
-    """Success over the last 7 and 30 days: one aggregate over a month of the agent's runs."""
-    now = now or timezone.now()
-    week, month = now - timedelta(days=7), now - timedelta(days=30)
-    recent = Q(created_at__gte=week)
-    ok, bad = Q(state__in=SUCCESS), Q(state__in=FAILURE)
-    other = Q(state__in=[Run.State.CANCELLED, Run.State.SKIPPED])
-    totals = Run.objects.filter(agent=agent, created_at__gte=month).aggregate(
-        ok7=Count("id", filter=ok & recent),
-        bad7=Count("id", filter=bad & recent),
-        other7=Count("id", filter=other & recent),
-        ok30=Count("id", filter=ok),
-        bad30=Count("id", filter=bad),
-        other30=Count("id", filter=other),
-    )
-    return [
-        Health(7, totals["ok7"], totals["bad7"], totals["other7"]),
-        Health(30, totals["ok30"], totals["bad30"], totals["other30"]),
-    ]
-
-
 def recent_runs(agent: Agent, limit: int = 20) -> list[Run]:
-    return list(
-        Run.objects.filter(agent=agent)
-        .order_by("-created_at", "-id")
-        .only(
-            "id",
-            "agent_id",
-            "state",
-            "reason",
-            "trigger",
-            "triggered_by_name",
-            "slot",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "exit_code",
-            "attempt",
-            "cancel_requested_at",
-        )[:limit]
-    )
+    """The agent's newest runs, as every list of runs shows them."""
+    return list(Run.objects.filter(agent=agent).for_list().order_by("-created_at", "-id")[:limit])
 
 
 def run_counts(agent_ids: list[int]) -> dict[int, int]:
