@@ -27,10 +27,10 @@ run: setup
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cronos
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 
-## test: set up and run the whole suite, then the integration tests on PostgreSQL + Redis
-## (those skip, saying what to start, when the services are missing; CI=true requires them)
-test: $(STAMP)
-	$(BIN)/ruff check .
+## test: the gates (lint, format, import direction, types), the whole suite, then the
+## integration tests on PostgreSQL + Redis (those skip, saying what to start, when the
+## services are missing; CI=true requires them)
+test: lint
 	$(BIN)/pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CRONOS_Q_NAME=cronos-test-$$$$ \
 		$(BIN)/pytest -m integration
@@ -45,9 +45,12 @@ bench: setup
 	$(BIN)/python manage.py cronos_bench all --json
 	$(BIN)/python manage.py cronos_bench all --json --shape scaled
 
+## lint: ruff (lint and format), the import-linter contracts (pyproject.toml), mypy
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -1,7 +1,9 @@
-"""The Django admin for agents: list, edit, versions with diff and rollback, templates, clone.
+"""The Django admin for agents: the raw records (list, search, change form, bulk actions), the
+full list of versions with rollback, and a new agent from a template.
 
-Every change goes through agents.services, so the admin is versioned, permission-checked and
-audited exactly like the command line and the web pages.
+Comparing two versions and the clone wizard are the pages' (agents:diff, agents:new): the admin
+links to them rather than keeping copies. Every change goes through agents.services, so the
+admin is versioned, permission-checked and audited exactly like the command line and the pages.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from agents.models import Agent
 from agents.services import (
     clone_agent,
     delete_agent,
+    free_name,
     rollback_agent,
     save_agent,
     set_enabled,
-    version_number,
 )
-from agents.versions import diff_versions
+from agents.versions import version_number
 from audit.actor import Actor
 from audit.models import AuditEntry
 
@@ -55,6 +57,10 @@ class AgentAdmin(admin.ModelAdmin):
             {"fields": ["kept_unknown_keys", "created_at", "updated_at"], "classes": ["collapse"]},
         ),
     ]
+
+    def view_on_site(self, agent: Agent) -> str:
+        # "View on site" on the change form: the agent's page, with its runs and versions.
+        return reverse("agents:detail", args=[agent.name])
 
     # --- columns -------------------------------------------------------------------------
 
@@ -137,7 +143,6 @@ class AgentAdmin(admin.ModelAdmin):
             path(
                 "<int:object_id>/versions/", view(self.versions_view), name="agents_agent_versions"
             ),
-            path("<int:object_id>/versions/diff/", view(self.diff_view), name="agents_agent_diff"),
             path(
                 "<int:object_id>/versions/<int:history_id>/rollback/",
                 view(require_POST(self.rollback_view)),
@@ -171,31 +176,6 @@ class AgentAdmin(admin.ModelAdmin):
             "can_rollback": self.has_change_permission(request, agent),
         }
         return render(request, "admin/agents/agent/versions.html", context)
-
-    def diff_view(self, request: HttpRequest, object_id: int):
-        agent = self._agent(request, object_id)
-        try:
-            old = agent.history.get(history_id=int(request.GET["from"]))
-            new = agent.history.get(history_id=int(request.GET["to"]))
-        except (KeyError, ValueError, agent.history.model.DoesNotExist):
-            messages.error(request, "Pick two versions of this agent to compare.")
-            return HttpResponseRedirect(reverse("admin:agents_agent_versions", args=[agent.pk]))
-        if old.history_id > new.history_id:
-            old, new = new, old
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "agent": agent,
-            "original": agent,
-            "title": f"{agent.name}: version {version_number(old)} → {version_number(new)}",
-            "old": old,
-            "new": new,
-            "old_number": version_number(old),
-            "new_number": version_number(new),
-            "changes": diff_versions(old, new),
-            "can_rollback": self.has_change_permission(request, agent),
-        }
-        return render(request, "admin/agents/agent/diff.html", context)
 
     def rollback_view(self, request: HttpRequest, object_id: int, history_id: int):
         agent = self._agent(request, object_id)
@@ -252,12 +232,3 @@ class AgentAdmin(admin.ModelAdmin):
             "templates": templates,
         }
         return render(request, "admin/agents/agent/from_template.html", context)
-
-
-def free_name(base: str) -> str:
-    """`base`, or `base-2`, `base-3`... whichever no agent has yet."""
-    name, n = base, 1
-    while Agent.objects.filter(name=name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name

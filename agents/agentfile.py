@@ -97,7 +97,7 @@ from django.core.exceptions import ValidationError
 
 from agents import secrets
 from agents.models import Agent
-from agents.services import config_fields, snapshot
+from agents.versions import config_fields, snapshot
 
 # extra_config key for the bookkeeping described above; a file may not use it itself.
 META_KEY = "_cronos"

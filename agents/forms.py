@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 
 from agents import secrets
 from agents.models import Agent
-from agents.services import config_fields
 from agents.validation import VARIABLE_NAME
+from agents.versions import config_fields
 
 
 class LinesField(forms.CharField):

@@ -28,7 +28,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 
 from agents import agentfile as config
-from agents import services
+from agents import services, versions
 from agents.models import Agent
 from audit.actor import Actor
 from audit.log import record
@@ -157,16 +157,14 @@ def _import_agent(
             )
 
     agent = existing if existing is not None else Agent()
-    before = services.snapshot(existing) if existing is not None else None
+    before = versions.snapshot(existing) if existing is not None else None
     config.apply(agent, fields)
     try:
         if dry_run:
             # What save_agent checks, without its write.
-            services.require(
-                actor, "agents.add_agent" if existing is None else "agents.change_agent"
-            )
+            actor.require("agents.add_agent" if existing is None else "agents.change_agent")
             agent.full_clean()
-            changes = services.changes_between(before, services.snapshot(agent))
+            changes = versions.changes_between(before, versions.snapshot(agent))
         else:
             with transaction.atomic():
                 changes = services.save_agent(
@@ -262,7 +260,7 @@ def export_directory(
     path: str | os.PathLike, actor: Actor, agents: Iterable[Agent] | None = None
 ) -> ExportReport:
     """Write agents (default: all) as path/agents/{name}/agent.yaml and CLAUDE.md; audited."""
-    services.require(actor, "agents.view_agent")
+    actor.require("agents.view_agent")
     root = Path(path).expanduser()
     report = ExportReport(destination=root)
     chosen = list(Agent.objects.all()) if agents is None else list(agents)

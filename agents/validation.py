@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 
+from agents import cron
+
 if TYPE_CHECKING:
     from agents.models import Agent
 
@@ -31,8 +33,6 @@ def validate_timezone(value: str) -> None:
 
 
 def validate_schedule(value: str) -> None:
-    from agents import cron
-
     try:
         cron.parse(value)
     except cron.CronError as exc:

@@ -1,12 +1,74 @@
-"""Reading an agent's versions: a readable, secret-safe diff between any two."""
+"""An agent's versions: what counts as configuration, numbering, and a readable, secret-safe
+diff between any two (the services write versions; this module reads them)."""
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from typing import Any
 
+from agents import secrets
 from agents.models import Agent
-from agents.services import changes_between, config_fields
+
+# Fields that are not configuration: never compared, never versioned on their own.
+NOT_CONFIG = {"id", "created_at", "updated_at"}
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in Agent._meta.concrete_fields if f.name not in NOT_CONFIG]
+
+
+def snapshot(agent: Agent) -> dict[str, Any]:
+    """The agent's configuration as plain values (secret values stay encrypted)."""
+    return {name: getattr(agent, name) for name in config_fields()}
+
+
+def variables_display(variables: list[dict]) -> list[str]:
+    """Variables as lines a person may read: secret values never appear."""
+    return [
+        f"{v['name']}={v['value']}" if not v["secret"] else f"{v['name']}={secrets.MASK} (secret)"
+        for v in secrets.masked(variables)
+    ]
+
+
+def changes_between(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, list]:
+    """{field: [old, new]} for what differs, safe to show and to store in the audit log."""
+    changes: dict[str, list] = {}
+    for name, new_value in new.items():
+        old_value = old.get(name) if old is not None else None
+        if old is not None and old_value == new_value:
+            continue
+        if old is None and new_value in (None, "", [], {}, False):
+            continue
+        if name == "variables":
+            changes[name] = [
+                variables_display(old_value or []),
+                _mark_changed_secrets(old_value or [], new_value or []),
+            ]
+        else:
+            changes[name] = [old_value, new_value]
+    return changes
+
+
+def _mark_changed_secrets(old: list[dict], new: list[dict]) -> list[str]:
+    before = {v["name"]: v.get("ciphertext") for v in old if v.get("secret")}
+    lines = []
+    for v, line in zip(new, variables_display(new), strict=True):
+        if v.get("secret") and v["name"] in before and before[v["name"]] != v.get("ciphertext"):
+            line = line.replace("(secret)", "(secret, changed)")
+        lines.append(line)
+    return lines
+
+
+def version_number(version) -> int:
+    """Versions of an agent are numbered 1, 2, 3... in the order they were made."""
+    return type(version).objects.filter(id=version.id, history_id__lte=version.history_id).count()
+
+
+def latest_version_id(agent: Agent) -> int | None:
+    """The history id of the agent's newest version: what a run made now is made from."""
+    return agent.history.order_by("-history_id").values_list("history_id", flat=True).first()
+
 
 # Long text fields diffed line by line rather than shown whole.
 TEXT_FIELDS = {"prompt", "description", "command"}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
 from django.http import HttpRequest
 
@@ -51,6 +52,12 @@ class Actor:
         if self.user is None:
             return self.source in (AuditEntry.Source.SYSTEM, AuditEntry.Source.CLI)
         return self.user.is_active and self.user.has_perm(perm)
+
+    def require(self, perm: str) -> None:
+        """The permission gate every service passes first: raises PermissionDenied, naming
+        who and which permission, unless this actor has `perm` ("app_label.codename")."""
+        if not self.has_perm(perm):
+            raise PermissionDenied(f"{self.username or 'this user'} lacks the permission {perm}.")
 
 
 def _shell_user() -> str:

@@ -15,8 +15,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from cronos_site.web.consumers import RunOutputConsumer  # noqa: E402
-from runs.notifications import NotificationConsumer  # noqa: E402
+from cronos_site.web.consumers import NotificationConsumer, RunOutputConsumer  # noqa: E402
 
 websocket_urlpatterns = [
     path("ws/runs/<int:run_id>/", RunOutputConsumer.as_asgi()),

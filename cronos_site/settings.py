@@ -236,7 +236,7 @@ CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
 CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
 # The engine adapter (runs.engines): django-q2 today.
-CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.DjangoQEngine")
+CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.q2.DjangoQEngine")
 # The `claude` executable; tests and demos put a stand-in here.
 CRONOS_CLAUDE_BIN = env_str("CRONOS_CLAUDE_BIN", "claude")
 

@@ -1,42 +1,73 @@
 """What happens after a run ends: a retry, notifications, then the next waiting run of the
-agent; (later) dependents. Called by whoever ended the run: the executor, the reaper."""
+agent; (later) dependents (DESIGN.md §3 "Follow-ups").
+
+Applied by the engine task right after the executor ends a run (runs.engines.tasks) and by the
+reaper after it marks a run lost, then recorded on the run (`followups_done_at`). Each step is
+idempotent, so `sweep`, a housekeeping task, can redo them for any final run left without the
+mark (its worker died between finishing and following up): nothing lost, nothing doubled.
+"""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from runs.dispatch import release
 from runs.models import Run
+from runs.notifications import notify_run_ended
 
 log = logging.getLogger(__name__)
 
 # DESIGN.md §4: retried on failed / timed_out / lost; never on a user's cancel, nor on a run
 # killed for exceeding a limit (it would exceed it again).
 RETRIED = {Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST}
+# The sweep leaves a run this long to the task that ended it, which follows up within
+# milliseconds; only a run whose task died is still unmarked after it.
+SWEEP_AFTER = timedelta(seconds=60)
+# ...and gives up on runs that ended this long ago (a follow-up that fails for a day is a bug
+# to read in the log, not a loop to repeat forever). Bounded batches keep each pass short.
+SWEEP_WITHIN = timedelta(days=1)
+SWEEP_BATCH = 200
 
 
-def after_run(run: Run) -> None:
-    """Apply the follow-ups of a run that reached a final state; never raises."""
-    try:
-        schedule_retry(run)
-    except Exception:
-        log.exception("scheduling a retry failed", extra={"run_id": run.pk})
-    try:
-        from runs.notifications import notify_run_ended
+def after_run(run: Run) -> bool:
+    """Apply the follow-ups of a run that reached a final state and, when every step
+    worked, record them done on the run; returns whether it did. Never raises."""
+    ok = True
+    steps = (
+        ("scheduling a retry", schedule_retry),
+        ("notifying people", notify_run_ended),
+        ("releasing the next waiting run", lambda r: release(agent=r.agent)),
+    )
+    for what, step in steps:
+        try:
+            step(run)
+        except Exception:
+            ok = False
+            log.exception(f"{what} failed", extra={"run_id": run.pk})
+    if ok:
+        try:
+            run.mark_followups_done()
+        except Exception:
+            log.exception("recording follow-ups done failed", extra={"run_id": run.pk})
+            return False
+    return ok
 
-        notify_run_ended(run)
-    except Exception:
-        log.exception("notifying people failed", extra={"run_id": run.pk})
-    try:
-        from runs.services import release
 
-        release(agent=run.agent)
-    except Exception:
-        log.exception("releasing the next waiting run failed", extra={"run_id": run.pk})
+def sweep(now: datetime) -> list[int]:
+    """Redo the follow-ups of final runs left without the mark; returns their ids.
+    Housekeeping task (runs.housekeeping)."""
+    runs = Run.objects.needing_followups(now - SWEEP_WITHIN, now - SWEEP_AFTER)
+    done = []
+    for run in runs.select_related("agent")[:SWEEP_BATCH]:
+        log.warning("follow-ups redone", extra={"run_id": run.pk, "state": run.state})
+        after_run(run)
+        done.append(run.pk)
+    return done
 
 
 def retry_delay(agent: Agent, attempt: int) -> int:

@@ -8,11 +8,11 @@ run in two states or start an agent twice. Nothing else writes `state`.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -24,6 +24,11 @@ class RunQuerySet(models.QuerySet):
         """Runs that hold the agent's lock: waiting to start or running."""
         return self.filter(state__in=Run.ACTIVE_STATES)
 
+    def for_list(self) -> RunQuerySet:
+        """The columns every list of runs shows (the runs page, an agent's page), with the
+        agent's name: one definition, so a list never loads a run's output or timeline."""
+        return self.select_related("agent").only("agent__name", *Run.LIST_COLUMNS)
+
     def running(self) -> RunQuerySet:
         return self.filter(state=Run.State.RUNNING)
 
@@ -34,20 +39,43 @@ class RunQuerySet(models.QuerySet):
     def finished(self) -> RunQuerySet:
         return self.filter(state__in=Run.FINAL_STATES)
 
+    def needing_followups(self, since: datetime, before: datetime) -> RunQuerySet:
+        """Final runs that ended in [since, before) and were not followed up yet."""
+        return self.filter(
+            followups_done_at__isnull=True,
+            finished_at__gte=since,
+            finished_at__lt=before,
+            state__in=Run.FINAL_STATES,
+        )
+
+    def awaiting_handover(self, now: datetime) -> RunQuerySet:
+        """Pending runs that any process may hand over: released by their creator to wait for
+        the agent's lock (token cleared), or orphaned by a creator that died before handing
+        them over (token set, older than CRONOS_ORPHAN_AFTER_SECONDS)."""
+        orphaned = now - timedelta(seconds=settings.CRONOS_ORPHAN_AFTER_SECONDS)
+        return self.filter(state=Run.State.PENDING).filter(
+            Q(dispatch_token="") | Q(created_at__lt=orphaned)
+        )
+
+
+class RunState(models.TextChoices):
+    """The states of a run (DESIGN.md §3); `Run.State` on the model."""
+
+    PENDING = "pending", "Pending"
+    AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+    KILLED = "killed", "Killed (limit)"
+    LOST = "lost", "Lost (worker died)"
+    SKIPPED = "skipped", "Skipped"
+
 
 class Run(models.Model):
-    class State(models.TextChoices):
-        PENDING = "pending", "Pending"
-        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        TIMED_OUT = "timed_out", "Timed out"
-        CANCELLED = "cancelled", "Cancelled"
-        KILLED = "killed", "Killed (limit)"
-        LOST = "lost", "Lost (worker died)"
-        SKIPPED = "skipped", "Skipped"
+    State = RunState
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
@@ -59,10 +87,13 @@ class Run(models.Model):
         GIT = "git", "Git"
         UPSTREAM = "upstream", "Upstream agent"
 
-    ACTIVE_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING]
+    # The state groups (DESIGN.md §3), defined here once and used everywhere.
     # Handed to a worker and not ended: these hold the agent's lock.
     HOLDING_STATES = [State.QUEUED, State.RUNNING]
+    # Not started yet: a cancel ends them at once.
     WAITING_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED]
+    # Waiting or running: not final yet.
+    ACTIVE_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING]
     FINAL_STATES = [
         State.SUCCEEDED,
         State.FAILED,
@@ -72,6 +103,27 @@ class Run(models.Model):
         State.LOST,
         State.SKIPPED,
     ]
+    # What a row in a list of runs shows (RunQuerySet.for_list).
+    LIST_COLUMNS = (
+        "id",
+        "agent_id",
+        "state",
+        "reason",
+        "trigger",
+        "triggered_by_name",
+        "slot",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "attempt",
+        "exit_code",
+        "cancel_requested_at",
+    )
+    # What an outcome counts as, for rates, trends, failure streaks and notifications. A
+    # cancelled or skipped run says nothing about an agent's health: it is not counted.
+    SUCCESS_STATES = [State.SUCCEEDED]
+    FAILURE_STATES = [State.FAILED, State.TIMED_OUT, State.KILLED, State.LOST]
+    COUNTED_STATES = SUCCESS_STATES + FAILURE_STATES
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
     # Provenance: the agent version (prompt included) this run was made from.
@@ -101,6 +153,9 @@ class Run(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_by = models.CharField(max_length=150, blank=True)
+    # When the follow-ups of a final run (retry, notifications, next waiting run) were applied;
+    # a final run without it is redone by the housekeeping sweep (runs.followups.sweep).
+    followups_done_at = models.DateTimeField(null=True, blank=True)
 
     # Which dispatcher (scheduler pass) handed this run to the engine.
     dispatch_token = models.CharField(max_length=40, blank=True)
@@ -147,21 +202,7 @@ class Run(models.Model):
                 name="run_unique_agent_slot",
             ),
             models.CheckConstraint(
-                condition=models.Q(
-                    state__in=[
-                        "pending",
-                        "awaiting_approval",
-                        "queued",
-                        "running",
-                        "succeeded",
-                        "failed",
-                        "timed_out",
-                        "cancelled",
-                        "killed",
-                        "lost",
-                        "skipped",
-                    ]
-                ),
+                condition=models.Q(state__in=RunState.values),
                 name="run_state_known",
             ),
         ]
@@ -172,6 +213,12 @@ class Run(models.Model):
             models.Index(fields=["state", "heartbeat_at"], name="run_state_idx"),
             # The runs page across agents, newest first.
             models.Index(fields=["-created_at"], name="run_recent_idx"),
+            # The follow-ups sweep: the few ended runs not followed up yet, among millions.
+            models.Index(
+                fields=["finished_at"],
+                condition=models.Q(followups_done_at__isnull=True),
+                name="run_followups_due_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -207,6 +254,30 @@ class Run(models.Model):
     def wait_for_lock(self, reason: str) -> bool:
         """Pending, creator lets go: a release pass hands it over when the lock is free."""
         return self._transition([self.State.PENDING], dispatch_token="", reason=reason)
+
+    def take_for_dispatch(self, token: str) -> bool:
+        """Pending, waiting or orphaned -> ours to hand over: the conditional UPDATE of the
+        token that one releasing process wins, so a waiting run is handed over once."""
+        won = (
+            Run.objects.filter(
+                pk=self.pk, state=self.State.PENDING, dispatch_token=self.dispatch_token
+            ).update(dispatch_token=token)
+            == 1
+        )
+        if won:
+            self.dispatch_token = token
+        return won
+
+    @classmethod
+    def take_redelivery(cls, pk: int, queued_at: datetime, now: datetime) -> bool:
+        """Queued since `queued_at` and unclaimed -> ours to send again; `queued_at` moves to
+        `now`, so each stale run is re-sent by one process at most once per period."""
+        return (
+            cls.objects.filter(pk=pk, state=cls.State.QUEUED, queued_at=queued_at).update(
+                queued_at=now
+            )
+            == 1
+        )
 
     def mark_queued(self) -> bool:
         """Pending -> queued, once the engine holds its task."""
@@ -269,11 +340,14 @@ class Run(models.Model):
 
     def skip(self, reason: str) -> bool:
         """Pending -> skipped, with the reason (overlap, missed slot, condition...)."""
+        now = timezone.now()
+        # Nothing follows a skip (never retried, never notified): its follow-ups are done.
         return self._transition(
             [self.State.PENDING],
             state=self.State.SKIPPED,
             reason=reason,
-            finished_at=timezone.now(),
+            finished_at=now,
+            followups_done_at=now,
         )
 
     def cancel(self, by: str = "") -> bool:
@@ -286,6 +360,9 @@ class Run(models.Model):
             reason=f"cancelled by {by} before it started" if by else "cancelled before it started",
             cancel_requested_at=now,
             cancel_requested_by=by,
+            # Nothing follows a run cancelled before it started (no retry, no notification;
+            # the scheduler's release pass hands the lock on).
+            followups_done_at=now,
         ):
             return True
         return self._transition(
@@ -305,6 +382,19 @@ class Run(models.Model):
     @property
     def will_be_retried(self) -> bool:
         return self.is_final and self.retries.exists()
+
+    def mark_followups_done(self) -> bool:
+        """Final, not followed up -> followed up (runs.followups.after_run did its steps)."""
+        now = timezone.now()
+        won = (
+            Run.objects.filter(
+                pk=self.pk, state__in=self.FINAL_STATES, followups_done_at__isnull=True
+            ).update(followups_done_at=now)
+            == 1
+        )
+        if won:
+            self.followups_done_at = now
+        return won
 
     def mark_lost(self, reason: str) -> bool:
         """Running -> lost: its worker stopped heartbeating."""
@@ -342,6 +432,7 @@ class Run(models.Model):
                 state=cls.State.SKIPPED,
                 reason=reason,
                 finished_at=now,
+                followups_done_at=now,
             )
             for slot in slots
         ]
@@ -352,6 +443,8 @@ class Run(models.Model):
     def import_finished(cls, **values) -> Run:
         """A run that ended elsewhere (the prototype's history), recorded as it ended."""
         assert values["state"] in cls.FINAL_STATES
+        # Its follow-ups happened (or not) where it ran: nothing to redo here.
+        values.setdefault("followups_done_at", values.get("finished_at") or timezone.now())
         return cls.objects.create(**values)
 
     @classmethod
@@ -391,8 +484,6 @@ class AgentRunState(models.Model):
     """What the pages sort and filter agents by, kept up to date as runs end and slots move,
     so that listing 10,000 agents never aggregates a million runs."""
 
-    FAILURES = ["failed", "timed_out", "killed", "lost"]
-
     agent = models.OneToOneField(
         Agent, primary_key=True, on_delete=models.CASCADE, related_name="run_state"
     )
@@ -419,7 +510,7 @@ class AgentRunState(models.Model):
         """A run of the agent reached a final state: remember it as the last one."""
         if run.state == Run.State.SKIPPED:
             return  # a skipped slot is history, not the agent's latest outcome
-        failures = models.F("consecutive_failures") + 1 if run.state in cls.FAILURES else 0
+        failures = models.F("consecutive_failures") + 1 if run.state in Run.FAILURE_STATES else 0
         if run.state == Run.State.CANCELLED:
             failures = models.F("consecutive_failures")
         values = {
@@ -436,7 +527,7 @@ class AgentRunState(models.Model):
                         last_run_id=run.pk,
                         last_state=run.state,
                         last_finished_at=values["last_finished_at"],
-                        consecutive_failures=1 if run.state in cls.FAILURES else 0,
+                        consecutive_failures=1 if run.state in Run.FAILURE_STATES else 0,
                     )
             except IntegrityError:
                 cls.objects.filter(agent_id=run.agent_id).update(**values)

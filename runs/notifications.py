@@ -12,25 +12,25 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Exists, OuterRef
 
-from cronos_site.web.consumers import TailingConsumer, query_params
 from runs.models import AgentRunState, Notification, NotificationRead, Run
 
 log = logging.getLogger(__name__)
 
 GROUP = "notifications"
-FAILURES = {Run.State.FAILED, Run.State.TIMED_OUT, Run.State.KILLED, Run.State.LOST}
-POLL_SECONDS = 1.0
+FAILURES = set(Run.FAILURE_STATES)
 
 
 def notify_run_ended(run: Run) -> list[Notification]:
     """Make the notifications a run that just ended deserves; returns them."""
     agent = run.agent
-    made = []
+    made: list[Notification] = []
+    # Idempotent: the follow-ups sweep may redo a run whose worker died after notifying.
+    if Notification.objects.filter(run=run).exists():
+        return made
     if run.state in FAILURES and not run.will_be_retried:
         made.append(
             Notification.objects.create(
@@ -119,36 +119,3 @@ def as_message(notification: Notification) -> dict:
         "agent": notification.agent.name,
         "at": notification.created_at.isoformat(),
     }
-
-
-class NotificationConsumer(TailingConsumer):
-    """ws/notifications/?after=<id>: new notifications as they are made."""
-
-    group = GROUP
-    poll_seconds = POLL_SECONDS
-
-    async def admit(self, user) -> bool:
-        after = query_params(self.scope).get("after", "")
-        self.after = int(after) if after.isdigit() else None
-        return True
-
-    async def notification_new(self, event: dict) -> None:
-        self.wake.set()
-
-    async def step(self) -> tuple[bool, bool]:
-        if self.after is None:
-            self.after = await self._latest_id()
-        messages = await self._newer()
-        for message in messages:
-            await self.send_json(message)
-            self.after = message["id"]
-        return False, len(messages) == 50
-
-    @database_sync_to_async
-    def _latest_id(self) -> int:
-        return Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
-
-    @database_sync_to_async
-    def _newer(self) -> list[dict]:
-        rows = Notification.objects.filter(pk__gt=self.after).select_related("agent")
-        return [as_message(n) for n in rows.order_by("id")[:50]]

@@ -17,11 +17,13 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from runs.models import Run, RunChunk
+from runs import notifications
+from runs.models import Notification, Run, RunChunk
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1
+NOTIFICATIONS_POLL_SECONDS = 1.0
 BATCH = 64  # chunks per read: bounded memory whatever the size of the output
 
 
@@ -145,3 +147,36 @@ def query_params(scope) -> dict[str, str]:
     from urllib.parse import parse_qsl
 
     return dict(parse_qsl(scope.get("query_string", b"").decode()))
+
+
+class NotificationConsumer(TailingConsumer):
+    """ws/notifications/?after=<id>: new notifications as they are made."""
+
+    group = notifications.GROUP
+    poll_seconds = NOTIFICATIONS_POLL_SECONDS
+
+    async def admit(self, user) -> bool:
+        after = query_params(self.scope).get("after", "")
+        self.after = int(after) if after.isdigit() else None
+        return True
+
+    async def notification_new(self, event: dict) -> None:
+        self.wake.set()
+
+    async def step(self) -> tuple[bool, bool]:
+        if self.after is None:
+            self.after = await self._latest_id()
+        messages = await self._newer()
+        for message in messages:
+            await self.send_json(message)
+            self.after = message["id"]
+        return False, len(messages) == 50
+
+    @database_sync_to_async
+    def _latest_id(self) -> int:
+        return Notification.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    @database_sync_to_async
+    def _newer(self) -> list[dict]:
+        rows = Notification.objects.filter(pk__gt=self.after).select_related("agent")
+        return [notifications.as_message(n) for n in rows.order_by("id")[:50]]

@@ -17,7 +17,8 @@ agent_urls = (
         path("agents/<slug:name>/edit/", agents.agent_edit, name="edit"),
         path("agents/<slug:name>/run/", agents.run_now, name="run"),
         path("agents/<slug:name>/enabled/", agents.toggle, name="toggle"),
-        path("agents/<slug:name>/cancel/", agents.cancel, name="cancel"),
+        # The lock line's form names the run in its body; one view cancels for both pages.
+        path("agents/<slug:name>/cancel/", runs.run_cancel, name="cancel"),
         path("agents/<slug:name>/versions/diff/", agents.version_diff, name="diff"),
         path(
             "agents/<slug:name>/versions/<int:history_id>/rollback/",

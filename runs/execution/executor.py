@@ -91,11 +91,11 @@ def substitute(text: str, values: dict[str, str]) -> str:
 
 
 def heartbeat_seconds() -> float:
-    return float(getattr(settings, "CRONOS_HEARTBEAT_SECONDS", 5))
+    return float(settings.CRONOS_HEARTBEAT_SECONDS)
 
 
 def kill_grace_seconds() -> float:
-    return float(getattr(settings, "CRONOS_KILL_GRACE_SECONDS", 5))
+    return float(settings.CRONOS_KILL_GRACE_SECONDS)
 
 
 def execute(run_id: int) -> Run | None:
@@ -127,10 +127,6 @@ def execute(run_id: int) -> Run | None:
     log.info("run claimed", extra={"run_id": run_id, "agent": run.agent.name})
     Execution(run).carry_out()
     retry(run.refresh_from_db, "reading a run", run_id=run_id)
-    if run.is_final:
-        from runs.followups import after_run
-
-        after_run(run)
     log.info(
         "run finished",
         extra={

@@ -10,7 +10,6 @@ whose token marked a pending run hands it to the engine.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,10 +22,10 @@ from django.utils import timezone
 from agents import cron
 from agents.models import Agent
 from runs import faults
+from runs.dispatch import admit, dispatch
 from runs.engines import Engine
-from runs.execution import process
+from runs.housekeeping import Housekeeper
 from runs.models import AgentRunState, Run, new_dispatch_token
-from runs.services import admit, dispatch, redeliver, release
 
 log = logging.getLogger(__name__)
 
@@ -70,24 +69,37 @@ class TickResult:
     created: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     missed: int = 0
-    lost: list[int] = field(default_factory=list)
-    redispatched: list[int] = field(default_factory=list)
-    redelivered: list[int] = field(default_factory=list)
+    # What each housekeeping task did this pass: {task name: run ids} (runs.housekeeping).
+    housekeeping: dict[str, list[int]] = field(default_factory=dict)
     planned: list[tuple[str, datetime, str]] = field(default_factory=list)  # for --dry-run
     next_slot: datetime | None = None
+
+    @property
+    def lost(self) -> list[int]:
+        """Runs the reaper marked lost this pass."""
+        return self.housekeeping.get("reap", [])
+
+    @property
+    def redispatched(self) -> list[int]:
+        """Waiting (or orphaned) runs handed over this pass."""
+        return self.housekeeping.get("release", [])
+
+    @property
+    def redelivered(self) -> list[int]:
+        """Queued runs no worker claimed, handed over again this pass."""
+        return self.housekeeping.get("redeliver", [])
 
 
 class Scheduler:
     def __init__(self, engine: Engine | None = None, *, dry_run: bool = False) -> None:
         self.engine = engine
         self.dry_run = dry_run
-        self.lead = timedelta(seconds=float(getattr(settings, "CRONOS_DISPATCH_LEAD_SECONDS", 1)))
+        self.lead = timedelta(seconds=settings.CRONOS_DISPATCH_LEAD_SECONDS)
         self.grace = timedelta(seconds=settings.CRONOS_MISSED_GRACE_SECONDS)
-        self.stale_after = timedelta(seconds=getattr(settings, "CRONOS_STALE_AFTER_SECONDS", 30))
+        self.housekeeper = Housekeeper()
         self.cursors: dict[int, Cursor] = {}
         self.fingerprint: tuple | None = None
         self.moved: set[int] = set()  # agents whose next slot changed since it was last stored
-        self.host = socket.gethostname()
 
     # --- knowing the agents ------------------------------------------------------------------
 
@@ -174,9 +186,8 @@ class Scheduler:
         if due:
             self._fire(due, now, result)
         if not self.dry_run:
-            result.lost = reap(now, self.stale_after, self.host)
-            result.redispatched = release(now, engine=self.engine)
-            result.redelivered = redeliver(now, engine=self.engine)
+            # Reaping, releasing waiting runs, re-delivery, the follow-ups sweep...
+            result.housekeeping = self.housekeeper.tick(now, self.engine)
         upcoming = [c.peek() for c in self.cursors.values()]
         result.next_slot = min((u for u in upcoming if u is not None), default=None)
         if self.moved and not self.dry_run:
@@ -338,36 +349,6 @@ def _created_and_enabled(agent_ids: list[int]) -> tuple[dict[int, datetime], dic
         if enabled is not None:
             since[agent_id] = max(since.get(agent_id, enabled), enabled)
     return created, since
-
-
-def reap(now: datetime, stale_after: timedelta, host: str) -> list[int]:
-    """Mark runs whose worker stopped heartbeating as lost; kill what they left on this host."""
-    lost = []
-    for run in Run.objects.stale(now - stale_after):
-        last = run.heartbeat_at.isoformat() if run.heartbeat_at else "never"
-        if run.mark_lost(
-            f"lost: its worker on {run.host or 'an unknown host'} stopped "
-            f"heartbeating (last heartbeat {last})"
-        ):
-            lost.append(run.pk)
-            if run.host == host and run.pid:
-                kill_leftovers(run)
-            from runs.followups import after_run
-
-            after_run(run)
-            log.warning("run lost", extra={"run_id": run.pk, "host": run.host})
-    return lost
-
-
-def kill_leftovers(run: Run) -> None:
-    """End what a dead worker's run left running on this host (never a reused pid)."""
-    grace = float(getattr(settings, "CRONOS_KILL_GRACE_SECONDS", 5))
-    if process.is_alive(run.pid, run.process_started):
-        process.terminate_tree(run.pid, run.pgid, grace, started=run.process_started)
-    elif run.pgid and process.group_members(run.pgid):
-        # The leader is gone but its group lives on: the group id is still ours, since a
-        # process group id is not reused while any member remains.
-        process.terminate_tree(run.pgid, run.pgid, grace)
 
 
 def _hm(at: datetime) -> str:

@@ -50,9 +50,9 @@ def test_a_secret_value_is_never_sent_to_the_admin(client, admin_user, agent_wit
         reverse("admin:audit_auditentry_changelist"),
     ]
     first, last = agent.history.earliest(), agent.history.latest()
+    # Comparing versions is the agent page's diff: the admin's versions list links to it.
     pages.append(
-        reverse("admin:agents_agent_diff", args=[agent.pk])
-        + f"?from={first.history_id}&to={last.history_id}"
+        reverse("agents:diff", args=[agent.name]) + f"?from={first.history_id}&to={last.history_id}"
     )
     for entry in AuditEntry.objects.all():
         pages.append(reverse("admin:audit_auditentry_change", args=[entry.pk]))
@@ -105,7 +105,7 @@ def test_the_diff_shows_the_prompt_line_by_line(client, admin_user):
     save_agent(agent, Actor.system())
     client.force_login(admin_user)
     first, last = agent.history.earliest(), agent.history.latest()
-    url = reverse("admin:agents_agent_diff", args=[agent.pk])
+    url = reverse("agents:diff", args=[agent.name])  # the admin's versions list links here
     page = client.get(url, {"from": first.history_id, "to": last.history_id}).content.decode()
     assert '<li class="removed">old line</li>' in page
     assert '<li class="added">new line</li>' in page

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 
 from agents import agentfile as config
 from agents import secrets
-from agents.services import config_fields
+from agents.versions import config_fields
 
 CRON_GIT = {
     "name": "cron-git",

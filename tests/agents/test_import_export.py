@@ -16,7 +16,8 @@ from agents import agentfile as config
 from agents import cron, secrets
 from agents.legacy import Status, export_directory, import_directory
 from agents.models import Agent
-from agents.services import save_agent, snapshot
+from agents.services import save_agent
+from agents.versions import snapshot
 from audit import roles
 from audit.actor import Actor
 from audit.models import AuditEntry

@@ -114,7 +114,7 @@ def web_server(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator
         env = process_env(
             CRONOS_CLAUDE_BIN=str(FAKE_CLAUDE),
             CRONOS_LOG_DIR=str(logs / "runs"),
-            CRONOS_ENGINE="runs.engines.DjangoQEngine",
+            CRONOS_ENGINE="runs.engines.q2.DjangoQEngine",
         )
     log = logs / "daphne.log"
     with log.open("ab") as out:

@@ -17,7 +17,7 @@ from runs.execution import executor, outage
 from runs.execution.executor import execute
 from runs.execution.output import OutputSink
 from runs.models import AgentRunState, Run, RunChunk
-from runs.scheduling.scheduler import reap
+from runs.scheduling.reaper import reap
 from tests.factories import make_agent
 from tests.runs.test_executor import chunk_text, command_agent, gone, new_run
 

@@ -30,7 +30,7 @@ FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
 def places(settings, tmp_path):
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
     settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
-    settings.CRONOS_ENGINE = "runs.engines.DjangoQEngine"
+    settings.CRONOS_ENGINE = "runs.engines.q2.DjangoQEngine"
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from audit.actor import Actor
+from cronos_site.web.consumers import NotificationConsumer
 from runs import notifications
 from runs.followups import after_run
 from runs.models import Notification, Run
-from runs.notifications import NotificationConsumer
 from runs.services import trigger_run
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine

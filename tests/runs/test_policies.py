@@ -9,10 +9,11 @@ import time_machine
 
 from agents.services import set_enabled
 from audit.actor import Actor
+from runs.dispatch import release
 from runs.followups import after_run, retry_delay
 from runs.models import Run
 from runs.scheduling.scheduler import Scheduler
-from runs.services import release, trigger_run
+from runs.services import trigger_run
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine
 

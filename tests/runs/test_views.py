@@ -13,11 +13,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from agents.versions import latest_version_id
 from audit.models import AuditEntry
-from cronos_site.web import ansi
-from cronos_site.web.views import runs as views
+from cronos_site.web import ansi, runlist, runpage
 from runs.models import AgentRunState, Notification, NotificationRead, Run, RunChunk
-from runs.services import latest_version_id
 from tests.factories import make_agent
 
 pytestmark = pytest.mark.django_db
@@ -291,9 +290,9 @@ def test_a_very_long_log_renders_only_its_tail_and_earlier_output_comes_on_deman
 
 
 def test_the_tail_is_bounded_by_characters_too(client, viewer, monkeypatch):
-    monkeypatch.setattr(views, "TAIL_CHARS", 1000)
+    monkeypatch.setattr(runpage, "TAIL_CHARS", 1000)
     run = with_output(ended_run(make_agent()), ["x" * 400 + f"{i}\n" for i in range(10)])
-    window = views.output_window(run)
+    window = runpage.output_window(run)
     assert (window.first_seq, window.last_seq, window.has_earlier) == (8, 9, True)
 
 
@@ -402,7 +401,7 @@ def test_an_active_state_filter_finds_the_waiting_runs(client, viewer):
 
 
 def test_the_runs_page_pages_by_keyset_without_counting(client, viewer, monkeypatch):
-    monkeypatch.setattr(views, "RUNS_PER_PAGE", 5)
+    monkeypatch.setattr(runlist, "RUNS_PER_PAGE", 5)
     agent = make_agent()
     # Twelve runs, two pairs sharing a creation instant: the id settles the order.
     base = timezone.now() - timedelta(hours=1)
@@ -425,7 +424,7 @@ def test_the_runs_page_pages_by_keyset_without_counting(client, viewer, monkeypa
         pages += 1
     assert seen == expected and pages == 3
     # And back: "newer" from the last page shows the page before it.
-    html = page(client, "/runs/", before=views._cursor(Run.objects.get(pk=expected[4])))
+    html = page(client, "/runs/", before=runlist.cursor(Run.objects.get(pk=expected[4])))
     assert [int(p) for p in re.findall(r'data-run="(\d+)"', html)] == expected[5:10]
     newer = re.search(r'href="([^"]+)"[^>]*rel="prev"', html).group(1).replace("&amp;", "&")
     html = page(client, newer)
@@ -450,7 +449,7 @@ def test_the_runs_page_query_count_does_not_grow_with_the_page(client, viewer, m
     as_user(client, viewer)
     counts = []
     for size in (5, 50):
-        monkeypatch.setattr(views, "RUNS_PER_PAGE", size)
+        monkeypatch.setattr(runlist, "RUNS_PER_PAGE", size)
         with CaptureQueriesContext(connection) as queries:
             html = page(client, "/runs/")
         assert html.count('class="run"') == size
@@ -460,9 +459,9 @@ def test_the_runs_page_query_count_does_not_grow_with_the_page(client, viewer, m
 
 def test_a_common_state_is_matched_without_the_state_index():
     # "succeeded" is most runs: the page walks the newest-first index and stops after a page.
-    sql = str(views.runs_matching(views.RunQuery(state="succeeded"), None).query)
+    sql = str(runlist.runs_matching(runlist.RunQuery(state="succeeded"), None).query)
     assert 'LOWER("runs_run"."state")' in sql
-    rare = str(views.runs_matching(views.RunQuery(state="running"), None).query)
+    rare = str(runlist.runs_matching(runlist.RunQuery(state="running"), None).query)
     assert "LOWER(" not in rare
 
 
@@ -597,7 +596,7 @@ def test_the_run_page_serves_its_summary_to_htmx_with_the_timeline_out_of_band(c
 def test_the_health_page_figures_are_runs_health_figures_kept_in_buckets(settings):
     from django.core.cache import cache
 
-    from runs import health, healthpage
+    from runs import health
 
     cache.clear()
     rng = __import__("random").Random(7)
@@ -613,9 +612,19 @@ def test_the_health_page_figures_are_runs_health_figures_kept_in_buckets(setting
             started_at=when,
             finished_at=when + timedelta(seconds=rng.randint(1, 500)),
         )
-    expected = health.health(now=now)
+    # The same days straight from the rows, in Python: calendar days in the site's zone.
+    rows = [r for r in Run.objects.filter(created_at__lte=now) if r.state in Run.COUNTED_STATES]
+    expected_days = []
+    for offset in range(health.DAYS - 1, -1, -1):
+        day = timezone.localdate(now) - timedelta(days=offset)
+        ran = [r for r in rows if timezone.localdate(r.created_at) == day]
+        ok = sum(r.state == "succeeded" for r in ran)
+        took = [(r.finished_at - r.started_at).total_seconds() for r in ran]
+        average = sum(took) / len(took) if took else None
+        expected_days.append(health.Day(day, len(ran), ok, len(ran) - ok, average))
+    expected = health.Health(expected_days)
     for attempt in ("cold", "from the cache"):
-        got = healthpage.overall(now)
+        got = health.health(now=now)
         assert (got.rate_7d, got.rate_30d, got.runs_7d, got.runs_30d) == (
             expected.rate_7d,
             expected.rate_30d,
@@ -632,12 +641,12 @@ def test_the_health_page_figures_are_runs_health_figures_kept_in_buckets(setting
     # Per agent, over calendar days as the overall rates are.
     today = timezone.localdate(now)
     for attempt in ("cold", "from the cache"):
-        rates = healthpage.agent_rates(now)
+        rates = health.agent_rates(now)
         for agent in agents:
             ended = [
                 r
                 for r in Run.objects.filter(agent=agent, created_at__lte=now)
-                if r.state in healthpage.COUNTED_STATES
+                if r.state in Run.COUNTED_STATES
             ]
 
             def rate(days, ended=ended):
@@ -653,17 +662,17 @@ def test_the_health_page_figures_are_runs_health_figures_kept_in_buckets(setting
 def test_kept_buckets_are_not_aggregated_again_until_the_past_changes():
     from django.core.cache import cache
 
-    from runs import healthpage
+    from runs import health
 
     cache.clear()
     agent = make_agent()
     now = timezone.now()
     ended_run(agent, "succeeded", minutes_ago=60 * 24 * 3)
-    first = healthpage.overall(now)
+    first = health.health(now=now)
 
     def aggregates() -> int:
         with CaptureQueriesContext(connection) as queries:
-            result = healthpage.overall(now)
+            result = health.health(now=now)
         return result, sum("SUM(" in q["sql"].upper() for q in queries.captured_queries)
 
     again, summed = aggregates()
@@ -692,7 +701,7 @@ def test_kept_buckets_are_not_aggregated_again_until_the_past_changes():
 def test_a_run_still_active_keeps_its_buckets_out_of_the_cache():
     from django.core.cache import cache
 
-    from runs import healthpage
+    from runs import health
 
     cache.clear()
     agent = make_agent()
@@ -700,8 +709,8 @@ def test_a_run_still_active_keeps_its_buckets_out_of_the_cache():
     waiting = Run.objects.create(
         agent=agent, trigger="manual", state="running", created_at=now - timedelta(days=2)
     )
-    assert healthpage.overall(now).runs_30d == 0
+    assert health.health(now=now).runs_30d == 0
     Run.objects.filter(pk=waiting.pk).update(
         state="succeeded", started_at=waiting.created_at, finished_at=waiting.created_at
     )
-    assert healthpage.overall(now).runs_30d == 1
+    assert health.health(now=now).runs_30d == 1

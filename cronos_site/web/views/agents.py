@@ -33,19 +33,16 @@ from agents.forms import FIELDSETS, AgentForm
 from agents.models import Agent
 from agents.services import (
     delete_agent,
+    free_name,
     rollback_agent,
     save_agent,
     set_enabled,
-    snapshot,
-    variables_display,
-    version_number,
 )
-from agents.versions import diff_versions
+from agents.versions import diff_versions, snapshot, variables_display, version_number
 from cronos_site.web import agentlist as pages
 from cronos_site.web import cronbuilder
 from cronos_site.web.access import (
     ADD,
-    CANCEL,
     CHANGE,
     DELETE,
     RUN,
@@ -57,8 +54,9 @@ from cronos_site.web.access import (
     require_perm,
     wants_fragment,
 )
+from runs import health
 from runs.models import Run
-from runs.services import cancel_run, trigger_run
+from runs.services import trigger_run
 
 VIEW = VIEW_AGENT
 
@@ -272,7 +270,7 @@ def status_context(agent: Agent) -> dict:
         "agent": agent,
         "runs": runs,
         "active_runs": active,
-        "health": pages.health(agent),
+        "health": health.health(agent).windows,  # the last 7 and 30 days
         "state": getattr(agent, "run_state", None),
     }
 
@@ -366,23 +364,6 @@ def toggle(request: HttpRequest, name: str) -> HttpResponse:
     return redirect_back(request, agent_url(agent))
 
 
-@require_POST
-def cancel(request: HttpRequest, name: str) -> HttpResponse:
-    agent = agent_for(request, name, CANCEL)
-    run_id = request.POST.get("run", "")
-    if not run_id.isdigit():
-        return HttpResponseBadRequest("Which run? Give its id.")
-    run = get_object_or_404(Run, pk=int(run_id), agent=agent)
-    if cancel_run(run, actor(request)):
-        if run.is_final:
-            messages.success(request, f"Cancelled run #{run.pk} before it started.")
-        else:
-            messages.success(request, f"Asked run #{run.pk} to stop; it ends in a moment.")
-    else:
-        messages.info(request, f"Run #{run.pk} had already ended ({run.get_state_display()}).")
-    return redirect_back(request, agent_url(agent))
-
-
 # --- Versions -----------------------------------------------------------------------------
 
 
@@ -461,15 +442,6 @@ class NewAgentForm(AgentForm):
             if name not in WIZARD_FIELDS:
                 # Not on the form: the model keeps the template's or the clone's value.
                 del self.fields[name]
-
-
-def free_name(base: str) -> str:
-    """`base`, or `base-2`, `base-3`... whichever no agent has yet."""
-    name, n = base, 1
-    while Agent.objects.filter(name=name).exists():
-        n += 1
-        name = f"{base}-{n}"
-    return name
 
 
 def _starting_point(params) -> tuple[Agent | None, dict, str]:

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from agents.legacy import export_directory
 from agents.models import Agent
 from audit.actor import Actor
+from runs.legacy import export_runs
 
 
 class Command(BaseCommand):
@@ -45,8 +46,6 @@ class Command(BaseCommand):
             raise CommandError(f"Could not write to {options['path']}: {exc}") from exc
         for name in report.agents:
             self.stdout.write(f"exported {name}")
-        from runs.legacy import export_runs
-
         exported = Agent.objects.filter(name__in=report.agents)
         runs = export_runs(report.destination, actor, list(exported))
         self.stdout.write(

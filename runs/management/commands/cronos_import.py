@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from agents.legacy import LegacyError, import_directory
 from audit.actor import Actor
+from runs.legacy import import_runs
 
 
 class Command(BaseCommand):
@@ -32,8 +33,6 @@ class Command(BaseCommand):
             self.stdout.write(line)
         self.stdout.write(report.summary())
         # The run history comes after the agents it belongs to.
-        from runs.legacy import import_runs
-
         incoming = {result.name for result in report.agents if result.status != "failed"}
         runs = import_runs(report.source, actor, dry_run=options["dry_run"], incoming=incoming)
         for problem in runs.problems:

@@ -10,7 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
 from audit.actor import Actor
-from runs.engines import InlineEngine
+from runs.engines.inline import InlineEngine
+from runs.engines.tasks import execute_run
 from runs.models import Run, RunChunk
 from runs.services import trigger_run
 from runs.summary import run_summary
@@ -121,14 +122,12 @@ class _BackgroundInline:
 
         from django.db import connection
 
-        from runs.execution.executor import execute
-
         ids = list(run_ids)
 
         def work():
             try:
                 for run_id in ids:
-                    execute(run_id)
+                    execute_run(run_id)
             finally:
                 connection.close()
 
