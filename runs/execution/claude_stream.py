@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import json
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,11 @@ INPUT_STRING_LIMIT = 2000
 # One-line summaries of a tool call, for a list of events.
 SUMMARY_LIMIT = 200
 # Long sessions emit tens of thousands of events; the timeline is for reading, the raw log is
-# the record, so the timeline keeps the first ones and counts the rest.
-MAX_EVENTS = 5000
+# the record, so the timeline keeps the first ones and the last ones (the end of the session,
+# its result) and counts the rest. This is the only cap: the stored timeline is this one.
+MAX_EVENTS = 1000
+# Of MAX_EVENTS, this share is kept from the end.
+TAIL_SHARE = 10
 # A single line is buffered until its newline arrives; this bounds the memory a stream without
 # newlines could take. A longer line is dropped (and counted); later lines still parse.
 MAX_LINE_CHARS = 32 * 1024 * 1024
@@ -103,8 +107,11 @@ class StreamParser:
         self, *, max_events: int = MAX_EVENTS, max_line_chars: int = MAX_LINE_CHARS
     ) -> None:
         self.metrics = ClaudeMetrics()
-        self.timeline: list[TimelineEvent] = []
-        self.dropped_events = 0  # events left out of `timeline` once it reached max_events
+        # The first events, then a window of the last ones (`timeline` joins them).
+        self._head: list[TimelineEvent] = []
+        self._tail: deque[TimelineEvent] = deque(maxlen=max_events // TAIL_SHARE)
+        self._head_max = max_events - (max_events // TAIL_SHARE)
+        self.dropped_events = 0  # events left out of `timeline` (from its middle)
         self.oversized_lines = 0  # lines longer than max_line_chars, dropped unread
         self.has_result = False
         # The `errors` list that newer CLIs attach to error results (why execution failed).
@@ -274,10 +281,23 @@ class StreamParser:
         # rate_limit_event, stream_event, other system subtypes, anything newer: not ours.
         return []
 
+    @property
+    def timeline(self) -> list[TimelineEvent]:
+        """The readable events so far, in order: at most `max_events` (plus init and result),
+        the first ones and the last ones; `dropped_events` counts those left out between."""
+        return [*self._head, *self._tail]
+
     def _record(self, event: TimelineEvent) -> None:
         # init and result are always kept: they frame the session even when the middle is cut.
-        if len(self.timeline) < self.max_events or event.kind in ("init", "result"):
-            self.timeline.append(event)
+        tail = self._tail
+        if not tail and (len(self._head) < self._head_max or event.kind == "init"):
+            self._head.append(event)
+        elif tail.maxlen:
+            if len(tail) == tail.maxlen:
+                self.dropped_events += 1  # the oldest of the window falls out of the middle
+            tail.append(event)
+        elif event.kind in ("init", "result"):
+            self._head.append(event)
         else:
             self.dropped_events += 1
 

@@ -1,6 +1,8 @@
 """The whole life of one run inside a worker: claim, start, watch, end, record.
 
-`execute(run_id)` is what the engine's task calls (runs/tasks.py). It claims the Run (so a task
+`execute(run_id)` is what the engine's task calls (runs/engines/tasks.py). What depends on the
+kind of agent (its command line, reading its output, its outcome and metrics) is its runner's
+(runs/execution/runners/); the process is started by the launcher (runs/execution/launcher.py). It claims the Run (so a task
 delivered twice, or a run cancelled while queued, starts nothing), waits for its `not_before`
 instant, starts the agent in its own session, streams its output through runs/output.py and
 watches it from this thread: exit, wall-clock timeout, cancel request, memory of the whole
@@ -21,14 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import select
 import signal
 import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
@@ -38,10 +38,11 @@ from django.utils import timezone
 from agents import secrets
 from agents.models import Agent
 from runs.execution import gitinfo
-from runs.execution.claude_stream import StreamParser
+from runs.execution.launcher import Launch, launch
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
 from runs.execution.output import OutputSink, clean_text
-from runs.execution.process import ProcessTree, pipe_holders, spawn
+from runs.execution.process import ProcessTree, pipe_holders
+from runs.execution.runners import Command, Runner, runner_for
 from runs.models import Run
 
 log = logging.getLogger(__name__)
@@ -76,18 +77,7 @@ READER_DRAIN_MAX_SECONDS = 10.0
 ESCAPEE_CHECK_SECONDS = 0.2
 # How long to wait for a killed leader's exit status.
 REAP_SECONDS = 10.0
-# The timeline is for reading; the raw log is the record.
-TIMELINE_MAX_EVENTS = 1000
-TIMELINE_TEXT_CHARS = 4000
-RESULT_TEXT_CHARS = 100_000
 READ_SIZE = 64 * 1024
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def substitute(text: str, values: dict[str, str]) -> str:
-    """`${NAME}` replaced by its value; unknown names and the bare `$NAME` form left as they are."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
 
 
 def heartbeat_seconds() -> float:
@@ -153,15 +143,14 @@ class Execution:
 
     run: Run
     config: Any = None  # the agent's configuration as it was when the run was made
-    argv: list[str] = field(default_factory=list)
+    runner: Runner | None = None  # what runs: command line, output reading, outcome
+    command: Command | None = None
     env: dict[str, str] = field(default_factory=dict)
-    prompt: str | None = None
     cwd: str = ""
     secret_values: list[str] = field(default_factory=list)
     git_before: str | None = None
     is_git: bool = False
     sink: OutputSink | None = None
-    parser: Any = None
     tree: ProcessTree | None = None
     reader: threading.Thread | None = None
     reader_stop: threading.Event = field(default_factory=threading.Event)
@@ -245,14 +234,8 @@ class Execution:
             )
         self.cwd = cwd
 
-        if config.runner == Agent.Runner.CLAUDE:
-            self.argv = claude_argv(config)
-            self.prompt = substitute(config.prompt or "", {**variables, **builtins})
-            self.parser = StreamParser()
-        else:
-            # The shell substitutes ${VAR} from its environment itself: values with quotes or
-            # spaces stay safe, and secrets never appear in the process list.
-            self.argv = ["/bin/sh", "-c", config.command]
+        self.runner = runner_for(config, self._mask)
+        self.command = self.runner.command({**variables, **builtins})
 
         # Before the wait, not after it: the start at not_before should be one spawn away.
         self.git_before = gitinfo.snapshot(cwd)
@@ -314,14 +297,17 @@ class Execution:
     def start(self) -> bool:
         """Spawn the agent and record its process; False when it could not start."""
         config = self.config
+        assert self.command is not None
         try:
-            proc = spawn(
-                self.argv,
-                cwd=self.cwd,
-                env=self.env,
-                stdin_pipe=self.prompt is not None,
-                nice=config.cpu_nice or 0,
-                cpu_seconds=config.cpu_time_limit_seconds,
+            self.tree = launch(
+                Launch(
+                    self.command.argv,
+                    cwd=self.cwd,
+                    env=self.env,
+                    stdin=self.command.stdin is not None,
+                    nice=config.cpu_nice or 0,
+                    cpu_seconds=config.cpu_time_limit_seconds,
+                )
             )
         except OSError as exc:
             # No such program or directory, no permission, and also no memory or no process
@@ -330,9 +316,7 @@ class Execution:
             self.sink.notice(reason)
             self._close_output()
             return self._fail_to_start(reason)
-        self.tree = ProcessTree(
-            proc, nice=config.cpu_nice or 0, cpu_seconds=config.cpu_time_limit_seconds
-        )
+        proc = self.tree.proc
         recorded = retry(
             lambda: self.run.record_process(proc.pid, self.tree.pgid, self.tree.started),
             "recording a run's process",
@@ -345,10 +329,10 @@ class Execution:
             self._close_output()
             return False
         log.info("run started", extra={"run_id": self.run.pk, "pid": proc.pid})
-        if self.prompt is not None:
+        if self.command.stdin is not None:
             threading.Thread(
                 target=_write_stdin,
-                args=(proc, self.prompt.encode()),
+                args=(proc, self.command.stdin),
                 daemon=True,
                 name=f"run-{self.run.pk}-stdin",
             ).start()
@@ -364,15 +348,7 @@ class Execution:
     def _spawn_error(self, exc: OSError) -> str:
         if isinstance(exc, FileNotFoundError) and exc.filename == self.cwd:
             return f"working directory {self.cwd} does not exist"
-        program = self.argv[0]
-        if self.config.runner == Agent.Runner.CLAUDE:
-            if isinstance(exc, PermissionError):
-                return f"claude executable '{program}' is not executable (permission denied)"
-            return (
-                f"claude executable '{program}' was not found "
-                "(set CRONOS_CLAUDE_BIN or put it on PATH)"
-            )
-        return f"could not start {program}: {exc.strerror or exc}"
+        return self.runner.spawn_error(exc, self.command.argv[0])
 
     # --- while it runs -------------------------------------------------------------------
 
@@ -454,8 +430,8 @@ class Execution:
 
     def _flush(self) -> None:
         text = self.sink.flush()
-        if text and self.parser is not None:
-            self.parser.feed(text)
+        if text and self.runner is not None:
+            self.runner.feed(text)
 
     # --- after it ends -------------------------------------------------------------------
 
@@ -481,8 +457,7 @@ class Execution:
                 )
         returncode = tree.reap()
         self._drain_output()
-        if self.parser is not None:
-            self.parser.close()
+        self.runner.close()
         for note in self.notes:
             self.sink.notice(note)
         self._close_output()
@@ -525,27 +500,7 @@ class Execution:
                     f"CPU time limit of {config.cpu_time_limit_seconds} s exceeded",
                 )
             return Run.State.FAILED, f"killed by signal {_signal_name(signum)}"
-        claude_reason = ""
-        if self.parser is not None:
-            success, claude_reason = self.parser.outcome()
-            if returncode == 0:
-                return (Run.State.SUCCEEDED, "") if success else (Run.State.FAILED, claude_reason)
-        if returncode == 0:
-            return Run.State.SUCCEEDED, ""
-        reason = f"exit code {returncode}"
-        if self.parser is None:
-            if returncode == 127:
-                reason += ": command not found"
-            elif returncode == 126:
-                reason += ": command not executable"
-            elif returncode == 128 + signal.SIGXCPU and config.cpu_time_limit_seconds:
-                return (
-                    Run.State.KILLED,
-                    f"CPU time limit of {config.cpu_time_limit_seconds} s exceeded",
-                )
-        elif claude_reason:
-            reason += f": {claude_reason}"
-        return Run.State.FAILED, reason
+        return self.runner.outcome(returncode)
 
     def _metrics(self) -> dict[str, Any]:
         assert self.sink is not None
@@ -556,61 +511,13 @@ class Execution:
             ),
             "log_path": self.sink.log_path,
         }
-        if self.parser is None:
-            return values
-        m = self.parser.metrics
-        values.update(
-            {
-                "model": (m.model or "")[:100],
-                "input_tokens": m.input_tokens,
-                "output_tokens": m.output_tokens,
-                "cache_creation_tokens": m.cache_creation_tokens,
-                "cache_read_tokens": m.cache_read_tokens,
-                "cost_usd": _decimal(m.cost_usd),
-                "num_turns": m.num_turns,
-                "result_text": self._mask(m.result_text or "")[:RESULT_TEXT_CHARS],
-                "timeline": self._timeline(),
-            }
-        )
+        values.update(self.runner.metrics())
         return values
-
-    def _timeline(self) -> list[dict]:
-        events = [
-            {
-                "kind": e.kind,
-                "text": self._mask(e.text or "")[:TIMELINE_TEXT_CHARS],
-                "data": self._mask_value(e.data or {}),
-            }
-            for e in self.parser.timeline
-        ]
-        dropped = getattr(self.parser, "dropped_events", 0)
-        if len(events) > TIMELINE_MAX_EVENTS:
-            dropped += len(events) - TIMELINE_MAX_EVENTS
-            # Keep the start and the end (the result); the raw log holds everything.
-            events = events[: TIMELINE_MAX_EVENTS - 100] + events[-100:]
-        if dropped:
-            events.append(
-                {
-                    "kind": "note",
-                    "text": f"{dropped} more events are in the log",
-                    "data": {"omitted": dropped},
-                }
-            )
-        return events
 
     def _mask(self, text: str) -> str:
         # The output was masked as bytes already; a secret the parser decoded from a JSON
         # escape (a quote, a newline in it) is masked here in its plain spelling.
         return clean_text(secrets.mask_text(text, self.secret_values))
-
-    def _mask_value(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self._mask(value)
-        if isinstance(value, list):
-            return [self._mask_value(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): self._mask_value(v) for k, v in value.items()}
-        return value
 
     def _drain_output(self) -> None:
         """Let the reader reach the end of the pipe, flushing as it goes (it may be waiting
@@ -747,25 +654,6 @@ class Execution:
         return won
 
 
-def claude_argv(config: Any) -> list[str]:
-    """The `claude` command line for an agent's configuration (the prompt goes to stdin)."""
-    # An agent imported with `command: /path/to/claude` keeps that executable; otherwise the
-    # site's (CRONOS_CLAUDE_BIN).
-    binary = (config.command or "").strip() or settings.CRONOS_CLAUDE_BIN
-    argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
-    if config.model:
-        argv += ["--model", config.model]
-    if config.max_turns:
-        argv += ["--max-turns", str(config.max_turns)]
-    if config.allowed_tools:
-        argv += ["--allowedTools", ",".join(config.allowed_tools)]
-    if config.disallowed_tools:
-        argv += ["--disallowedTools", ",".join(config.disallowed_tools)]
-    if config.permission_mode:
-        argv += ["--permission-mode", config.permission_mode]
-    return argv + list(config.extra_args or [])
-
-
 def _read_output(fd: int, sink: OutputSink, stop: threading.Event) -> None:
     # Reads until end of file; `stop` lets the executor give up on a pipe that some process
     # it could not see keeps open. poll() wakes at once when data arrives, so the timeout
@@ -821,12 +709,3 @@ def _exit_code(returncode: int | None) -> int | None:
     if returncode is None:
         return None
     return 128 - returncode if returncode < 0 else returncode
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value is None:
-        return None
-    try:
-        return Decimal(str(value)).quantize(Decimal("0.000001"))
-    except (InvalidOperation, ValueError):
-        return None

@@ -578,7 +578,7 @@ def test_the_working_directory_may_start_with_a_tilde(tmp_path, monkeypatch, log
 def test_a_claude_agent_with_its_own_executable_path_uses_it(settings):
     from types import SimpleNamespace
 
-    from runs.execution.executor import claude_argv
+    from runs.execution.runners.claude import claude_argv
 
     settings.CRONOS_CLAUDE_BIN = "claude"
     config = SimpleNamespace(

@@ -1,0 +1,54 @@
+"""What every runner offers the executor (see runs/execution/runners/__init__.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from runs.models import Run
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to start: the argument vector, and bytes for its standard input (None: no pipe)."""
+
+    argv: list[str]
+    stdin: bytes | None = None
+
+
+class Runner:
+    """One kind of agent. Made per run from the agent's configuration as the run was made
+    (`config`: an Agent or its historical version) and the run's secret masker (`mask`)."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, config: Any, mask: Callable[[str], str]) -> None:
+        self.config = config
+        self.mask = mask
+
+    def command(self, variables: dict[str, str]) -> Command:
+        """The command for this run; `variables` are the agent's variables (secrets decrypted)
+        and the run's own CRONOS_* facts, as its environment will hold them."""
+        raise NotImplementedError
+
+    def feed(self, text: str) -> None:
+        """Output as it arrives (already masked, decoded), in order; may be called often."""
+
+    def close(self) -> None:
+        """The output has ended."""
+
+    def outcome(self, returncode: int) -> tuple[str, str]:
+        """(final state, reason) for a process that exited with `returncode` ≥ 0 on its own;
+        the reason is "" for a success."""
+        if returncode == 0:
+            return Run.State.SUCCEEDED, ""
+        return Run.State.FAILED, f"exit code {returncode}"
+
+    def metrics(self) -> dict[str, Any]:
+        """Run fields this runner knows beyond the process's own (tokens, cost, timeline...)."""
+        return {}
+
+    def spawn_error(self, exc: OSError, program: str) -> str:
+        """Why `program` could not be started, in words (the working directory was checked)."""
+        return f"could not start {program}: {exc.strerror or exc}"

@@ -1,0 +1,135 @@
+"""The claude runner: the `claude` CLI headless (`-p --output-format stream-json --verbose`),
+its prompt on standard input, its stream parsed into a timeline and metrics as it arrives
+(runs/execution/claude_stream.py, which documents the format)."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.conf import settings
+
+from agents.models import Agent
+from runs.execution.claude_stream import StreamParser
+from runs.execution.runners.base import Command, Runner
+from runs.models import Run
+
+TIMELINE_TEXT_CHARS = 4000
+RESULT_TEXT_CHARS = 100_000
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """`${NAME}` replaced by its value; unknown names and the bare `$NAME` form left as they are."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def claude_argv(config: Any) -> list[str]:
+    """The `claude` command line for an agent's configuration (the prompt goes to stdin)."""
+    # An agent imported with `command: /path/to/claude` keeps that executable; otherwise the
+    # site's (CRONOS_CLAUDE_BIN).
+    binary = (config.command or "").strip() or settings.CRONOS_CLAUDE_BIN
+    argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+    if config.model:
+        argv += ["--model", config.model]
+    if config.max_turns:
+        argv += ["--max-turns", str(config.max_turns)]
+    if config.allowed_tools:
+        argv += ["--allowedTools", ",".join(config.allowed_tools)]
+    if config.disallowed_tools:
+        argv += ["--disallowedTools", ",".join(config.disallowed_tools)]
+    if config.permission_mode:
+        argv += ["--permission-mode", config.permission_mode]
+    return argv + list(config.extra_args or [])
+
+
+class ClaudeRunner(Runner):
+    kind = Agent.Runner.CLAUDE
+
+    def __init__(self, config: Any, mask) -> None:
+        super().__init__(config, mask)
+        self.parser = StreamParser()
+
+    def command(self, variables: dict[str, str]) -> Command:
+        """claude_argv, and the prompt (its CLAUDE.md) with `${NAME}` substituted as stdin."""
+        prompt = substitute(self.config.prompt or "", variables)
+        return Command(claude_argv(self.config), prompt.encode())
+
+    def feed(self, text: str) -> None:
+        self.parser.feed(text)
+
+    def close(self) -> None:
+        self.parser.close()
+
+    def outcome(self, returncode: int) -> tuple[str, str]:
+        """A clean exit succeeds only if the session's result says so (an error result, a turn
+        limit, refused tool calls or no result at all are failures); a failed exit adds the
+        session's reason to the exit code."""
+        success, reason = self.parser.outcome()
+        if returncode == 0:
+            return (Run.State.SUCCEEDED, "") if success else (Run.State.FAILED, reason)
+        text = f"exit code {returncode}"
+        return Run.State.FAILED, f"{text}: {reason}" if reason else text
+
+    def metrics(self) -> dict[str, Any]:
+        """Tokens, cost (USD, 6 decimals), turns, model, result text and timeline, masked."""
+        m = self.parser.metrics
+        return {
+            "model": (m.model or "")[:100],
+            "input_tokens": m.input_tokens,
+            "output_tokens": m.output_tokens,
+            "cache_creation_tokens": m.cache_creation_tokens,
+            "cache_read_tokens": m.cache_read_tokens,
+            "cost_usd": _decimal(m.cost_usd),
+            "num_turns": m.num_turns,
+            "result_text": self.mask(m.result_text or "")[:RESULT_TEXT_CHARS],
+            "timeline": self._timeline(),
+        }
+
+    def spawn_error(self, exc: OSError, program: str) -> str:
+        if isinstance(exc, PermissionError):
+            return f"claude executable '{program}' is not executable (permission denied)"
+        return (
+            f"claude executable '{program}' was not found (set CRONOS_CLAUDE_BIN or put it on PATH)"
+        )
+
+    def _timeline(self) -> list[dict]:
+        # The parser keeps the first and the last events and counts the rest (its one cap).
+        events = [
+            {
+                "kind": e.kind,
+                "text": self.mask(e.text or "")[:TIMELINE_TEXT_CHARS],
+                "data": self._mask_value(e.data or {}),
+            }
+            for e in self.parser.timeline
+        ]
+        dropped = self.parser.dropped_events
+        if dropped:
+            events.append(
+                {
+                    "kind": "note",
+                    "text": f"{dropped} more events are in the log",
+                    "data": {"omitted": dropped},
+                }
+            )
+        return events
+
+    def _mask_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.mask(value)
+        if isinstance(value, list):
+            return [self._mask_value(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): self._mask_value(v) for k, v in value.items()}
+        return value
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(str(value)).quantize(Decimal("0.000001"))
+    except (InvalidOperation, ValueError):
+        return None
