@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -163,7 +164,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Broker, channel layer ------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 
-Q_CLUSTER = {
+Q_CLUSTER: dict[str, Any] = {
     # The broker's queue is named after the cluster: separate names keep two Cronos sites (or
     # two test sessions) on one Redis from taking each other's tasks.
     "name": env_str("CRONOS_Q_NAME", "cronos"),
@@ -186,7 +187,9 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # Named after the site like its queue: two sites on one Redis never see each
+            # other's live output (a group is "run-<id>", and ids repeat between sites).
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{Q_CLUSTER['name']}:asgi"},
         }
     }
 else:
@@ -235,6 +238,10 @@ CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300)
 CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
 CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
+# Live output: how often a viewer of a running run reads the database when nothing woke it.
+# Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed
+# (runs/live.py) and this is only the safety net for a missed message.
+CRONOS_LIVE_POLL_SECONDS = float(env_str("CRONOS_LIVE_POLL_SECONDS", "1.0" if REDIS_URL else "0.1"))
 # The engine adapter (runs.engines): django-q2 today.
 CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.q2.DjangoQEngine")
 # The `claude` executable; tests and demos put a stand-in here.

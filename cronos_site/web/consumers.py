@@ -1,9 +1,11 @@
-"""Live output: websocket consumers tail a run's chunks from the database (DESIGN.md §2).
+"""Websockets: live output and notifications, tailed from the database (DESIGN.md §2).
 
 The database is the source of truth in both shapes: a viewer asks for chunks after the last
-seq it saw, so a reconnect resumes with no gap and no duplicate. On Redis, workers also
-`group_send` a wake-up when they store a chunk, so viewers read at once instead of at their
-next poll; without Redis (in-memory layer, one process) the poll alone does it.
+seq it saw, so a reconnect resumes with no gap and no duplicate. On Redis, workers push each
+committed batch of chunks to the run's group (runs/live.py) and the consumer sends them on at
+once, falling back to the database whenever a pushed batch does not follow on from what the
+viewer has; without Redis (the in-memory layer does not cross processes) the poll alone does
+it. A run that has not started is polled slowly: there is nothing to show yet.
 """
 
 from __future__ import annotations
@@ -11,36 +13,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from runs import notifications
+from runs import live, notifications
 from runs.models import Notification, Run, RunChunk
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.1
 NOTIFICATIONS_POLL_SECONDS = 1.0
+# A run waiting to start (pending, awaiting approval, queued) is looked at this many times
+# less often than a running one: 0.5 s embedded, 5 s on Redis, where the worker's start
+# announcement wakes its viewers at once anyway.
+WAITING_POLL_FACTOR = 5
 BATCH = 64  # chunks per read: bounded memory whatever the size of the output
-
-
-def group_name(run_id: int) -> str:
-    return f"run-{run_id}"
-
-
-def announce(run_id: int, seq: int) -> None:
-    """Tell live viewers on other hosts that chunk `seq` is stored (Redis shape only)."""
-    if not settings.REDIS_URL:
-        return
-    try:
-        async_to_sync(get_channel_layer().group_send)(
-            group_name(run_id), {"type": "run.chunk", "seq": seq}
-        )
-    except Exception:  # a viewer's wake-up is never worth failing a run for
-        log.warning("could not announce a chunk", extra={"run_id": run_id}, exc_info=True)
 
 
 class TailingConsumer(AsyncJsonWebsocketConsumer):
@@ -51,7 +38,6 @@ class TailingConsumer(AsyncJsonWebsocketConsumer):
     step sends (`step`, returning True when the stream is complete).
     """
 
-    poll_seconds = POLL_SECONDS
     group: str | None = None
 
     async def connect(self) -> None:
@@ -76,6 +62,10 @@ class TailingConsumer(AsyncJsonWebsocketConsumer):
     async def admit(self, user) -> bool:
         raise NotImplementedError
 
+    def poll_seconds(self) -> float:
+        """How long to wait for a wake-up before reading again."""
+        raise NotImplementedError
+
     async def step(self) -> tuple[bool, bool]:
         """Send what is new; returns (complete, more_waiting)."""
         raise NotImplementedError
@@ -90,7 +80,7 @@ class TailingConsumer(AsyncJsonWebsocketConsumer):
                     continue  # catching up: no pause
                 self.wake.clear()
                 try:
-                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds)
+                    await asyncio.wait_for(self.wake.wait(), self.poll_seconds())
                 except TimeoutError:
                     pass
         except asyncio.CancelledError:
@@ -106,18 +96,38 @@ class RunOutputConsumer(TailingConsumer):
 
     async def admit(self, user) -> bool:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        self.group = group_name(self.run_id)
+        self.group = live.group_name(self.run_id)
+        self.state: str | None = None
+        self.pushed: list[tuple[int, str]] = []
         try:
             self.after = int(query_params(self.scope).get("after", "-1"))
         except ValueError:
             self.after = -1
         return await self._may_view(user)
 
+    def poll_seconds(self) -> float:
+        if self.state in Run.WAITING_STATES:
+            return settings.CRONOS_LIVE_POLL_SECONDS * WAITING_POLL_FACTOR
+        return settings.CRONOS_LIVE_POLL_SECONDS
+
     async def run_chunk(self, event: dict) -> None:
+        """A worker committed chunks (with their text when the batch was small)."""
+        self.pushed.extend((seq, text) for seq, text in event.get("chunks") or [])
+        self.wake.set()
+
+    async def run_state(self, event: dict) -> None:
+        """The run started or ended."""
         self.wake.set()
 
     async def step(self) -> tuple[bool, bool]:
+        pushed = self._take_pushed()
+        if pushed:
+            for seq, text in pushed:
+                await self.send_json({"type": "chunk", "seq": seq, "text": text})
+                self.after = seq
+            return False, False
         chunks, state = await self._read()
+        self.state = state
         for seq, text in chunks:
             await self.send_json({"type": "chunk", "seq": seq, "text": text})
             self.after = seq
@@ -125,6 +135,17 @@ class RunOutputConsumer(TailingConsumer):
             await self.send_json({"type": "end", "state": state})
             return True, False
         return False, len(chunks) == BATCH
+
+    def _take_pushed(self) -> list[tuple[int, str]]:
+        """The pushed chunks that follow on from the last one sent, without a gap; empty
+        when they do not (the database fills the gap, and has them too)."""
+        fresh = sorted((seq, text) for seq, text in self.pushed if seq > self.after)
+        self.pushed.clear()
+        expected = self.after + 1
+        for index, (seq, _) in enumerate(fresh):
+            if seq != expected + index:
+                return []
+        return fresh
 
     @database_sync_to_async
     def _read(self) -> tuple[list[tuple[int, str]], str]:
@@ -153,7 +174,9 @@ class NotificationConsumer(TailingConsumer):
     """ws/notifications/?after=<id>: new notifications as they are made."""
 
     group = notifications.GROUP
-    poll_seconds = NOTIFICATIONS_POLL_SECONDS
+
+    def poll_seconds(self) -> float:
+        return NOTIFICATIONS_POLL_SECONDS
 
     async def admit(self, user) -> bool:
         after = query_params(self.scope).get("after", "")

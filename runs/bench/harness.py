@@ -17,12 +17,14 @@ product records, not what the benchmark guesses.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import platform
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -35,14 +37,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import django
 import psutil
 from django.conf import settings
 
-BENCHMARKS = ("lateness", "crowd", "trigger", "throughput")
+if TYPE_CHECKING:
+    from django.db.backends.postgresql.base import DatabaseWrapper as PostgresConnection
+
+BENCHMARKS = ("lateness", "crowd", "trigger", "throughput", "live")
 # Run only when asked by name: building a million runs takes minutes.
 OWN_BENCHMARKS = ("pages",)
 SHAPES = ("embedded", "scaled")
@@ -71,6 +76,8 @@ DEFAULTS: dict[str, dict[str, int]] = {
     "trigger": {"runs": 30, "workers": 2},
     "throughput": {"runs": 200, "workers": 4},
     "pages": {"agents": 10_000, "runs": 1_000_000},
+    # An agent printing ten lines a second for this long, watched by one websocket viewer.
+    "live": {"seconds": 10, "workers": 2},
 }
 
 TARGETS = {
@@ -78,6 +85,8 @@ TARGETS = {
     "crowd": "every Run of 1,000 agents due in the same second queued within 1 s of the slot",
     "trigger": "manual trigger -> process started p95 <= 0.1 s embedded, <= 0.02 s on Redis",
     "throughput": "trivial runs recorded end to end >= 50 % of bare django-q2 tasks, same broker",
+    "live": "live output, line written -> websocket receipt, p95 <= 0.25 s embedded, "
+    "<= 0.1 s on Redis",
     "pages": "agents, runs and health pages p95 <= 0.2 s server time with 10,000 agents and "
     "1,000,000 runs (anchor: the admin changelist of runs)",
 }
@@ -85,6 +94,9 @@ LATENESS_P99_LIMIT = 0.05
 CROWD_LIMIT = 1.0
 TRIGGER_P95_LIMIT = {"embedded": 0.1, "scaled": 0.02}
 THROUGHPUT_RATIO_LIMIT = 0.5
+LIVE_P95_LIMIT = {"embedded": 0.25, "scaled": 0.1}
+# Live: lines the agent prints per second.
+LIVE_LINES_PER_SECOND = 10
 
 # Lateness: slots this soon after the scheduler's first run are not counted (the scheduler's
 # start fires the slots since the agents were created, all at once).
@@ -128,7 +140,7 @@ class BenchOptions:
             "workers": self.workers,
         }
         return {
-            name: given[name] if given[name] is not None else default
+            name: default if (value := given[name]) is None else value
             for name, default in DEFAULTS[benchmark].items()
         }
 
@@ -422,6 +434,7 @@ def run_inner(benchmark: str, shape: str, params: dict[str, int], err: TextIO) -
         "trigger": measure_trigger,
         "throughput": measure_throughput,
         "pages": measure_pages,
+        "live": measure_live,
     }[benchmark]
     # Other work on the machine skews every figure here: say how busy it was.
     load_before = os.getloadavg()[0]
@@ -532,10 +545,13 @@ class Processes:
         self.root = root
         self.running: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
+    def start(
+        self, name: str, *args: str, argv: list[str] | None = None, **env: str
+    ) -> subprocess.Popen:
+        """`manage.py ARGS` (or `argv`) with the sandbox's environment plus `env`."""
         with (self.root / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, str(MANAGE), *args],
+                argv or [sys.executable, str(MANAGE), *args],
                 cwd=settings.BASE_DIR,
                 env={**os.environ, **env},
                 stdout=log,
@@ -625,11 +641,12 @@ def measure_lateness(bench: Bench) -> tuple[dict, dict]:
 
     rows = list(window.values_list("agent_id", "slot", "state", "queued_at", "started_at"))
     started = [r for r in rows if r[4] is not None]
-    lateness = [(r[4] - r[1]).total_seconds() for r in started]
-    ahead = [(r[1] - r[3]).total_seconds() for r in rows if r[3] is not None]
+    # Every run in the window has a slot (filtered above): the checks on it are for mypy.
+    lateness = [(r[4] - r[1]).total_seconds() for r in started if r[4] and r[1]]
+    ahead = [(r[1] - r[3]).total_seconds() for r in rows if r[3] is not None and r[1]]
     expected = count * seconds
     missing = expected - len({(r[0], r[1]) for r in started})
-    figures = {
+    figures: dict[str, Any] = {
         "setup": f"{count} agents running `true` every second (`* * * * * *`, "
         "allow_concurrent), cluster and scheduler running",
         "expected_slots": expected,
@@ -745,7 +762,7 @@ def measure_trigger(bench: Bench) -> tuple[dict, dict]:
     samples: list[Run] = []
     for i in range(TRIGGER_WARMUP_RUNS + runs):
         run = trigger_run(agent, actor)
-        bench.wait_for(lambda run=run: is_final(run), 60, f"run #{run.pk} to end")
+        bench.wait_for(functools.partial(is_final, run), 60, f"run #{run.pk} to end")
         if i >= TRIGGER_WARMUP_RUNS:
             samples.append(run)
             done = len(samples)
@@ -754,9 +771,9 @@ def measure_trigger(bench: Bench) -> tuple[dict, dict]:
         # Let the worker go back to waiting on the broker: each trigger meets an idle cluster.
         time.sleep(0.05)
     started = [r for r in samples if r.started_at is not None]
-    latency = [(r.started_at - r.created_at).total_seconds() for r in started]
+    latency = [(r.started_at - r.created_at).total_seconds() for r in started if r.started_at]
     handed = [(r.queued_at - r.created_at).total_seconds() for r in samples if r.queued_at]
-    figures = {
+    figures: dict[str, Any] = {
         "setup": "sequential manual triggers (trigger_run, system actor) of an agent running "
         f"`true`, each after the previous ended; {TRIGGER_WARMUP_RUNS} warm-up runs not counted",
         "runs": runs,
@@ -776,6 +793,106 @@ def measure_trigger(bench: Bench) -> tuple[dict, dict]:
         "met": p95 is not None and p95 <= limit and len(started) == runs,
     }
     return figures, target
+
+
+def measure_live(bench: Bench) -> tuple[dict, dict]:
+    """Line written by an agent -> received by a viewer's real websocket, through daphne.
+
+    The agent stamps each line with the wall clock as it prints it; the viewer (this process,
+    a `websockets` client with a logged-in session) notes the wall clock as each chunk
+    arrives. Both clocks are this machine's, so the difference is the path a line takes: the
+    worker's read and flush, the chunk's commit, then the push (Redis) or the viewer's poll
+    of the database (embedded), and the websocket.
+    """
+    import socket
+
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    try:
+        from websockets.sync.client import connect
+    except ImportError as exc:
+        raise BenchError("live needs the websockets package: pip install -e '.[dev]'") from exc
+
+    from audit.actor import Actor
+    from runs.services import trigger_run
+
+    seconds = bench.params["seconds"]
+    bench.start_cluster(bench.params["workers"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    bench.say(f"starting the web server (daphne) on port {port}")
+    bench.processes.start(
+        "web",
+        argv=[sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+        + ["cronos_site.asgi:application"],
+    )
+    bench.wait_for(lambda: _answers(f"http://127.0.0.1:{port}/login/"), 60, "daphne")
+    viewer = get_user_model().objects.create_superuser("bench-viewer", password=None)
+    client = Client()
+    client.force_login(viewer)
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    count = seconds * LIVE_LINES_PER_SECOND
+    script = (
+        "import time\n"
+        f"for i in range({count}):\n"
+        "    print(f'line {i} {time.time():.6f}', flush=True)\n"
+        f"    time.sleep({1 / LIVE_LINES_PER_SECOND})\n"
+    )
+    agent = create_agent(
+        "bench-live", bench.working_dir(), command=f"{sys.executable} -c {shlex.quote(script)}"
+    )
+    latencies: list[float] = []
+    bench.say(f"live: an agent printing {count} lines over {seconds} s, one viewer")
+    run = trigger_run(agent, Actor.system())
+    end_state = None
+    with connect(
+        f"ws://127.0.0.1:{port}/ws/runs/{run.pk}/",
+        additional_headers={"Cookie": cookie, "Origin": f"http://127.0.0.1:{port}"},
+        open_timeout=10,
+    ) as ws:
+        deadline = time.monotonic() + seconds + 60
+        while time.monotonic() < deadline:
+            message = json.loads(ws.recv(timeout=max(deadline - time.monotonic(), 0.1)))
+            received = time.time()
+            if message["type"] == "end":
+                end_state = message["state"]
+                break
+            for line in message["text"].splitlines():
+                parts = line.split()
+                if len(parts) == 3 and parts[0] == "line":
+                    latencies.append(received - float(parts[2]))
+    figures: dict[str, Any] = {
+        "setup": f"one agent printing {LIVE_LINES_PER_SECOND} stamped lines a second for "
+        f"{seconds} s through the cluster; one viewer on a real websocket through daphne",
+        "lines": count,
+        "received": len(latencies),
+        "run_state": end_state,
+        "latency_seconds": stats(latencies, percentiles=(0.5, 0.95, 0.99), min_=True),
+        "live_poll_seconds": settings.CRONOS_LIVE_POLL_SECONDS,
+    }
+    limit = LIVE_P95_LIMIT[bench.shape]
+    p95 = figures["latency_seconds"]["p95"]
+    target = {
+        "description": TARGETS["live"],
+        "figure": "latency_seconds.p95",
+        "limit": limit,
+        "value": p95,
+        "met": p95 is not None and p95 <= limit and len(latencies) == count,
+    }
+    return figures, target
+
+
+def _answers(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def measure_pages(bench: Bench) -> tuple[dict, dict]:
@@ -948,7 +1065,8 @@ def versions() -> dict[str, str]:
         database = f"SQLite {sqlite3.sqlite_version}"
     else:
         connection.ensure_connection()
-        major, minor = divmod(connection.pg_version, 10000)
+        # Not SQLite: PostgreSQL, the only other database Cronos runs on.
+        major, minor = divmod(cast("PostgresConnection", connection).pg_version, 10000)
         database = f"PostgreSQL {major}.{minor}"
     if settings.REDIS_URL:
         info = _redis(settings.REDIS_URL).info("server")
@@ -993,6 +1111,12 @@ def summary(report: dict[str, Any]) -> list[str]:
     elif name == "trigger":
         s = f["latency_seconds"]
         line = f"{s['count']} runs, trigger -> started p50 {s['p50']} s, p95 {s['p95']} s, max {s['max']} s"
+    elif name == "live":
+        s = f["latency_seconds"]
+        line = (
+            f"{f['received']}/{f['lines']} lines, written -> websocket p50 {s['p50']} s, "
+            f"p95 {s['p95']} s, max {s['max']} s"
+        )
     elif name == "pages":
         line = ", ".join(f"{page} p95 {v} s" for page, v in t["p95"].items())
         line += f"; admin changelist p95 {t['admin_changelist_p95']} s"

@@ -34,6 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.secrets import MASK
+from runs import live
 from runs.execution.outage import DATABASE_ERRORS, Outage
 from runs.models import Run, RunChunk
 
@@ -340,6 +341,8 @@ class OutputSink:
                 RunChunk.objects.bulk_create(chunks)
             if received != self._saved_bytes:
                 Run.objects.filter(pk=self.run.pk).update(output_bytes=received)
+        # Committed: viewers on other hosts may have it now (Redis shape).
+        live.announce_chunks(self.run.pk, [(chunk.seq, chunk.text) for chunk in chunks])
         self._forget(len(chunks))
         self._saved_bytes = received
         self.run.output_bytes = received

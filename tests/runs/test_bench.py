@@ -90,3 +90,20 @@ def test_percentiles_interpolate_between_ranks():
 
     assert figures == {"count": 4, "min": 0.001, "p50": 0.0025, "p99": 0.004, "max": 0.004}
     assert bench.stats([], percentiles=(0.5,)) == {"count": 0, "p50": None, "max": None}
+
+
+def test_the_live_benchmark_receives_every_stamped_line_over_a_real_websocket():
+    result = cronos_bench("live", "--seconds", "1", "--json")
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    figures = report["figures"]
+    assert report["benchmark"] == "live"
+    assert figures["lines"] == 10
+    assert figures["received"] == 10  # every line the agent wrote reached the viewer
+    assert figures["run_state"] == "succeeded"
+    latency = figures["latency_seconds"]
+    assert latency["count"] == 10 and latency["min"] >= 0
+    assert report["target"]["limit"] == 0.25
+    assert report["target"]["met"] is (latency["p95"] <= 0.25)
+    assert Run.objects.count() == 0

@@ -100,3 +100,13 @@ def test_someone_without_the_view_permission_is_refused(outsider):
     connected, code = async_to_sync(scenario)()
     assert not connected
     assert code == 4403
+
+
+def test_pushed_chunks_are_sent_only_when_they_follow_on_without_a_gap():
+    consumer = RunOutputConsumer()
+    consumer.after = 4
+    consumer.pushed = [(6, "g"), (5, "f"), (4, "old")]
+    assert consumer._take_pushed() == [(5, "f"), (6, "g")]  # in order, duplicates left out
+    consumer.pushed = [(6, "g"), (7, "h")]  # 5 is missing: the database fills the gap
+    assert consumer._take_pushed() == []
+    assert consumer.pushed == []

@@ -1,6 +1,6 @@
 """Measure Cronos against its targets (DESIGN.md §6), never on the user's own data.
 
-`python manage.py cronos_bench lateness|crowd|trigger|throughput|all [--json]
+`python manage.py cronos_bench lateness|crowd|trigger|throughput|live|pages|all [--json]
 [--shape embedded|scaled] [--seconds N] [--runs N] [--agents N] [--workers N]`
 
 Each benchmark runs in a sandbox of its own (a temporary directory and a fresh database; see
@@ -47,7 +47,9 @@ class Command(BaseCommand):
             help="embedded: SQLite and the ORM broker (default); scaled: PostgreSQL and Redis.",
         )
         parser.add_argument(
-            "--seconds", type=positive_int, help="lateness: seconds measured (default 20)."
+            "--seconds",
+            type=positive_int,
+            help="lateness: seconds measured (default 20); live: seconds of output (default 10).",
         )
         parser.add_argument(
             "--runs",
