@@ -97,7 +97,7 @@ from django.core.exceptions import ValidationError
 
 from agents import secrets
 from agents.models import Agent
-from agents.versions import config_fields, snapshot
+from agents.versions import config_field, config_fields, snapshot
 
 # extra_config key for the bookkeeping described above; a file may not use it itself.
 META_KEY = "_cronos"
@@ -313,7 +313,7 @@ def changed_keys(changes: dict[str, Any]) -> list[str]:
 
 
 def _default(name: str) -> Any:
-    return Agent._meta.get_field(name).get_default()
+    return config_field(name).get_default()
 
 
 def _without_meta(extra: Any) -> Any:
@@ -352,7 +352,7 @@ def _expected(key: _Key) -> str:
 
 
 def _choices(field_name: str) -> list[str]:
-    return [value for value, _ in Agent._meta.get_field(field_name).choices]
+    return [value for value, _ in config_field(field_name).flatchoices]
 
 
 def _read_key(key: _Key, value: Any, fields: dict, problems: list[str]) -> None:

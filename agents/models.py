@@ -7,12 +7,17 @@ catch-up, overlap, retries, limits, dependencies, approval and notifications.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
 from agents.validation import validate_agent
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 class AgentQuerySet(models.QuerySet):
@@ -153,6 +158,10 @@ class Agent(models.Model):
 
     history = HistoricalRecords(excluded_fields=["updated_at"])
     objects = AgentQuerySet.as_manager()
+    # Who made a change and why, read by django-simple-history when it writes the version row
+    # (set by agents.services before a save or a delete; annotations only, no class values).
+    _history_user: User | None
+    _change_reason: str
 
     class Meta:
         ordering = ["name"]

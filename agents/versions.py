@@ -7,6 +7,8 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import models
+
 from agents import secrets
 from agents.models import Agent
 
@@ -16,6 +18,15 @@ NOT_CONFIG = {"id", "created_at", "updated_at"}
 
 def config_fields() -> list[str]:
     return [f.name for f in Agent._meta.concrete_fields if f.name not in NOT_CONFIG]
+
+
+def config_field(name: str) -> models.Field:
+    """The agent's model field `name`, for its label, choices or default."""
+    field = Agent._meta.get_field(name)
+    # get_field also finds reverse relations (another model's key to Agent); configuration
+    # names are the agent's own fields.
+    assert isinstance(field, models.Field), f"{name} is not one of the agent's own fields"
+    return field
 
 
 def snapshot(agent: Agent) -> dict[str, Any]:
@@ -98,7 +109,7 @@ def diff_versions(old, new) -> list[FieldChange]:
     changes = changes_between(version_values(old), version_values(new))
     result = []
     for name, (before, after) in changes.items():
-        label = Agent._meta.get_field(name).verbose_name.capitalize()
+        label = config_field(name).verbose_name.capitalize()
         change = FieldChange(name, label, before, after)
         if name in TEXT_FIELDS:
             change.lines = line_diff(before or "", after or "")

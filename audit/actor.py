@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
 from django.http import HttpRequest
 
 from audit.models import AuditEntry
 
+if TYPE_CHECKING:
+    # The configured user model (settings.AUTH_USER_MODEL), which django-stubs resolves
+    # `request.user` and `get_user_model()` to.
+    from django.contrib.auth.models import User
+
 
 @dataclass(frozen=True)
 class Actor:
-    user: AbstractBaseUser | None
+    user: User | None
     source: str
     ip_address: str | None = None
     # Who, when there is no Cronos user: the shell account behind a command, or "system".

@@ -1,5 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels (daphne serves both)."""
 
+from __future__ import annotations
+
 import os
 
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler

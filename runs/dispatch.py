@@ -143,7 +143,12 @@ def redeliver(now: datetime | None = None, engine: Engine | None = None) -> list
             "pk", "queued_at"
         )[:500]
     )
-    mine = [pk for pk, queued_at in stale if Run.take_redelivery(pk, queued_at, now)]
+    # queued_at is set (compared above); the check is for the type checker, which cannot know.
+    mine = [
+        pk
+        for pk, queued_at in stale
+        if queued_at is not None and Run.take_redelivery(pk, queued_at, now)
+    ]
     if mine:
         (engine or get_engine()).enqueue(mine)
         log.warning("runs handed over again", extra={"run_ids": mine})

@@ -267,9 +267,8 @@ def is_failing(agent: Agent) -> bool:
 
 def usual_duration(agent: Agent, limit: int = 20) -> float | None:
     """The median duration in seconds of the agent's last successful runs, for progress bars."""
-    durations = sorted(
-        (f - s).total_seconds()
-        for s, f in Run.objects.filter(
+    timestamps = (
+        Run.objects.filter(
             SUCCESS,
             agent=agent,
             started_at__isnull=False,
@@ -277,6 +276,10 @@ def usual_duration(agent: Agent, limit: int = 20) -> float | None:
         )
         .order_by("-created_at")
         .values_list("started_at", "finished_at")[:limit]
+    )
+    # Both are set (filtered above); the check tells the type checker, which cannot know.
+    durations = sorted(
+        (f - s).total_seconds() for s, f in timestamps if s is not None and f is not None
     )
     if not durations:
         return None
@@ -322,8 +325,8 @@ def generation(kept_from: datetime) -> int:
     kept instant `kept_from` or an agent was deleted since the last call."""
     mark = cache.get(f"{KEY}:mark") or {"generation": 0, "top": None, "agents": None}
     top = Run.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    agents = Agent.objects.aggregate(count=Count("id"), top=Max("id"))
-    agents = (agents["count"], agents["top"] or 0)
+    counts = Agent.objects.aggregate(count=Count("id"), top=Max("id"))
+    agents = (counts["count"], counts["top"] or 0)
     moved = False
     if mark["top"] is not None and top > mark["top"]:
         # The runs made since the last call: normally a few, all created just now.
@@ -433,7 +436,8 @@ def _health(
     for day in sorted(per_day):
         n, ok, other, seconds, timed = per_day[day]
         average = round(seconds / timed, 3) if timed else None  # to the millisecond: see _seconds
-        days.append(Day(day, n, ok, n - ok, average, other))
+        # The counts are whole numbers in a list that also holds the seconds (a float).
+        days.append(Day(day, int(n), int(ok), int(n - ok), average, int(other)))
     return Health(days)
 
 

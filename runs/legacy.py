@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ STATUS = {
     "running": Run.State.LOST,
 }
 TRIGGER = {"scheduled": Run.Trigger.SCHEDULE, "manual": Run.Trigger.MANUAL}
-EXPORT_STATUS = {
+EXPORT_STATUS: dict[str, str] = {
     Run.State.SUCCEEDED: "success",
     Run.State.FAILED: "failure",
     Run.State.TIMED_OUT: "failure",
@@ -102,7 +103,7 @@ def _slot(path: Path, started: datetime) -> datetime | None:
 
 
 def import_runs(
-    root: Path, actor: Actor, *, dry_run: bool = False, incoming: set[str] = frozenset()
+    root: Path, actor: Actor, *, dry_run: bool = False, incoming: Collection[str] = frozenset()
 ) -> RunsReport:
     """Import every run record under root/runs/; returns counts and per-file problems.
 
@@ -204,6 +205,7 @@ def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
     for run in Run.objects.filter(
         agent__in=agents, state__in=list(EXPORT_STATUS), started_at__isnull=False
     ).select_related("agent"):
+        assert run.started_at is not None  # filtered above
         started = run.started_at.astimezone(UTC)
         requested = run.created_at.astimezone(UTC)
         folder = root / "runs" / f"{requested:%Y-%m-%d}"

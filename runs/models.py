@@ -8,11 +8,13 @@ run in two states or start an agent twice. Nothing else writes `state`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.db.models import F, Q, Value
+from django.db.models.expressions import Combinable
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -236,7 +238,7 @@ class Run(models.Model):
 
     # --- transitions: each a conditional UPDATE that returns whether it won -------------------
 
-    def _transition(self, allowed: list[str], **values) -> bool:
+    def _transition(self, allowed: Sequence[str], **values) -> bool:
         won = Run.objects.filter(pk=self.pk, state__in=allowed).update(**values) == 1
         if won:
             computed = [
@@ -510,7 +512,9 @@ class AgentRunState(models.Model):
         """A run of the agent reached a final state: remember it as the last one."""
         if run.state == Run.State.SKIPPED:
             return  # a skipped slot is history, not the agent's latest outcome
-        failures = models.F("consecutive_failures") + 1 if run.state in Run.FAILURE_STATES else 0
+        failures: Combinable | int = (
+            models.F("consecutive_failures") + 1 if run.state in Run.FAILURE_STATES else 0
+        )
         if run.state == Run.State.CANCELLED:
             failures = models.F("consecutive_failures")
         values = {
@@ -537,7 +541,9 @@ class AgentRunState(models.Model):
         """The scheduler's view of each agent's next slot."""
         existing = set(cls.objects.filter(agent_id__in=slots).values_list("agent_id", flat=True))
         cls.objects.bulk_create(
-            [cls(agent_id=pk, next_slot_at=at) for pk, at in slots.items() if pk not in existing],
+            # The stubs type cls(...) as AgentRunState but cls.objects as a manager of Self
+            # (typeddjango/django-stubs#3401, open): a false error.
+            [cls(agent_id=pk, next_slot_at=at) for pk, at in slots.items() if pk not in existing],  # type: ignore[misc]
             ignore_conflicts=True,
         )
         with transaction.atomic():

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django_htmx.middleware import HtmxDetails
 
 from agents.models import Agent
 from audit.actor import Actor
@@ -20,6 +21,13 @@ CANCEL = "agents.cancel_run"
 ADD = "agents.add_agent"
 CHANGE = "agents.change_agent"
 DELETE = "agents.delete_agent"
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request that went through django-htmx's middleware, for the views' type hints
+    (django-htmx's recommended pattern: the stubs' HttpRequest has no `htmx`)."""
+
+    htmx: HtmxDetails
 
 
 def require_perm(request: HttpRequest, perm: str) -> None:
@@ -45,7 +53,7 @@ def actor(request: HttpRequest) -> Actor:
     return Actor.from_request(request)
 
 
-def wants_fragment(request: HttpRequest) -> bool:
+def wants_fragment(request: HtmxHttpRequest) -> bool:
     """HTMX asked for the part of the page that changes (django-htmx's `request.htmx`)."""
     # A history restore (back button with no cached snapshot) needs the whole page.
     return bool(request.htmx) and not request.htmx.history_restore_request

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, OrderBy, Q, QuerySet
 from django.utils import timezone
 
 from agents import cron
@@ -49,7 +49,7 @@ class StateFilter:
 
 # Each sort uses a column the database can order by without touching runs: the name index,
 # and AgentRunState's indexes on next_slot_at and last_finished_at.
-SORTS = {
+SORTS: dict[str, tuple[str, list[OrderBy | str]]] = {
     "name": ("Name", [F("name").asc()]),
     "last_run": ("Last run", [F("run_state__last_finished_at").desc(nulls_last=True), "name"]),
     "next_run": ("Next run", [F("run_state__next_slot_at").asc(nulls_last=True), "name"]),

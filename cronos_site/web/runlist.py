@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import QuerySet
 from django.db.models.functions import Lower
 from django.utils import timezone
 
 from agents.models import Agent
-from runs.models import Run
+from runs.models import Run, RunQuerySet
 
 RUNS_PER_PAGE = 50
 
@@ -90,7 +89,7 @@ class RunQuery:
         return urlencode({k: v for k, v in values.items() if v})
 
 
-def runs_matching(query: RunQuery, agent: Agent | None) -> QuerySet[Run]:
+def runs_matching(query: RunQuery, agent: Agent | None) -> RunQuerySet:
     """The filtered runs, newest first, in an order an index gives without sorting.
 
     Ordered by (created_at, id): the run_recent_idx index, or run_agent_recent_idx when one

@@ -69,7 +69,9 @@ def timeline_events(run: Run) -> list[dict]:
     for event in run.timeline or []:
         if not isinstance(event, dict):
             continue
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        data = event.get("data")
+        if not isinstance(data, dict):
+            data = {}
         item = {"kind": event.get("kind", ""), "text": event.get("text", ""), "data": data}
         if item["kind"] == "tool_use" and data.get("input") not in (None, {}, ""):
             item["input"] = json.dumps(data["input"], indent=2, ensure_ascii=False)

@@ -189,7 +189,7 @@ def _defaults(fields) -> dict[str, Any]:
     return values
 
 
-def _executemany(model, names: list[str], rows: Iterable[tuple]) -> None:
+def _executemany(model, names: list[str], rows: Sequence[tuple]) -> None:
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(model._meta.get_field(n).column) for n in names)

@@ -309,7 +309,8 @@ class StreamParser:
         session_id = _str(event.get("session_id"))
         if session_id:
             metrics.session_id = session_id
-        tools = event.get("tools") if isinstance(event.get("tools"), list) else []
+        raw_tools = event.get("tools")
+        tools: list[Any] = raw_tools if isinstance(raw_tools, list) else []
         data = {
             "model": model,
             "session_id": session_id,

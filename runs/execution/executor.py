@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from agents import secrets
 from agents.models import Agent
+from runs import live
 from runs.execution import gitinfo
 from runs.execution.launcher import Launch, launch
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
@@ -160,7 +161,7 @@ class Execution:
     notes: list[str] = field(default_factory=list)
     # Processes that ignored SIGTERM when the watchdog stopped the run (part of its reason).
     stop_note: str = ""
-    outage: Outage | None = None  # the heartbeat's and cancel check's, logged once
+    outage: Outage = field(init=False)  # the heartbeat's and cancel check's, logged once
 
     def __post_init__(self) -> None:
         self.outage = Outage("watching a run", run_id=self.run.pk)
@@ -256,8 +257,9 @@ class Execution:
                 f"cannot write the run's log under {settings.CRONOS_LOG_DIR}: {error}"
             )
         # Known from the start, so a live viewer (or a reaper) can find the file.
+        log_path = self.sink.log_path
         retry(
-            lambda: Run.objects.filter(pk=run.pk).update(log_path=self.sink.log_path),
+            lambda: Run.objects.filter(pk=run.pk).update(log_path=log_path),
             "recording a run's log file",
             run_id=run.pk,
         )
@@ -313,12 +315,14 @@ class Execution:
             # No such program or directory, no permission, and also no memory or no process
             # slot left to fork with: the agent never started.
             reason = self._spawn_error(exc)
+            assert self.sink is not None  # prepare() made it
             self.sink.notice(reason)
             self._close_output()
             return self._fail_to_start(reason)
-        proc = self.tree.proc
+        tree = self.tree
+        proc = tree.proc
         recorded = retry(
-            lambda: self.run.record_process(proc.pid, self.tree.pgid, self.tree.started),
+            lambda: self.run.record_process(proc.pid, tree.pgid, tree.started),
             "recording a run's process",
             run_id=self.run.pk,
         )
@@ -329,6 +333,7 @@ class Execution:
             self._close_output()
             return False
         log.info("run started", extra={"run_id": self.run.pk, "pid": proc.pid})
+        live.announce_state(self.run.pk)
         if self.command.stdin is not None:
             threading.Thread(
                 target=_write_stdin,
@@ -336,6 +341,7 @@ class Execution:
                 daemon=True,
                 name=f"run-{self.run.pk}-stdin",
             ).start()
+        assert proc.stdout is not None  # spawn() always makes the output pipe
         self.reader = threading.Thread(
             target=_read_output,
             args=(proc.stdout.fileno(), self.sink, self.reader_stop),
@@ -348,6 +354,7 @@ class Execution:
     def _spawn_error(self, exc: OSError) -> str:
         if isinstance(exc, FileNotFoundError) and exc.filename == self.cwd:
             return f"working directory {self.cwd} does not exist"
+        assert self.runner is not None and self.command is not None  # prepare() made them
         return self.runner.spawn_error(exc, self.command.argv[0])
 
     # --- while it runs -------------------------------------------------------------------
@@ -429,6 +436,8 @@ class Execution:
         tree.reap(timeout=REAP_SECONDS)
 
     def _flush(self) -> None:
+        if self.sink is None:
+            return
         text = self.sink.flush()
         if text and self.runner is not None:
             self.runner.feed(text)
@@ -457,6 +466,7 @@ class Execution:
                 )
         returncode = tree.reap()
         self._drain_output()
+        assert self.runner is not None and self.sink is not None  # prepare() made them
         self.runner.close()
         for note in self.notes:
             self.sink.notice(note)
@@ -474,7 +484,8 @@ class Execution:
             )
             reason = f"{reason}; {note}" if reason else note
         values = self._metrics()
-        commits, files = ([], [])
+        commits: list[dict] = []
+        files: list[str] = []
         if self.is_git:
             commits, files = gitinfo.changes(self.cwd, self.git_before)
         self._finish(
@@ -500,6 +511,7 @@ class Execution:
                     f"CPU time limit of {config.cpu_time_limit_seconds} s exceeded",
                 )
             return Run.State.FAILED, f"killed by signal {_signal_name(signum)}"
+        assert self.runner is not None
         return self.runner.outcome(returncode)
 
     def _metrics(self) -> dict[str, Any]:
@@ -511,6 +523,7 @@ class Execution:
             ),
             "log_path": self.sink.log_path,
         }
+        assert self.runner is not None
         values.update(self.runner.metrics())
         return values
 
@@ -646,7 +659,9 @@ class Execution:
         except Exception:
             log.exception("could not record the run's outcome", extra={"run_id": self.run.pk})
             return False
-        if not won:
+        if won:
+            live.announce_state(self.run.pk)
+        else:
             log.warning(
                 "run ended elsewhere; outcome not recorded",
                 extra={"run_id": self.run.pk, "state": state},

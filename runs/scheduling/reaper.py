@@ -35,7 +35,7 @@ def reap(now: datetime, stale_after: timedelta, host: str) -> list[int]:
 def kill_leftovers(run: Run) -> None:
     """End what a dead worker's run left running on this host (never a reused pid)."""
     grace = float(settings.CRONOS_KILL_GRACE_SECONDS)
-    if process.is_alive(run.pid, run.process_started):
+    if run.pid is not None and process.is_alive(run.pid, run.process_started):
         process.terminate_tree(run.pid, run.pgid, grace, started=run.process_started)
     elif run.pgid and process.group_members(run.pgid):
         # The leader is gone but its group lives on: the group id is still ours, since a

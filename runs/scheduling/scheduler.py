@@ -279,7 +279,8 @@ class Scheduler:
             .exclude(dispatch_token=token)
             .values_list("agent_id", flat=True)
         )
-        admitted, locked = [], set()
+        admitted: list[Run] = []
+        locked: set[int] = set()
         for run in mine:
             concurrent = run.agent.allow_concurrent
             if concurrent or (run.agent_id not in busy and run.agent_id not in locked):
@@ -294,6 +295,7 @@ class Scheduler:
         result.skipped.extend(run.pk for run in mine if run not in admitted)
         dispatch(admitted, self.engine)
         for run in admitted:
+            assert run.slot is not None  # every run made here is for one of the `due` slots
             log.info(
                 "slot fired",
                 extra={"run_id": run.pk, "agent": run.agent.name, "slot": run.slot.isoformat()},

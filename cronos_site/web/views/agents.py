@@ -9,6 +9,7 @@ here decide what a person is shown and refuse early with a 403.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -38,7 +39,13 @@ from agents.services import (
     save_agent,
     set_enabled,
 )
-from agents.versions import diff_versions, snapshot, variables_display, version_number
+from agents.versions import (
+    config_field,
+    diff_versions,
+    snapshot,
+    variables_display,
+    version_number,
+)
 from cronos_site.web import agentlist as pages
 from cronos_site.web import cronbuilder
 from cronos_site.web.access import (
@@ -48,6 +55,7 @@ from cronos_site.web.access import (
     RUN,
     TOGGLE,
     VIEW_AGENT,
+    HtmxHttpRequest,
     actor,
     agent_for,
     redirect_back,
@@ -128,7 +136,7 @@ def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
                 lines = variables_display(agent.variables or [])
                 rows.append(("Variables", "\n".join(lines) or "—", bool(lines)))
                 continue
-            model_field = Agent._meta.get_field(name)
+            model_field = config_field(name)
             value = getattr(agent, name)
             if model_field.choices and value:
                 text = getattr(agent, f"get_{name}_display")()
@@ -149,7 +157,7 @@ def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def agent_list(request: HttpRequest) -> HttpResponse:
+def agent_list(request: HtmxHttpRequest) -> HttpResponse:
     require_perm(request, VIEW)
     query = pages.ListQuery.from_params(request.GET)
     page, rows = pages.agent_page(query)
@@ -167,6 +175,8 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         links["next"] = link(page=page.next_page_number())
         links["last"] = link(page=page.paginator.num_pages)
     user = request.user
+    # The list as shown, for the bulk form to come back to (the URL keeps the query).
+    here = link()
     context = {
         "section": "agents",
         "query": query,
@@ -175,8 +185,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
         "links": links,
         "states": pages.StateFilter.CHOICES,
         "sorts": [(key, label) for key, (label, _) in pages.SORTS.items()],
-        # The list as shown, for the bulk form to come back to (the URL keeps the query).
-        "here": link(),
+        "here": here,
         "can_bulk": any(user.has_perm(p) for p in (TOGGLE, RUN, DELETE)),
     }
     if not wants_fragment(request):
@@ -184,7 +193,7 @@ def agent_list(request: HttpRequest) -> HttpResponse:
     response = render(request, "agents/list_results.html", context)
     # The address bar follows the search, in its short form (no empty or default values), so
     # the list as seen can be bookmarked and reloaded.
-    return push_url(response, context["here"])
+    return push_url(response, here)
 
 
 BULK_PERMS = {"enable": TOGGLE, "disable": TOGGLE, "run": RUN, "delete": DELETE}
@@ -238,7 +247,8 @@ def bulk(request: HttpRequest) -> HttpResponse:
             messages.info(request, f"{_agents(unchanged)} already {already}.")
         return redirect_back(request, home)
     # action == "run"
-    started, skipped = [], []
+    started: list[tuple[Agent, Run]] = []
+    skipped: list[tuple[Agent, Run]] = []
     for agent in agents:
         run = trigger_run(agent, who)
         (skipped if run.state == Run.State.SKIPPED else started).append((agent, run))
@@ -277,7 +287,7 @@ def status_context(agent: Agent) -> dict:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def agent_detail(request: HttpRequest, name: str) -> HttpResponse:
+def agent_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     agent = agent_for(request, name)
     context = status_context(agent)
     if wants_fragment(request):
@@ -375,7 +385,7 @@ def _version(agent: Agent, raw: str | None):
 
 @require_GET
 @vary_on_headers("HX-Request")
-def version_diff(request: HttpRequest, name: str) -> HttpResponse:
+def version_diff(request: HtmxHttpRequest, name: str) -> HttpResponse:
     agent = agent_for(request, name)
     old, new = _version(agent, request.GET.get("from")), _version(agent, request.GET.get("to"))
     if old is None or new is None:
@@ -486,6 +496,7 @@ def agent_new(request: HttpRequest) -> HttpResponse:
     require_perm(request, ADD)
     params = request.POST if request.method == "POST" else request.GET
     base, source, error = _starting_point(params)
+    context: dict[str, Any]
     if base is None:
         context = {
             "section": "agents",

@@ -23,6 +23,7 @@ from cronos_site.web.access import (
     CANCEL,
     VIEW_AGENT,
     VIEW_RUN,
+    HtmxHttpRequest,
     actor,
     agent_for,
     require_perm,
@@ -75,7 +76,7 @@ def run_context(request: HttpRequest, run: Run) -> dict:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     run = run_for(request, run_id)
     context = run_context(request, run)
     if wants_fragment(request):
@@ -93,7 +94,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def run_output(request: HttpRequest, run_id: int) -> HttpResponse:
+def run_output(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     """Earlier output of a run: the chunks before `before`, after a link to what precedes
     them. HTMX swaps it in place of the run page's "load earlier" link; without JavaScript
     it is a page of its own."""
@@ -107,7 +108,9 @@ def run_output(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_POST
 @vary_on_headers("HX-Request")
-def run_cancel(request: HttpRequest, run_id: int | None = None, name: str | None = None):
+def run_cancel(
+    request: HtmxHttpRequest, run_id: int | None = None, name: str | None = None
+) -> HttpResponse:
     """Cancel a run: the one endpoint for the run page (`runs/<id>/cancel/`) and the agent
     page's lock line (`agents/<name>/cancel/`, the run's id in the form, checked to be one
     of that agent's runs). Answers with the run's summary for HTMX, else goes back."""
@@ -119,6 +122,7 @@ def run_cancel(request: HttpRequest, run_id: int | None = None, name: str | None
         run = get_object_or_404(Run.objects.select_related("agent"), pk=int(raw), agent=agent)
         back = reverse("agents:detail", args=[agent.name])
     else:
+        assert run_id is not None  # the other route, runs/<id>/cancel/, always names the run
         run = run_for(request, run_id, CANCEL)
         back = reverse("runs:detail", args=[run.pk])
     if cancel_run(run, actor(request)):
@@ -141,13 +145,14 @@ def run_cancel(request: HttpRequest, run_id: int | None = None, name: str | None
 
 @require_GET
 @vary_on_headers("HX-Request")
-def run_list(request: HttpRequest) -> HttpResponse:
+def run_list(request: HtmxHttpRequest) -> HttpResponse:
     require_perm(request, VIEW_RUN)
     query = RunQuery.from_params(request.GET)
     agent, missing_agent = None, False
     if query.agent:
         agent = Agent.objects.filter(name=query.agent).only("id", "name").first()
         missing_agent = agent is None
+    page: list[Run]
     if missing_agent:
         page, has_older, has_newer = [], False, False
     else:
@@ -272,7 +277,7 @@ def _panel_context(request: HttpRequest, limit: int) -> dict:
 
 @require_GET
 @vary_on_headers("HX-Request")
-def notification_list(request: HttpRequest) -> HttpResponse:
+def notification_list(request: HtmxHttpRequest) -> HttpResponse:
     """The panel in the top bar (HTMX) or the notifications page."""
     require_perm(request, VIEW_RUN)  # they name runs and agents
     if wants_fragment(request):
@@ -283,7 +288,7 @@ def notification_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 @vary_on_headers("HX-Request")
-def notifications_read(request: HttpRequest) -> HttpResponse:
+def notifications_read(request: HtmxHttpRequest) -> HttpResponse:
     """Mark some notifications (`ids`) or all of them (`all=1`) read for this person."""
     require_perm(request, VIEW_RUN)
     if request.POST.get("all") == "1":

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agents.models import Agent
 from audit.actor import Actor
+from runs.engines import Engine
 from runs.engines.inline import InlineEngine
 from runs.engines.tasks import execute_run
 from runs.models import Run, RunChunk
@@ -58,7 +59,7 @@ class Command(BaseCommand):
         target = Agent.objects.filter(name=agent).first()
         if target is None:
             raise CommandError(f"There is no agent named {agent!r}.")
-        engine = InlineEngine() if inline and not follow else None
+        engine: Engine | None = InlineEngine() if inline and not follow else None
         if inline and follow:
             engine = _BackgroundInline()
         run = trigger_run(target, Actor.cli(user), force=force, engine=engine)

@@ -25,14 +25,14 @@ class Command(BaseCommand):
     ):
         if limit < 1:
             raise CommandError("--limit must be at least 1.")
-        runs = Run.objects.select_related("agent")
+        matching = Run.objects.select_related("agent")
         if agent:
             if not Agent.objects.filter(name=agent).exists():
                 raise CommandError(f"There is no agent named {agent!r}.")
-            runs = runs.filter(agent__name=agent)
+            matching = matching.filter(agent__name=agent)
         if state:
-            runs = runs.filter(state=state)
-        runs = list(runs.order_by("-created_at", "-id")[:limit])
+            matching = matching.filter(state=state)
+        runs = list(matching.order_by("-created_at", "-id")[:limit])
         if json:
             self.stdout.write(_dumps([run_summary(run) for run in runs]))
             return

@@ -44,7 +44,7 @@ class Command(BaseCommand):
 
 def agent_status(now) -> list[dict]:
     agents = list(Agent.objects.order_by("name"))
-    active = {}
+    active: dict[int, Run] = {}
     for run in Run.objects.active().order_by("created_at"):
         active.setdefault(run.agent_id, run)
     last = {}
