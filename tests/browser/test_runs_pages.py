@@ -4,8 +4,10 @@ filters kept in the URL, and the screenshots in docs/screenshots/."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -140,7 +142,10 @@ def test_the_runs_page_filters_in_place_and_keeps_them_in_the_url(web, browser_p
 def test_screenshots_of_the_run_runs_health_and_upcoming_pages(
     web, browser_page, admin_user, cluster, tmp_path
 ):
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    """The pages render in a real browser; with CRONOS_SCREENSHOTS=1 the README's images are
+    written to docs/screenshots/ (otherwise a test run leaves the tree as it was)."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
     repo = tmp_path / "notes"
     repo.mkdir()
     claude = make_agent(
@@ -178,20 +183,24 @@ def test_screenshots_of_the_run_runs_health_and_upcoming_pages(
     expect(page.locator("[data-run-state]")).to_have_text("Succeeded", timeout=LIVE)
     expect(page.locator("#run-timeline .event")).not_to_have_count(0)
     expect(page.locator("[data-metric=model]")).to_have_text("claude-sonnet-4-5")
-    page.screenshot(path=str(SCREENSHOTS / "run.png"), full_page=True)
+    page.screenshot(path=str(shots / "run.png"), full_page=True)
 
     page.goto(f"{web}/runs/")
     expect(page.locator("#runs-table tr.run").first).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "runs.png"), full_page=False)
+    page.screenshot(path=str(shots / "runs.png"), full_page=False)
 
     page.goto(f"{web}/health/")
     expect(page.locator("svg.chart-runs rect.bar").first).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "health.png"), full_page=True)
+    page.screenshot(path=str(shots / "health.png"), full_page=True)
 
     page.goto(f"{web}/upcoming/")
     expect(page.locator("svg.upcoming-timeline circle.mark").first).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "upcoming.png"), full_page=True)
+    page.screenshot(path=str(shots / "upcoming.png"), full_page=True)
 
     page.locator(".notif-menu summary").click()
     expect(page.locator(".notif-list")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "notifications.png"), full_page=False)
+    page.screenshot(path=str(shots / "notifications.png"), full_page=False)
+    if os.environ.get("CRONOS_SCREENSHOTS"):
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copyfile(shot, SCREENSHOTS / shot.name)
