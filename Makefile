@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run setup test test-scaled lint format bench clean
+.PHONY: run setup test test-scaled test-any-hour lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,19 @@ test: lint
 test-scaled: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CRONOS_Q_NAME=cronos-test-$$$$ \
 		$(BIN)/pytest -m integration
+
+# The instants where date code breaks, from tests/test_any_hour.py (which runs the
+# date-sensitive tests at each of them within `make test`).
+ANY_HOUR ?= $(shell $(BIN)/python -c 'from tests.test_any_hour import INSTANTS; print(*INSTANTS.values())')
+
+## test-any-hour: every test (but the browser and integration ones) as if the suite started at
+## each of those instants: one that reads the wall clock and depends on the hour fails there
+test-any-hour: $(STAMP)
+	for at in $(ANY_HOUR); do \
+		echo "== --at=$$at"; \
+		$(BIN)/pytest -q -m "not browser and not integration" --ignore=tests/test_any_hour.py \
+			--at=$$at || exit 1; \
+	done
 
 ## bench: every benchmark on the embedded shape, then the scaled-out one (JSON on stdout)
 bench: setup

@@ -1,10 +1,13 @@
-"""Shared fixtures: one user per role, and an outsider with no role at all."""
+"""Shared fixtures: one user per role, and an outsider with no role at all; the frozen clock
+of the date-sensitive tests and the `--at` option that moves it."""
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 
 import pytest
+import time_machine
 from django.contrib.auth.models import Group
 
 from audit import roles
@@ -130,3 +133,78 @@ def _empty_cache():
 
     cache.clear()
     yield
+
+
+# --- Time: the date-sensitive tests run on a frozen clock ------------------------------------
+#
+# A test whose outcome depends on the date or the time of day (data made relative to "now",
+# per-day charts, "the last 7 days", the next 24 hours, next runs computed from now) is marked
+# `@pytest.mark.date_sensitive`. Its clock is then frozen for the whole test, fixtures
+# included, at FROZEN_AT, or at the instant given with `pytest --at=ISO`: the suite passes
+# at any hour of the wall clock, and tests/test_any_hour.py runs the marked tests at the
+# instants where date code breaks (just after midnight UTC and in the site's zone, DST nights).
+# `@pytest.mark.date_sensitive(tick=True)` lets the frozen clock run on from there.
+#
+# A test whose assertions hold at one instant only pins it itself with time_machine (which
+# wins over this clock), with a comment saying why.
+#
+# With `--at`, every other test starts at that instant too, its clock running on from there
+# as the wall clock would (`make test-any-hour`): one that reads the wall clock and depends on
+# the hour fails there, marked or not. Not the browser and integration tests: their server
+# and cluster are other processes, on the real clock, which no travel here moves; they make
+# their data from that same real clock, and assert nothing that depends on the day.
+
+# An ordinary noon: far from midnight in every zone near UTC, and from any DST change.
+FROZEN_AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+REAL_CLOCK_MARKERS = ("browser", "integration")
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--at",
+        metavar="ISO",
+        default=None,
+        help="freeze the clock of the date_sensitive tests at this instant (ISO 8601 with a "
+        f"UTC offset) instead of {FROZEN_AT.isoformat()}, and start every other test's clock "
+        "there (but the browser and integration tests'); see tests/test_any_hour.py",
+    )
+
+
+def at_option(config) -> datetime | None:
+    text = config.getoption("at")
+    if not text:
+        return None
+    try:
+        instant = datetime.fromisoformat(text)
+    except ValueError:
+        raise pytest.UsageError(f"--at {text!r} is not an ISO 8601 instant") from None
+    if instant.utcoffset() is None:
+        raise pytest.UsageError(f"--at {text!r} needs a UTC offset, e.g. {text}+00:00")
+    return instant
+
+
+def pytest_configure(config):
+    at_option(config)  # a bad --at stops the run before any test
+
+
+@pytest.fixture(autouse=True)
+def _test_clock(request):
+    node = request.node
+    at = at_option(request.config)
+    marker = node.get_closest_marker("date_sensitive")
+    if marker is not None:
+        tick = marker.kwargs.get("tick", False)
+        with time_machine.travel(at or FROZEN_AT, tick=tick) as traveller:
+            yield traveller
+    elif at is not None and not any(node.get_closest_marker(m) for m in REAL_CLOCK_MARKERS):
+        with time_machine.travel(at, tick=True):
+            yield None
+    else:
+        yield None
+
+
+@pytest.fixture
+def frozen_clock(_test_clock):
+    """The traveller of a date_sensitive test, to move its clock (`frozen_clock.move_to(...)`)."""
+    assert _test_clock is not None, "frozen_clock is for tests marked date_sensitive"
+    return _test_clock

@@ -23,6 +23,7 @@ def agent_with_secret():
     return agent
 
 
+@pytest.mark.date_sensitive
 def test_the_list_shows_schedule_in_words_and_the_next_run(client, admin_user):
     make_agent(schedule="0 0 */4 * * *", timezone="Europe/Paris")
     client.force_login(admin_user)

@@ -80,6 +80,7 @@ def test_after_without_an_offset_is_read_in_the_zone():
     assert json.loads(output)["next"] == ["2026-11-20T12:00:00+05:30"]
 
 
+@pytest.mark.date_sensitive
 def test_defaults_are_the_site_zone_now_and_five_runs(settings):
     settings.TIME_ZONE = "Europe/Paris"
 

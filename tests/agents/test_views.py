@@ -402,6 +402,7 @@ def test_filter_by_state(client, viewer):
     assert len(names_in(page(client, HOME, state="bogus"))) == 5
 
 
+@pytest.mark.date_sensitive
 def test_sort_by_name_last_run_and_next_run(client, viewer):
     for name in ("charlie", "alpha", "bravo", "delta"):
         make_agent(name)
@@ -440,6 +441,7 @@ def test_fifty_agents_a_page_and_the_links_keep_the_query(client, viewer):
     assert len(names_in(page(client, HOME, q="bulk", page="99"))) == 5  # past the end: last page
 
 
+@pytest.mark.date_sensitive
 def test_a_row_shows_state_lock_schedule_next_and_last_run_and_the_trend(client, viewer):
     agent = make_agent("busy", schedule="0 0 */4 * * *", timezone="Europe/Paris")
     for n in range(25):
@@ -713,6 +715,7 @@ def test_renaming_an_agent_goes_to_its_new_page(client, editor):
     assert response["Location"] == "/agents/new-name/"
 
 
+@pytest.mark.date_sensitive
 def test_the_agent_page_shows_configuration_runs_health_and_versions(client, viewer):
     agent = make_agent("reporter", schedule="30 8 * * 1", timezone="Europe/Paris", prompt="p")
     agent.description = "now with words"
@@ -939,6 +942,7 @@ def test_the_cron_builder_page_works_without_javascript(client, viewer):
     )
 
 
+@pytest.mark.date_sensitive
 @pytest.mark.parametrize(
     ("expression", "same"),
     [

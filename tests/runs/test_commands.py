@@ -108,6 +108,7 @@ def test_cronos_cancel_ends_a_queued_run_before_it_starts(tmp_path):
         run_command("cronos_cancel", "999999")
 
 
+@pytest.mark.date_sensitive
 def test_cronos_status_shows_next_slot_last_run_and_lock(tmp_path):
     agent = make_agent("locked", schedule="0 */4 * * *", working_dir=str(tmp_path))
     done = Run.objects.create(agent=agent, trigger="manual")

@@ -12,6 +12,7 @@ from runs.models import AgentRunState, Run
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.date_sensitive
 def test_the_page_benchmark_builds_its_data_and_times_every_page():
     said = []
     report = bench_pages(agents=50, runs=2_000, repeat=3, admin_repeat=2, say=said.append)

@@ -17,7 +17,7 @@ from runs.services import trigger_run
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
 
 T0 = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 SYSTEM = Actor.system()
