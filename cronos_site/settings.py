@@ -238,6 +238,9 @@ CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300)
 CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
 CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
+# After a claude session's final `result`, how long the CLI has to exit before it is ended
+# (children such as MCP servers can keep it alive); the outcome comes from the result.
+CRONOS_RESULT_GRACE_SECONDS = float(env_str("CRONOS_RESULT_GRACE_SECONDS", "10"))
 # Live output: how often a viewer of a running run reads the database when nothing woke it.
 # Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed
 # (runs/live.py) and this is only the safety net for a missed message.

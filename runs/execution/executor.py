@@ -130,6 +130,11 @@ def execute(run_id: int) -> Run | None:
     return run
 
 
+# Not a state: the watchdog ended a session that had reported its final result (the runner
+# then decides the state from that result).
+RESULT_ENDING = "after_result"
+
+
 @dataclass
 class Ending:
     """Why the watchdog ended a run before its process exited on its own."""
@@ -369,13 +374,28 @@ class Execution:
         started = time.monotonic()
         next_memory = next_cancel = 0.0
         next_beat = started + heartbeat_seconds()
+        result_at: float | None = None
         while True:
             exited = tree.exited(TICK)
             self._flush()
             now = time.monotonic()
             if exited:
                 return
-            if self.sink.limit_reached and self.sink.limit_action == "kill":
+            if result_at is None and self.runner is not None and self.runner.finished():
+                result_at = now  # the session reported its final result (DESIGN §4)
+            if result_at is not None:
+                # Only the grace is left: a CLI kept alive by its children (MCP servers) after
+                # its result is ended, and the outcome comes from the result, never a timeout.
+                grace = settings.CRONOS_RESULT_GRACE_SECONDS
+                if now - result_at >= grace:
+                    why = f"the CLI had not exited {grace:g} s after its final result; ended it"
+                    self.ending = Ending(RESULT_ENDING, why)
+                elif timeout and now - started >= timeout:
+                    why = (
+                        f"the CLI reached its {timeout} s timeout after its final result; ended it"
+                    )
+                    self.ending = Ending(RESULT_ENDING, why)
+            elif self.sink.limit_reached and self.sink.limit_action == "kill":
                 self.ending = Ending(
                     Run.State.KILLED, f"output limit of {self.sink.limit_bytes} bytes exceeded"
                 )
@@ -498,6 +518,12 @@ class Execution:
         )
 
     def _outcome(self, returncode: int | None) -> tuple[str, str]:
+        assert self.runner is not None
+        if self.ending is not None and self.ending.state == RESULT_ENDING:
+            # Ended after its final result: the result decides, the note says what was done.
+            self.notes.append(self.ending.reason)
+            state, reason = self.runner.outcome(0)
+            return state, reason or self.ending.reason
         if self.ending is not None:
             return self.ending.state, self.ending.reason
         config = self.config

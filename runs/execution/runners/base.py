@@ -38,6 +38,11 @@ class Runner:
     def close(self) -> None:
         """The output has ended."""
 
+    def finished(self) -> bool:
+        """Whether the output has reported the run's final outcome (then the process is
+        given CRONOS_RESULT_GRACE_SECONDS to exit, and ended after it)."""
+        return False
+
     def outcome(self, returncode: int) -> tuple[str, str]:
         """(final state, reason) for a process that exited with `returncode` ≥ 0 on its own;
         the reason is "" for a success."""

@@ -63,6 +63,10 @@ class ClaudeRunner(Runner):
     def close(self) -> None:
         self.parser.close()
 
+    def finished(self) -> bool:
+        """The stream's `result` event arrived: the session is over, whatever the CLI does next."""
+        return self.parser.has_result
+
     def outcome(self, returncode: int) -> tuple[str, str]:
         """A clean exit succeeds only if the session's result says so (an error result, a turn
         limit, refused tool calls or no result at all are failures); a failed exit adds the
