@@ -56,6 +56,11 @@ Cronos extensions, written on export only when they differ from the model's defa
 
 The prompt is not a key: it is the agent's ``CLAUDE.md``, passed in as text.
 
+Text is kept as Unix tools and the claude CLI expect it, whatever editor wrote the file: no
+byte-order mark and LF line endings, in the prompt (``decode_text``) and in every string of the
+mapping (``parse``); a file may be UTF-8 or, with its byte-order mark, UTF-16 (Windows editors
+write both).
+
 ``command``: ``claude``, or a path whose last part is ``claude`` (``/usr/local/bin/claude``),
 means the claude runner; anything else is a command line for the command runner. For the claude
 runner, Agent.command stays empty for the plain ``claude`` and holds the path otherwise, so that
@@ -86,6 +91,7 @@ recorded before an edit can never bring an old value back.
 
 from __future__ import annotations
 
+import codecs
 import copy
 import json
 import posixpath
@@ -101,6 +107,7 @@ from agents.versions import config_field, config_fields, snapshot
 
 # extra_config key for the bookkeeping described above; a file may not use it itself.
 META_KEY = "_cronos"
+BOM = "\ufeff"
 
 
 class ConfigError(ValueError):
@@ -223,6 +230,42 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def decode_text(data: bytes) -> tuple[str, list[str]]:
+    """A text file's content as Cronos keeps it, and what was changed, in words (for a notice).
+
+    UTF-8, or UTF-16 when the file starts with its byte-order mark; without the mark, with LF
+    line endings. UnicodeDecodeError if it is neither.
+    """
+    changes = []
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = data.decode("utf-16")  # the codec reads the mark for the byte order, and drops it
+        changes.append("read as UTF-16 (its byte-order mark says so)")
+    else:
+        text = data.decode("utf-8")
+        if text.startswith(BOM):
+            changes.append("its byte-order mark removed")
+    if "\r" in text:
+        changes.append("its CRLF line endings made LF" if "\r\n" in text else "its CR made LF")
+    return normalise_text(text), changes
+
+
+def normalise_text(text: str) -> str:
+    """Text without a leading byte-order mark, with LF line endings (CRLF and a lone CR)."""
+    return text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _normalised(value: Any) -> Any:
+    """A YAML value with every string (keys too) normalised; YAML itself already reads CRLF
+    files, this is for the strings that still hold one (an escaped "\\r\\n", a pasted mark)."""
+    if isinstance(value, str):
+        return normalise_text(value)
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    if isinstance(value, dict):
+        return {_normalised(key): _normalised(item) for key, item in value.items()}
+    return value
+
+
 def load_yaml(text: str) -> Any:
     """The YAML document in `text`; ConfigError names the line and column of a syntax error."""
     try:
@@ -249,6 +292,8 @@ def parse(
     """
     if not isinstance(mapping, dict):
         raise ConfigError([f"expected a mapping of keys to values, found {_describe(mapping)}"])
+    mapping = _normalised(mapping)
+    prompt = normalise_text(prompt)
     existing_variables = existing.variables if existing is not None else None
     fields, notices, problems = _decode(
         mapping, prompt=prompt, default_name=default_name, existing_variables=existing_variables

@@ -1,7 +1,8 @@
 """Import and export of a directory laid out as the desktop prototype left it.
 
     agents/{name}/agent.yaml   the configuration (format: agents.agentfile)
-    agents/{name}/CLAUDE.md    the prompt, bytes preserved
+    agents/{name}/CLAUDE.md    the prompt: UTF-8 (or UTF-16 with its mark), kept without a
+                               byte-order mark and with LF line endings
     runs/{YYYY-MM-DD}/...      run history: runs.legacy, called by the cronos_import command
 
 Import reads the source and never writes to it. Each agent is imported on its own: a bad one is
@@ -11,27 +12,38 @@ directory twice changes nothing the second time.
 
 The folder name is the agent's identity: a `name:` that disagrees with its folder is an error
 rather than a warning, because matching by the wrong one of the two would overwrite another
-agent. Rename one of them so that they agree.
+agent. Rename one of them so that they agree. A folder name that is not an agent name
+(`Daily Report`) is reported with the name to rename it to (`daily-report`).
+
+An agent that cannot run on this host (agents.host: a Windows path, the home of a user of
+another machine, a directory or an executable that does not exist here) is imported disabled,
+with a notice naming what is wrong: enabled, every run of it would fail and be retried.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
+from django.utils.text import slugify
 
 from agents import agentfile as config
-from agents import services, versions
+from agents import host, services, versions
 from agents.models import Agent
+from agents.validation import AGENT_NAME
 from audit.actor import Actor
 from audit.log import record
+
+log = logging.getLogger(__name__)
 
 EXPORT_HEADER = """\
 # Written by Cronos (manage.py cronos_export); read it back with manage.py cronos_import.
@@ -60,6 +72,10 @@ class AgentResult:
     changed: list[str] = field(default_factory=list)  # file keys, for an update
     problems: list[str] = field(default_factory=list)  # "path: reason", for a failure
     notices: list[str] = field(default_factory=list)
+    # Runs with the site's claude executable (CRONOS_CLAUDE_BIN), not one of its own.
+    uses_site_claude: bool = False
+    # Enabled in its file, imported disabled: it cannot run on this host (see its notices).
+    disabled: bool = False
 
     def line(self, dry_run: bool) -> str:
         verb = str(self.status)
@@ -97,6 +113,12 @@ class ImportReport:
 
     def summary(self) -> str:
         counts = ", ".join(f"{len(self.with_status(s))} {s}" for s in Status)
+        disabled = [r for r in self.agents if r.disabled and r.status != Status.FAILED]
+        if disabled:
+            counts += (
+                f"; {len(disabled)} {'would be ' if self.dry_run else ''}imported disabled "
+                "(cannot run on this host, see the notices)"
+            )
         total = len(self.agents)
         if self.dry_run:
             return f"Dry run of {total} agent(s) from {self.source}, nothing written: {counts}."
@@ -130,7 +152,19 @@ def import_directory(
     # name an agent imported later in the same run.
     names_here = {folder.name for folder in folders}
     for folder in folders:
-        report.agents.append(_import_agent(folder, actor, dry_run=dry_run, names_here=names_here))
+        try:
+            result = _import_agent(folder, actor, dry_run=dry_run, names_here=names_here)
+        except Exception as exc:  # one folder never stops the others
+            # A fault of ours, not of the file: logged with its traceback, reported on the
+            # folder, and nothing of this agent was written (its save is one transaction).
+            log.exception("importing an agent failed", extra={"folder": str(folder)})
+            result = AgentResult(name=folder.name, folder=folder)
+            result.problems = [f"{folder}: not imported, internal error: {exc!r}"]
+        report.agents.append(result)
+    if any(r.uses_site_claude and r.status != Status.FAILED for r in report.agents):
+        problem = host.site_claude_problem()
+        if problem:
+            report.notices.append(problem)
     return report
 
 
@@ -139,16 +173,46 @@ def _import_agent(
 ) -> AgentResult:
     result = AgentResult(name=folder.name, folder=folder)
     yaml_path, prompt_path = folder / "agent.yaml", folder / "CLAUDE.md"
+    if not AGENT_NAME.match(folder.name):
+        result.problems = [_folder_name_problem(folder, names_here)]
+        return result
     try:
-        parsed, existing, prompt_missing = _read_agent(folder, yaml_path, prompt_path)
+        read = _read_agent(folder, yaml_path, prompt_path)
     except config.ConfigError as exc:
         result.problems = exc.problems
         return result
-    fields = parsed.fields
-    result.notices = [f"{yaml_path}: {notice}" for notice in parsed.notices]
-    if prompt_missing and fields["runner"] == Agent.Runner.CLAUDE:
+    fields = read.parsed.fields
+    result.notices = [f"{yaml_path}: {notice}" for notice in read.parsed.notices]
+    if read.prompt_changes:
+        result.notices.append(f"{prompt_path}: {', '.join(read.prompt_changes)}")
+    if read.prompt_missing and fields["runner"] == Agent.Runner.CLAUDE:
         result.problems = [f"{prompt_path}: missing; a claude agent's prompt is its CLAUDE.md"]
         return result
+    result.uses_site_claude = fields["runner"] == Agent.Runner.CLAUDE and not fields["command"]
+    cannot_run = host.problems(
+        working_dir=fields["working_dir"] or "", runner=fields["runner"], command=fields["command"]
+    )
+    if cannot_run and fields["enabled"]:
+        # Enabled, it would fail and be retried at every slot: disabled until a person fixes it.
+        # Read as `enabled: false`, so that the file's `true` is not kept as a spelling that
+        # export would write back.
+        try:
+            fields = _parse(
+                {**read.mapping, "enabled": False}, read.prompt, folder, yaml_path, read.existing
+            ).fields
+        except config.ConfigError as exc:
+            result.problems = exc.problems
+            return result
+        result.disabled = True
+        result.notices += [
+            f"{yaml_path}: imported disabled: {problem}; fix it, then enable the agent"
+            for problem in cannot_run
+        ]
+    else:
+        result.notices += [
+            f"{yaml_path}: {problem}; its runs will fail until it is fixed"
+            for problem in cannot_run
+        ]
     for dependency in fields["depends_on"]:
         if dependency not in names_here and not Agent.objects.filter(name=dependency).exists():
             result.notices.append(
@@ -156,6 +220,7 @@ def _import_agent(
                 "nor in this directory"
             )
 
+    existing = read.existing
     agent = existing if existing is not None else Agent()
     before = versions.snapshot(existing) if existing is not None else None
     config.apply(agent, fields)
@@ -193,6 +258,24 @@ def _import_agent(
     return result
 
 
+def _folder_name_problem(folder: Path, names_here: set[str]) -> str:
+    """The folder is not an agent name: the name to rename it to, if one can be made."""
+    problem = (
+        f"{folder}: the folder name {folder.name!r} is not an agent name (letters, digits, - "
+        "and _; the folder name is the agent's name in Cronos); rename the folder, and the "
+        "name: in its agent.yaml"
+    )
+    suggestion = slugify(folder.name)[:100]
+    if not suggestion:
+        return problem
+    problem += f", to {suggestion!r}"
+    if suggestion in names_here:
+        problem += f" or another name (a folder {suggestion!r} is already here)"
+    elif Agent.objects.filter(name=suggestion).exists():
+        problem += f" or another name (Cronos already has an agent {suggestion!r})"
+    return problem
+
+
 def _located(key: str, message: str, yaml_path: Path, prompt_path: Path) -> str:
     """A validation message with the file it is about and, in agent.yaml, the key."""
     if key == "prompt":
@@ -200,28 +283,54 @@ def _located(key: str, message: str, yaml_path: Path, prompt_path: Path) -> str:
     return f"{yaml_path}: {key}: {message}" if key else f"{yaml_path}: {message}"
 
 
-def _read_agent(
-    folder: Path, yaml_path: Path, prompt_path: Path
-) -> tuple[config.Parsed, Agent | None, bool]:
-    """The parsed agent, the existing one of that name, and whether CLAUDE.md is missing."""
+@dataclass
+class _Read:
+    """One agent folder as read: the parsed agent and what it was parsed from."""
 
-    def fail(path: Path, problems: list[str]) -> config.ConfigError:
-        return config.ConfigError([f"{path}: {problem}" for problem in problems])
+    parsed: config.Parsed
+    mapping: dict
+    prompt: str
+    prompt_missing: bool
+    prompt_changes: list[str]  # what was normalised in CLAUDE.md, in words
+    existing: Agent | None  # the agent of that name already in Cronos
 
-    if not yaml_path.is_file():
-        raise fail(yaml_path, ["missing; every agent folder holds an agent.yaml"])
+
+def _fail(path: Path, problems: list[str]) -> config.ConfigError:
+    return config.ConfigError([f"{path}: {problem}" for problem in problems])
+
+
+def _read_text(path: Path) -> tuple[str, list[str]]:
+    """A file's text as agents keep it (agentfile.decode_text), or ConfigError saying why not."""
     try:
-        text = yaml_path.read_bytes().decode("utf-8")
+        return config.decode_text(path.read_bytes())
     except UnicodeDecodeError as exc:
-        raise fail(yaml_path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+        raise _fail(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+    except OSError as exc:
+        raise _fail(path, [f"cannot be read ({exc.strerror or exc})"]) from exc
+
+
+def _parse(
+    mapping: Any, prompt: str, folder: Path, yaml_path: Path, existing: Agent | None
+) -> config.Parsed:
+    try:
+        return config.parse(mapping, prompt=prompt, default_name=folder.name, existing=existing)
+    except config.ConfigError as exc:
+        raise _fail(yaml_path, exc.problems) from exc
+
+
+def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path) -> _Read:
+    """The agent in a folder; ConfigError with "path: reason" lines if it cannot be read."""
+    if not yaml_path.is_file():
+        raise _fail(yaml_path, ["missing; every agent folder holds an agent.yaml"])
+    text, _ = _read_text(yaml_path)  # YAML reads CRLF itself; nothing to tell
     try:
         mapping = config.load_yaml(text)
     except config.ConfigError as exc:
-        raise fail(yaml_path, exc.problems) from exc
+        raise _fail(yaml_path, exc.problems) from exc
     # A file that is not a mapping is refused by config.parse below, with what it holds instead.
     name = mapping.get("name") if isinstance(mapping, dict) else None
     if isinstance(name, str) and name != folder.name:
-        raise fail(
+        raise _fail(
             yaml_path,
             [
                 f"name: {name!r} does not match its folder {folder.name!r}; "
@@ -231,19 +340,15 @@ def _read_agent(
 
     prompt_missing = not prompt_path.is_file()
     prompt = ""
+    prompt_changes: list[str] = []
     if not prompt_missing:
-        try:
-            # Bytes in, text out, nothing normalised: CRLF and a missing last newline survive.
-            prompt = prompt_path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise fail(prompt_path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
+        # A prompt written on Windows: its byte-order mark and CRs would reach the model and
+        # make every later edit a change of every line; UTF-8 and a missing last newline stay.
+        prompt, prompt_changes = _read_text(prompt_path)
 
     existing = Agent.objects.filter(name=folder.name).first()
-    try:
-        parsed = config.parse(mapping, prompt=prompt, default_name=folder.name, existing=existing)
-    except config.ConfigError as exc:
-        raise fail(yaml_path, exc.problems) from exc
-    return parsed, existing, prompt_missing
+    parsed = _parse(mapping, prompt, folder, yaml_path, existing)
+    return _Read(parsed, mapping, prompt, prompt_missing, prompt_changes, existing)
 
 
 # --- Export -------------------------------------------------------------------------------------

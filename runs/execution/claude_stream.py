@@ -6,9 +6,18 @@ The CLI prints one JSON object a line: `system/init`, then `assistant` messages 
 turns them into a short timeline a person can read and into metrics (tokens, cost, turns, model,
 result text), and says whether the run succeeded and, if not, why.
 
-It is fed from a pipe that may also carry stderr, so nothing it reads can make it raise: blank,
+It is fed from a pipe that also carries stderr, so nothing it reads can make it raise: blank,
 non-JSON and unknown lines are skipped. `--output-format json` (one result object, possibly
 pretty-printed over many lines) is read too, on `close()`.
+
+When a session fails, the reason carries the CLI's own words wherever it gave them: the result's
+`errors`, `error` and (on an error) `result` text, `api_error_status`, `terminal_reason`, an
+`assistant` message's `error`, an `error` event or a JSON error object, a rejected
+`rate_limit_event`, and the last lines it printed that were not events (`error: unknown option
+'--bogus'` arrives that way, before any event). Each is put on one line and cut, so a reason stays
+short; the raw log keeps everything. A usage-limit text's `|<epoch>` suffix (seconds or
+milliseconds) becomes "resets at <time>", the time written by the caller's `describe_time`
+(the runner knows the agent's time zone; this module does not).
 
 Pure standard library on purpose: the executor and tests import it without setting Django up.
 """
@@ -18,8 +27,11 @@ from __future__ import annotations
 import codecs
 import json
 import math
+import re
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 # A tool result can be a whole file or a build log; the raw output keeps it all, the timeline
@@ -42,6 +54,15 @@ TAIL_SHARE = 10
 # newlines could take. A longer line is dropped (and counted); later lines still parse.
 MAX_LINE_CHARS = 32 * 1024 * 1024
 
+# The CLI's words in a reason: each message on one line and cut, and the whole reason bounded,
+# since a reason is shown in run lists and notifications (the raw log has the rest).
+WORDS_LIMIT = 500
+REASON_LIMIT = 1500
+# Lines printed that were not events (stderr is merged into stdout): the last few say why a CLI
+# stopped without a session ("error: unknown option '--bogus'", the end of a stack trace).
+PRINTED_LINES = 5
+PRINTED_LINE_CHARS = 300
+
 SUCCESS = "success"
 NO_RESULT_REASON = "no result event: the CLI ended without reporting a result"
 
@@ -63,7 +84,19 @@ _SUBTYPE_REASONS = {
     "error_max_turns": "stopped at the turn limit (error_max_turns)",
     "error_max_budget_usd": "budget exceeded (error_max_budget_usd)",
     "error_during_execution": "failed during execution (error_during_execution)",
+    # A bare "error" subtype (older or wrapped CLIs): the message that follows says what.
+    "error": "the CLI reported an error",
 }
+# Subtypes that are their own explanation: a limit of the agent's was reached.
+_LIMIT_SUBTYPES = {"error_max_turns", "error_max_budget_usd"}
+# Terminal reasons that say nothing beyond the subtype they come with.
+_PLAIN_TERMINAL_REASONS = {"completed", "max_turns", "api_error"}
+
+# "Claude AI usage limit reached|1749924000": the limit text, then the reset as an epoch.
+_RESET_SUFFIX = re.compile(r"(limit[^|\n]*?)\s*\|\s*(\d{10,13})(?!\d)", re.IGNORECASE)
+# Colours and cursor moves in what a CLI prints to a terminal-like stderr, and other control
+# characters: a reason is read on a page and in a notification, not by a terminal.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 @dataclass
@@ -95,16 +128,26 @@ class ClaudeMetrics:
     model_usage: dict = field(default_factory=dict)
 
 
+def utc_time(instant: datetime) -> str:
+    """A reset time when no time zone is known: "2025-06-14 18:00 UTC"."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 class StreamParser:
     """Incremental reader of one `claude` session's stdout.
 
     Feed it whole lines (`feed_line`), text chunks of any size (`feed`) or raw bytes
     (`feed_bytes`), then call `close()`. Every feed returns the timeline events it produced, so a
-    caller can show them live; `timeline` and `metrics` hold everything so far.
+    caller can show them live; `timeline` and `metrics` hold everything so far. `describe_time`
+    writes an instant (aware, UTC) for a person: the reset time of a usage limit.
     """
 
     def __init__(
-        self, *, max_events: int = MAX_EVENTS, max_line_chars: int = MAX_LINE_CHARS
+        self,
+        *,
+        max_events: int = MAX_EVENTS,
+        max_line_chars: int = MAX_LINE_CHARS,
+        describe_time: Callable[[datetime], str] = utc_time,
     ) -> None:
         self.metrics = ClaudeMetrics()
         # The first events, then a window of the last ones (`timeline` joins them).
@@ -116,6 +159,21 @@ class StreamParser:
         self.has_result = False
         # The `errors` list that newer CLIs attach to error results (why execution failed).
         self.result_errors: list[str] = []
+        # The result's other words on a failure: `error` (a message), `api_error_status` (the
+        # HTTP status of the failing API call), `terminal_reason` (why the loop ended).
+        self.result_error = ""
+        self.api_error_status: int | None = None
+        self.terminal_reason = ""
+        # The last `rate_limit_event` info, and the last one whose status was "rejected" (only
+        # that one is fatal: "allowed_warning" arrives on runs that succeed).
+        self.rate_limit: dict | None = None
+        self.rejected_limit: dict | None = None
+        self.last_retry: dict | None = None  # the last system/api_retry event
+        # Errors stated outside the result (an `error` event, an assistant message's `error`, a
+        # JSON error object), and the last lines printed that were not events.
+        self._said: deque[str] = deque(maxlen=PRINTED_LINES)
+        self._printed: deque[str] = deque(maxlen=PRINTED_LINES)
+        self.describe_time = describe_time
         self.max_events = max_events
         self.max_line_chars = max_line_chars
 
@@ -178,6 +236,7 @@ class StreamParser:
         except (ValueError, RecursionError):
             # Not JSON: stderr interleaved with stdout, or one line of a pretty-printed object.
             self._remember_unparsed(line)
+            self._remember_printed(line)
             return []
         if isinstance(obj, dict) and isinstance(obj.get("type"), str):
             return self._handle_event(obj)
@@ -189,6 +248,11 @@ class StreamParser:
                     events.extend(self._handle_event(item))
             return events
         self._remember_unparsed(line)
+        if isinstance(obj, dict):
+            # A JSON object that is not an event: an error report ({"error": {"message": ...}}).
+            self._remember_said(_message_of(obj))
+        else:
+            self._remember_printed(line)
         return []
 
     def close(self) -> list[TimelineEvent]:
@@ -211,19 +275,31 @@ class StreamParser:
         self._pending_chars = 0
         self.oversized_lines += 1
 
+    def _remember_printed(self, line: str) -> None:
+        # Only the start of a long line can be kept; no need to scan all of it.
+        text = _one_line(_ANSI.sub("", line[: PRINTED_LINE_CHARS * 4]), PRINTED_LINE_CHARS)
+        # Pieces of JSON (an event cut off, a pretty-printed object) are not words.
+        if text and text[0] not in '{["]}':
+            self._printed.append(text)
+
+    def _remember_said(self, message: str) -> None:
+        text = _one_line(message, WORDS_LIMIT)
+        if text and text not in self._said:
+            self._said.append(text)
+
     # -- verdict ---------------------------------------------------------------------------
 
     def outcome(self) -> tuple[bool, str]:
         """Whether the session succeeded, and if not, why in words; the reason is "" on success."""
         metrics = self.metrics
         if not self.has_result:
-            return False, NO_RESULT_REASON
+            return False, self._bounded(self._no_result_reason())
         # The subtype comes first: a turn or budget limit says more than the is_error flag the
         # CLI may set alongside it.
         if metrics.subtype != SUCCESS:
-            return False, self._subtype_reason()
+            return False, self._bounded(self._subtype_reason())
         if metrics.is_error:
-            return False, self._error_reason()
+            return False, self._bounded(self._error_reason())
         if metrics.permission_denials:
             names = _unique(_denied_tool_name(d) for d in metrics.permission_denials)
             count = len(metrics.permission_denials)
@@ -232,25 +308,121 @@ class StreamParser:
             return False, "empty result"
         return True, ""
 
+    def printed(self) -> str:
+        """What the CLI said outside its events, in words ("" if nothing): error events and
+        objects, then the last lines it printed (its stderr is merged into the stream)."""
+        return self._humane("; ".join(_unique([*self._said, *self._printed])))
+
+    @property
+    def resets_at(self) -> datetime | None:
+        """When a usage limit that stopped the session resets, if the CLI said (aware, UTC)."""
+        if self.rejected_limit is not None:
+            instant = _epoch(self.rejected_limit.get("resetsAt"))
+            if instant is not None:
+                return instant
+        for text in [*self._result_words(), *self._said, *self._printed]:
+            match = _RESET_SUFFIX.search(text)
+            if match and (instant := _epoch(match.group(2))) is not None:
+                return instant
+        return None
+
     def _subtype_reason(self) -> str:
         subtype = self.metrics.subtype
         if not subtype:
-            reason = "the result reported no subtype"
+            head = "the result reported no subtype"
         else:
-            reason = _SUBTYPE_REASONS.get(subtype, f"ended with {subtype}")
-        if self.result_errors:
-            reason += ": " + _one_line("; ".join(self.result_errors), 500)
-        return reason
+            head = _SUBTYPE_REASONS.get(subtype, f"ended with {subtype}")
+        words = self._result_words()
+        if not words and subtype not in _LIMIT_SUBTYPES and (printed := self.printed()):
+            # A failure the result does not explain: what the CLI printed may.
+            words = [printed]
+        return self._with_limit(self._said_after(head, words))
 
     def _error_reason(self) -> str:
-        text = (self.metrics.result_text or "").strip()
-        if not text and self.result_errors:
-            text = "; ".join(self.result_errors)
-        if not text:
-            return "the CLI reported an error without a message"
+        words = self._result_words()
+        status = self.api_error_status
+        if not words and status is None and (printed := self.printed()):
+            words = [printed]  # nothing in the result: what the CLI said elsewhere
+        if not words and status is None:
+            reason = "the CLI reported an error without a message"
+            if self.terminal_reason and self.terminal_reason != "completed":
+                reason += f" (terminal reason: {self.terminal_reason})"
+            return self._with_limit(reason)
         # With `is_error` on a "success" subtype the result text is the API's error message.
-        source = "the API" if text.startswith("API Error") else "the CLI"
-        return f"{source} reported an error: {_one_line(text, 500)}"
+        api = status is not None or (bool(words) and words[0].startswith("API Error"))
+        head = f"{'the API' if api else 'the CLI'} reported an error"
+        return self._with_limit(self._said_after(head, words))
+
+    def _no_result_reason(self) -> str:
+        words = self.printed()
+        retry = self.last_retry
+        if retry is not None and not words:
+            details = [_str(retry.get("error")) or "error"]
+            if (status := _int(retry.get("error_status"))) is not None:
+                details.append(f"HTTP {status}")
+            attempt, attempts = _int(retry.get("attempt")), _int(retry.get("max_retries"))
+            if attempt is not None:
+                details.append(f"attempt {attempt}" + (f" of {attempts}" if attempts else ""))
+            words = _one_line(f"the last API call was retried ({', '.join(details)})", WORDS_LIMIT)
+        if not words:
+            reason = NO_RESULT_REASON
+        elif not self._saw_event:
+            # It never started a session: an unknown option, a login prompt, a crash.
+            reason = f"the CLI said: {words}"
+        else:
+            reason = f"{NO_RESULT_REASON}; the CLI said: {words}"
+        return self._with_limit(reason)
+
+    def _result_words(self) -> list[str]:
+        """The result's own messages: `errors`, `error`, and its text when it is an error."""
+        words = [*self.result_errors, self.result_error]
+        if self.metrics.is_error:
+            words.append(self.metrics.result_text or "")
+        return _unique(text for w in words if (text := _one_line(w, WORDS_LIMIT)))
+
+    def _said_after(self, head: str, words: list[str]) -> str:
+        """`head: word; word (HTTP 529)`, the reset suffixes written as times."""
+        reason = head
+        if words:
+            reason += ": " + self._humane("; ".join(words))
+        status = self.api_error_status
+        if status is not None and str(status) not in reason:
+            reason += f" (HTTP {status})"
+        terminal = self.terminal_reason
+        if (
+            terminal
+            and terminal not in _PLAIN_TERMINAL_REASONS
+            and terminal not in (self.metrics.subtype or "")
+            and terminal not in reason
+        ):
+            reason += f" (terminal reason: {terminal})"
+        return reason
+
+    def _with_limit(self, reason: str) -> str:
+        """A rejected rate_limit_event's reset, when the words did not already give one."""
+        info = self.rejected_limit
+        if info is None or "resets at" in reason:
+            return reason
+        kind = _str(info.get("rateLimitType"))
+        limit = f"usage limit reached ({kind})" if kind else "usage limit reached"
+        instant = _epoch(info.get("resetsAt"))
+        if instant is not None:
+            limit += f"; resets at {self.describe_time(instant)}"
+        return f"{reason}; {limit}"
+
+    def _humane(self, text: str) -> str:
+        """`usage limit reached|1749924000` as `usage limit reached; resets at <time>`."""
+
+        def written(match: re.Match[str]) -> str:
+            instant = _epoch(match.group(2))
+            if instant is None:
+                return match.group(0)
+            return f"{match.group(1)}; resets at {self.describe_time(instant)}"
+
+        return _RESET_SUFFIX.sub(written, text)
+
+    def _bounded(self, reason: str) -> str:
+        return _one_line(reason, REASON_LIMIT)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -278,7 +450,18 @@ class StreamParser:
             return self._on_user(event)
         if kind == "result":
             return [self._on_result(event)]
-        # rate_limit_event, stream_event, other system subtypes, anything newer: not ours.
+        if kind == "rate_limit_event":
+            info = event.get("rate_limit_info")
+            if isinstance(info, dict):
+                self.rate_limit = info
+                if info.get("status") == "rejected":
+                    self.rejected_limit = info
+        elif kind == "system" and event.get("subtype") == "api_retry":
+            self.last_retry = event
+        elif kind == "error":
+            # An API error object passed through: {"type":"error","error":{"message":...}}.
+            self._remember_said(_message_of(event.get("error")) or _message_of(event))
+        # stream_event, other system subtypes, anything newer: not part of the timeline.
         return []
 
     @property
@@ -339,6 +522,16 @@ class StreamParser:
             if not self.has_result:
                 self._set_tokens(_sum_usage(self._message_usage.values()))
         parent = event.get("parent_tool_use_id")
+        error = _str(event.get("error"))
+        if error:
+            # A failed API call (authentication_failed, billing_error, rate_limit...): the
+            # message's text is the CLI's prose for it ("Invalid API key · Please run /login").
+            prose = " ".join(
+                _str(block.get("text"))
+                for block in _blocks(message.get("content"))
+                if block.get("type") == "text"
+            )
+            self._remember_said(f"{error}: {prose}" if prose.strip() else error)
         events = []
         for block in _blocks(message.get("content")):
             block_type = block.get("type")
@@ -420,8 +613,11 @@ class StreamParser:
             metrics.model = _main_model(model_usage) or metrics.model
         errors = event.get("errors")
         self.result_errors = (
-            [_str(e) or json.dumps(e) for e in errors] if isinstance(errors, list) else []
+            [_message_of(e) or json.dumps(e) for e in errors] if isinstance(errors, list) else []
         )
+        self.result_error = _message_of(event.get("error"))
+        self.api_error_status = _int(event.get("api_error_status"))
+        self.terminal_reason = _str(event.get("terminal_reason"))
 
         success, reason = self.outcome()
         data = {
@@ -435,6 +631,11 @@ class StreamParser:
         }
         if event.get("api_error_status") is not None:
             data["api_error_status"] = event.get("api_error_status")
+        if self.terminal_reason:
+            data["terminal_reason"] = self.terminal_reason
+        resets_at = None if success else self.resets_at
+        if resets_at is not None:
+            data["resets_at"] = resets_at.isoformat()
         text = metrics.result_text if success else reason
         return TimelineEvent("result", _truncate(text or "", MESSAGE_LIMIT), data)
 
@@ -470,6 +671,11 @@ class StreamParser:
         for item in items:
             if _is_event(item):
                 events.extend(self._handle_event(item))
+        if self._saw_event:
+            # The lines were the pieces of that object, not words of the CLI's.
+            self._printed.clear()
+        elif isinstance(obj, dict):
+            self._remember_said(_message_of(obj))
         return events
 
 
@@ -489,6 +695,39 @@ def _loads(lines: list[str]) -> Any:
 
 def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _message_of(value: Any, depth: int = 0) -> str:
+    """The message in an error value: text, or {"message"/"error"/"detail": ...} with its type
+    ({"type": "overloaded_error", "message": "Overloaded"} -> "overloaded_error: Overloaded")."""
+    if isinstance(value, str):
+        return value
+    # A few levels are what error objects have; a line nested deeper must not make it raise.
+    if not isinstance(value, dict) or depth > 8:
+        return ""
+    for key in ("message", "error", "detail"):
+        message = _message_of(value.get(key), depth + 1)
+        if message:
+            kind = _str(value.get("type"))
+            if kind and kind not in ("error", "result") and kind not in message:
+                return f"{kind}: {message}"
+            return message
+    return ""
+
+
+def _epoch(value: Any) -> datetime | None:
+    """An epoch in seconds or milliseconds as an aware UTC instant; None if it is not one."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    number = _float(value)
+    if number is None:
+        return None
+    if number > 1e11:  # milliseconds: seconds this large are past the year 5000
+        number /= 1000
+    # Between 2000 and 2200: anything else is not a reset time, whatever it is.
+    if not 946_684_800 <= number <= 7_258_118_400:
+        return None
+    return datetime.fromtimestamp(number, UTC)
 
 
 def _int(value: Any) -> int | None:

@@ -26,6 +26,18 @@ pytestmark = pytest.mark.django_db
 
 # A copy of ../shared/legacy-examples/cronos, so the suite does not depend on paths outside it.
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy-cronos"
+FAKE_CLAUDE = Path(__file__).resolve().parents[1] / "bin" / "claude"
+
+
+@pytest.fixture(autouse=True)
+def this_host(monkeypatch, settings, tmp_path) -> Path:
+    """A host the prototype's agents can run on: a home with the ~/notes they work in, and a
+    claude executable. Returns the home."""
+    home = tmp_path / "home"
+    (home / "notes").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
+    return home
 
 
 @pytest.fixture
@@ -132,13 +144,63 @@ def test_the_importer_never_writes_to_the_source_directory(actor, source):
     assert tree(source) == before
 
 
-def test_a_prompt_keeps_its_exact_bytes_through_import_and_export(actor, source, tmp_path):
-    prompt = "# cron-git\r\n\r\nCRLF line endings, \u00e9t\u00e9, and no newline at the end"
+def test_a_prompt_keeps_its_text_through_import_and_export(actor, source, tmp_path):
+    prompt = "# cron-git\n\n\u00e9t\u00e9, tabs\tand no newline at the end"
     (source / "agents/cron-git/CLAUDE.md").write_bytes(prompt.encode())
     import_directory(source, actor)
     assert Agent.objects.get(name="cron-git").prompt == prompt
     export_directory(tmp_path / "out", actor)
     assert (tmp_path / "out/agents/cron-git/CLAUDE.md").read_bytes() == prompt.encode()
+
+
+@pytest.mark.parametrize(
+    ("data", "changes"),
+    [
+        (
+            b"\xef\xbb\xbf# cron-git\r\n\r\nCommit, \xc3\xa9t\xc3\xa9.\r\n",
+            "its byte-order mark removed, its CRLF line endings made LF",
+        ),
+        ("# cron-git\r\n\r\nCommit, \u00e9t\u00e9.\r\n".encode("utf-16"),
+         "read as UTF-16 (its byte-order mark says so), its CRLF line endings made LF"),
+        (b"# cron-git\r\rCommit, \xc3\xa9t\xc3\xa9.\r", "its CR made LF"),
+    ],
+)  # fmt: skip
+def test_a_prompt_written_on_windows_loses_its_bom_and_crlf_with_a_notice(
+    actor, source, tmp_path, data, changes
+):
+    path = source / "agents/cron-git/CLAUDE.md"
+    path.write_bytes(data)
+
+    report = import_directory(source, actor)
+
+    assert Agent.objects.get(name="cron-git").prompt == "# cron-git\n\nCommit, \u00e9t\u00e9.\n"
+    assert report.agents[0].notices == [f"{path}: {changes}"]
+    export_directory(tmp_path / "out", actor)
+    exported = (tmp_path / "out/agents/cron-git/CLAUDE.md").read_bytes()
+    assert exported == "# cron-git\n\nCommit, \u00e9t\u00e9.\n".encode()
+    # The file is read the same way the next time: nothing changed.
+    assert import_directory(source, actor).agents[0].status == Status.UNCHANGED
+
+
+def test_an_agent_yaml_written_on_windows_reads_as_the_same_agent(actor, source):
+    path = source / "agents/cron-git/agent.yaml"
+    text = path.read_text().replace(
+        "description: Commit pending changes in the notes repository every 4 hours",
+        'description: "Commit pending changes\\r\\nevery 4 hours"',
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    weekly = source / "agents/weekly-report/agent.yaml"
+    weekly.write_bytes(weekly.read_text().replace("\n", "\r\n").encode("utf-16"))
+
+    report = import_directory(source, actor)
+
+    assert [r.status for r in report.agents] == [Status.CREATED, Status.CREATED]
+    git = Agent.objects.get(name="cron-git")
+    assert git.description == "Commit pending changes\nevery 4 hours"
+    assert git.schedule == "0 0 */4 * * *"
+    assert Agent.objects.get(name="weekly-report").variables == [
+        secrets.plain("REPORT_DIR", "reports")
+    ]
 
 
 # --- Export and lossless round trips ------------------------------------------------------------
@@ -379,6 +441,321 @@ def test_depends_on_may_name_an_agent_imported_later_in_the_same_run(actor, tmp_
         "neither in Cronos nor in this directory"
     ]
     assert Agent.objects.get(name="a-first").depends_on == ["z-last", "nowhere"]
+
+
+# --- Agents that cannot run on this host: imported disabled, saying why --------------------------
+
+
+def set_key(source: Path, key: str, value: str, agent: str = "cron-git") -> Path:
+    """Replace one top-level key of an agent.yaml (single-quoted, so backslashes stay)."""
+    path = source / "agents" / agent / "agent.yaml"
+    lines = path.read_text().splitlines()
+    quoted = "'" + value.replace("'", "''") + "'"
+    path.write_text(
+        "\n".join(f"{key}: {quoted}" if line.startswith(f"{key}:") else line for line in lines)
+        + "\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("working_dir", "why"),
+    [
+        ("C:\\Users\\someone\\notes", "is a Windows path, which this host cannot use"),
+        ("\\\\nas\\share\\notes", "is a Windows path, which this host cannot use"),
+        ("notes\\daily", "is a Windows path, which this host cannot use"),
+        ("notes/daily", "is a relative path; give the full path of the directory"),
+        ("~nobody-on-this-host/notes", "is in the home of 'nobody-on-this-host', who has no "
+         "account on this host"),
+    ],
+)  # fmt: skip
+def test_an_agent_whose_working_dir_cannot_exist_here_is_imported_disabled_naming_it(
+    actor, source, working_dir, why
+):
+    path = set_key(source, "working_dir", working_dir)
+
+    report = import_directory(source, actor)
+
+    agent = Agent.objects.get(name="cron-git")
+    assert (report.agents[0].status, agent.enabled) == (Status.CREATED, False)
+    assert agent.working_dir == working_dir  # kept as written, for the person to fix
+    assert report.agents[0].notices == [
+        f"{path}: imported disabled: working_dir '{working_dir}' {why}; "
+        "fix it, then enable the agent"
+    ]
+
+
+def test_a_working_dir_in_the_home_of_a_user_of_another_machine_suggests_this_home(
+    actor, source, this_host
+):
+    path = set_key(source, "working_dir", "/Users/someone/notes")
+
+    report = import_directory(source, actor)
+
+    assert Agent.objects.get(name="cron-git").enabled is False
+    assert report.agents[0].notices == [
+        f"{path}: imported disabled: working_dir '/Users/someone/notes' is in the home of "
+        f"'someone' on another machine; this host's home is {this_host} (perhaps '~/notes'); "
+        "fix it, then enable the agent"
+    ]
+
+
+def test_a_working_dir_that_does_not_exist_here_is_named_with_where_it_would_be(
+    actor, source, this_host
+):
+    path = set_key(source, "working_dir", "~/elsewhere")
+
+    report = import_directory(source, actor)
+
+    assert report.agents[0].notices == [
+        f"{path}: imported disabled: working_dir '~/elsewhere' ({this_host / 'elsewhere'}) "
+        "does not exist on this host; fix it, then enable the agent"
+    ]
+
+
+def test_a_working_dir_that_is_a_file_is_named(actor, source, this_host):
+    (this_host / "notes.txt").write_text("not a directory")
+    path = set_key(source, "working_dir", str(this_host / "notes.txt"))
+
+    report = import_directory(source, actor)
+
+    assert report.agents[0].notices == [
+        f"{path}: imported disabled: working_dir '{this_host / 'notes.txt'}' is not a directory "
+        "on this host; fix it, then enable the agent"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("command", "why"),
+    [
+        ("/opt/nowhere/claude", "command '/opt/nowhere/claude' does not exist on this host"),
+        ("C:\\Tools\\claude.exe", "command 'C:\\Tools\\claude.exe' runs a Windows "
+         "program, which this host cannot run"),
+        ("/opt/nowhere/backup.sh --all", "command '/opt/nowhere/backup.sh --all' runs "
+         "'/opt/nowhere/backup.sh', which does not exist on this host"),
+    ],
+)  # fmt: skip
+def test_an_agent_whose_executable_is_missing_here_is_imported_disabled_naming_it(
+    actor, source, command, why
+):
+    path = set_key(source, "command", command)
+
+    report = import_directory(source, actor)
+
+    assert Agent.objects.get(name="cron-git").enabled is False
+    assert report.agents[0].notices == [
+        f"{path}: imported disabled: {why}; fix it, then enable the agent"
+    ]
+
+
+def test_a_claude_agent_with_its_own_executable_that_exists_stays_enabled(actor, source):
+    set_key(source, "command", str(FAKE_CLAUDE))
+
+    report = import_directory(source, actor)
+
+    assert Agent.objects.get(name="cron-git").enabled is True
+    assert report.agents[0].notices == []
+
+
+def test_a_disabled_agent_that_cannot_run_here_says_so_and_stays_disabled(actor, source):
+    path = set_key(source, "working_dir", "D:\\reports", agent="weekly-report")
+
+    report = import_directory(source, actor)
+
+    assert Agent.objects.get(name="weekly-report").enabled is False
+    assert report.agents[1].notices == [
+        f"{path}: working_dir 'D:\\reports' is a Windows path, which this host cannot use; "
+        "its runs will fail until it is fixed"
+    ]
+    assert report.agents[1].disabled is False
+    assert "imported disabled" not in report.summary()
+
+
+def test_an_agent_imported_disabled_imports_again_unchanged_and_exports_as_disabled(
+    actor, source, tmp_path
+):
+    set_key(source, "working_dir", "C:\\Users\\someone\\notes")
+    import_directory(source, actor)
+    before = counts()
+
+    again = import_directory(source, actor)
+
+    assert again.agents[0].status == Status.UNCHANGED
+    assert counts() == before
+    export_directory(tmp_path / "out", actor)
+    exported = yaml.safe_load((tmp_path / "out/agents/cron-git/agent.yaml").read_text())
+    assert exported["enabled"] is False
+    assert exported["working_dir"] == "C:\\Users\\someone\\notes"
+
+
+def test_an_enabled_agent_whose_file_now_names_a_missing_directory_is_disabled(actor, source):
+    import_directory(source, actor)
+    assert Agent.objects.get(name="cron-git").enabled is True
+    set_key(source, "working_dir", "/Users/someone/notes")
+
+    report = import_directory(source, actor)
+
+    assert (report.agents[0].status, report.agents[0].changed) == (
+        Status.UPDATED,
+        ["enabled", "working_dir"],
+    )
+    assert Agent.objects.get(name="cron-git").enabled is False
+
+
+def test_a_dry_run_reports_the_agents_it_would_import_disabled(actor, source):
+    path = set_key(source, "working_dir", "C:\\notes")
+
+    report = import_directory(source, actor, dry_run=True)
+
+    assert report.lines()[:2] == [
+        "would create    cron-git",
+        f"    notice: {path}: imported disabled: working_dir 'C:\\notes' is a Windows path, "
+        "which this host cannot use; fix it, then enable the agent",
+    ]
+    assert report.summary().endswith(
+        "0 failed; 1 would be imported disabled (cannot run on this host, see the notices)."
+    )
+    assert counts() == (0, 0, 0)
+
+
+def test_a_missing_site_claude_is_one_notice_and_disables_nothing(actor, settings, tmp_path):
+    settings.CRONOS_CLAUDE_BIN = str(tmp_path / "no-claude-here")
+
+    report = import_directory(LEGACY, actor)
+
+    assert report.notices == [
+        f"the claude executable '{tmp_path / 'no-claude-here'}' (CRONOS_CLAUDE_BIN) is not "
+        "found on this host: claude agents that do not name their own will fail until it is "
+        "installed or CRONOS_CLAUDE_BIN names it"
+    ]
+    assert Agent.objects.get(name="cron-git").enabled is True
+
+
+def test_cronos_import_lists_the_agents_imported_disabled_and_succeeds(person, source):
+    path = set_key(source, "working_dir", "C:\\Users\\someone\\notes")
+
+    output = run("cronos_import", str(source), "--user", "ana")
+
+    assert output.splitlines()[:3] == [
+        "created         cron-git",
+        f"    notice: {path}: imported disabled: working_dir "
+        "'C:\\Users\\someone\\notes' is a Windows path, which this host cannot use; "
+        "fix it, then enable the agent",
+        "created         weekly-report",
+    ]
+    assert "1 imported disabled (cannot run on this host, see the notices)." in output
+    assert Agent.objects.get(name="cron-git").enabled is False
+
+
+# --- Folder names that are not agent names -------------------------------------------------------
+
+
+def copy_agent(source: Path, folder: str, name: str | None = None) -> Path:
+    """A copy of cron-git in another folder, its name: set to `name` (default: the folder)."""
+    target = source / "agents" / folder
+    shutil.copytree(source / "agents/cron-git", target)
+    edit(target / "agent.yaml", "name: cron-git", f"name: {name or folder}")
+    return target
+
+
+@pytest.mark.parametrize(
+    ("folder", "suggestion"),
+    [
+        ("Daily Report", ", to 'daily-report'"),
+        ("Rapport d'\u00e9t\u00e9", ", to 'rapport-dete'"),
+        ("cron.git", ", to 'crongit'"),
+        ("\u65e5\u5831", ""),  # nothing ASCII to make a name of
+    ],
+)
+def test_a_folder_name_that_is_not_an_agent_name_fails_suggesting_one(
+    actor, source, folder, suggestion
+):
+    target = copy_agent(source, folder)
+
+    report = import_directory(source, actor)
+
+    [failed] = report.failed
+    assert failed.name == folder
+    assert failed.problems == [
+        f"{target}: the folder name {folder!r} is not an agent name (letters, digits, - and _; "
+        "the folder name is the agent's name in Cronos); rename the folder, and the name: in "
+        f"its agent.yaml{suggestion}"
+    ]
+    # The others are imported all the same.
+    assert sorted(Agent.objects.values_list("name", flat=True)) == ["cron-git", "weekly-report"]
+
+
+def test_a_suggested_name_already_taken_says_so(actor, source):
+    target = copy_agent(source, "Cron Git")
+
+    [failed] = import_directory(source, actor).failed
+
+    assert failed.problems[0].endswith(
+        "its agent.yaml, to 'cron-git' or another name (a folder 'cron-git' is already here)"
+    )
+    assert str(target) in failed.problems[0]
+
+
+def test_a_folder_name_is_checked_before_its_file_so_the_suggestion_is_given_first(actor, source):
+    # Renaming name: alone is not enough: the folder is the name.
+    copy_agent(source, "Daily Report", name="daily-report")
+
+    [failed] = import_directory(source, actor).failed
+
+    assert failed.problems[0].endswith("its agent.yaml, to 'daily-report'")
+
+
+def test_cronos_import_names_the_folder_to_rename_and_imports_the_others(person, source):
+    copy_agent(source, "Daily Report")
+    out = StringIO()
+
+    with pytest.raises(CommandError, match=r"1 agent\(s\) failed \(Daily Report\)"):
+        call_command("cronos_import", str(source), "--user", "ana", stdout=out)
+
+    assert "to 'daily-report'" in out.getvalue()
+    assert sorted(Agent.objects.values_list("name", flat=True)) == ["cron-git", "weekly-report"]
+
+
+def test_a_fault_in_one_folder_never_stops_the_others(actor, source, monkeypatch):
+    from agents import legacy
+
+    real = legacy.host.problems
+
+    def broken(**fields):
+        if fields["command"] == "":  # cron-git and weekly-report: both claude, no command
+            if fields["working_dir"] == "/boom":
+                raise RuntimeError("boom")
+        return real(**fields)
+
+    monkeypatch.setattr(legacy.host, "problems", broken)
+    set_key(source, "working_dir", "/boom")
+
+    report = import_directory(source, actor)
+
+    assert [(r.name, r.status) for r in report.agents] == [
+        ("cron-git", Status.FAILED),
+        ("weekly-report", Status.CREATED),
+    ]
+    assert report.agents[0].problems == [
+        f"{source / 'agents/cron-git'}: not imported, internal error: RuntimeError('boom')"
+    ]
+    assert not Agent.objects.filter(name="cron-git").exists()
+
+
+def test_an_unreadable_prompt_is_reported_and_the_others_imported(actor, source):
+    prompt = source / "agents/cron-git/CLAUDE.md"
+    prompt.unlink()
+    prompt.mkdir()  # is_file() is false: reported as missing, like any absent prompt
+    (source / "agents/weekly-report/CLAUDE.md").write_bytes(b"\xff\xfe\x00")  # odd UTF-16
+
+    report = import_directory(source, actor)
+
+    assert [r.status for r in report.agents] == [Status.FAILED, Status.FAILED]
+    assert (
+        report.agents[1]
+        .problems[0]
+        .startswith(f"{source / 'agents/weekly-report/CLAUDE.md'}: not UTF-8 text (")
+    )
 
 
 # --- Bad files: the bad agent writes nothing, the good one is still imported ---------------------

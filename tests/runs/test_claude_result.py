@@ -4,6 +4,8 @@ result, never from the timeout (DESIGN.md §4 "Process trees")."""
 
 from __future__ import annotations
 
+import uuid
+
 import psutil
 import pytest
 
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.django_db
 
 FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
 SAMPLES = ROOT / "tests" / "runs" / "samples" / "claude"
+MARK = uuid.uuid4().hex
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +41,8 @@ def lingering_agent(tmp_path, sample: str = "success.stream.jsonl", **fields) ->
         variables=[
             {"name": "FAKE_CLAUDE_LINGER", "value": "600"},
             {"name": "FAKE_CLAUDE_SAMPLE", "value": str(SAMPLES / sample)},
+            # Run ids repeat between test databases: this marks this test's processes only.
+            {"name": "TEST_MARK", "value": MARK},
         ],
         **fields,
     )
@@ -45,12 +50,13 @@ def lingering_agent(tmp_path, sample: str = "success.stream.jsonl", **fields) ->
 
 def sleepers_of(run: Run) -> list[psutil.Process]:
     found = []
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            env = proc.info["environ"] or {}
-        except psutil.Error:
-            continue
-        if env.get("CRONOS_RUN_ID") == str(run.pk) and proc.is_running():
+    for proc in psutil.process_iter(["environ", "status"]):
+        env = proc.info["environ"] or {}
+        if (
+            env.get("TEST_MARK") == MARK
+            and env.get("CRONOS_RUN_ID") == str(run.pk)
+            and proc.info["status"] != psutil.STATUS_ZOMBIE
+        ):
             found.append(proc)
     return found
 

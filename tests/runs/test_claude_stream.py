@@ -13,14 +13,29 @@ import random
 import subprocess
 import sys
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from runs.execution.claude_stream import NO_RESULT_REASON, StreamParser
+from runs.execution.claude_stream import (
+    NO_RESULT_REASON,
+    PRINTED_LINE_CHARS,
+    REASON_LIMIT,
+    WORDS_LIMIT,
+    StreamParser,
+)
 
 SAMPLES = Path(__file__).parent / "samples" / "claude"
-SAMPLE_NAMES = ["success.stream.jsonl", "max-turns.stream.jsonl", "api-error.json"]
+SAMPLE_NAMES = [
+    "success.stream.jsonl",
+    "max-turns.stream.jsonl",
+    "api-error.json",
+    "usage-limit.stream.jsonl",
+    "rejected-limit.stream.jsonl",
+    "error-subtype.json",
+    "unknown-option.txt",
+]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -432,7 +447,9 @@ def test_a_tool_refused_twice_is_named_once_and_counted_twice() -> None:
     ],
 )
 def test_a_non_success_subtype_fails_with_its_reason(subtype: str, reason: str) -> None:
-    parser = parsed_whole(with_result("success.stream.jsonl", subtype=subtype, is_error=True))
+    # Error results carry no result text of their own.
+    text = with_result("success.stream.jsonl", subtype=subtype, is_error=True, result=None)
+    parser = parsed_whole(text)
 
     assert parser.outcome() == (False, reason)
 
@@ -471,6 +488,244 @@ def test_is_error_without_an_api_message_blames_the_cli() -> None:
     text = with_result("success.stream.jsonl", is_error=True, result="Something broke")
 
     assert parsed_whole(text).outcome() == (False, "the CLI reported an error: Something broke")
+
+
+# -- the CLI's own words in the reason -----------------------------------------------------------
+
+RESET = datetime(2025, 6, 14, 18, 0, tzinfo=UTC)  # 1749924000
+
+
+def in_brackets(instant: datetime) -> str:
+    """A describe_time that shows what it was given."""
+    return f"<{instant.isoformat()}>"
+
+
+def test_a_result_of_subtype_error_gives_the_message_of_its_error_field() -> None:
+    parser = parsed_whole(sample("error-subtype.json"))
+
+    assert parser.outcome() == (False, "the CLI reported an error: Maximum usage limit reached")
+    assert parser.timeline[-1].text == "the CLI reported an error: Maximum usage limit reached"
+
+
+@pytest.mark.parametrize("epoch", ["1749924000", "1749924000000"])
+def test_a_usage_limit_reset_epoch_is_written_as_a_time_by_the_caller(epoch: str) -> None:
+    text = sample("usage-limit.stream.jsonl").replace("|1749924000", f"|{epoch}")
+
+    parser = parsed_whole(text, describe_time=in_brackets)
+
+    assert parser.outcome() == (
+        False,
+        "the CLI reported an error: Claude AI usage limit reached; "
+        "resets at <2025-06-14T18:00:00+00:00>",
+    )
+    assert parser.resets_at == RESET
+    assert parser.timeline[-1].data["resets_at"] == "2025-06-14T18:00:00+00:00"
+    # The result text stays what the CLI said; only the reason is written for people.
+    assert parser.metrics.result_text == f"Claude AI usage limit reached|{epoch}"
+
+
+def test_without_a_time_zone_a_reset_is_written_in_utc() -> None:
+    _, reason = parsed_whole(sample("usage-limit.stream.jsonl")).outcome()
+
+    assert reason.endswith("usage limit reached; resets at 2025-06-14 18:00 UTC")
+    assert "1749924000" not in reason
+
+
+@pytest.mark.parametrize("number", ["12345678901", "99", "4102444800123456"])
+def test_a_number_that_is_not_a_plausible_reset_is_left_as_it_was(number: str) -> None:
+    text = with_result("success.stream.jsonl", is_error=True, result=f"limit reached|{number}")
+
+    parser = parsed_whole(text, describe_time=in_brackets)
+
+    assert parser.outcome() == (False, f"the CLI reported an error: limit reached|{number}")
+    assert parser.resets_at is None
+
+
+def test_a_reset_in_plain_text_output_is_written_as_a_time_too() -> None:
+    # `--output-format text` prints the result text alone.
+    parser = parsed_whole("Claude AI usage limit reached|1749924000\n", describe_time=in_brackets)
+
+    assert parser.outcome() == (
+        False,
+        "the CLI said: Claude AI usage limit reached; resets at <2025-06-14T18:00:00+00:00>",
+    )
+    assert parser.resets_at == RESET
+
+
+def test_a_line_printed_before_any_event_is_the_reason() -> None:
+    parser = parsed_whole(sample("unknown-option.txt"))
+
+    assert parser.outcome() == (False, "the CLI said: error: unknown option '--bogus'")
+    assert parser.printed() == "error: unknown option '--bogus'"
+
+
+def test_colours_and_control_characters_are_left_out_of_the_reason() -> None:
+    parser = parsed_whole("\x1b[31merror:\x1b[0m unknown option '--bogus'\x07\r\n")
+
+    assert parser.outcome() == (False, "the CLI said: error: unknown option '--bogus'")
+
+
+def test_only_the_last_lines_printed_are_kept_each_cut_and_the_reason_bounded() -> None:
+    printed = [f"line {n}" for n in range(100)] + ["x" * 5000]
+
+    parser = parsed_whole("\n".join(printed) + "\n")
+
+    _, reason = parser.outcome()
+    assert reason.startswith("the CLI said: line 96; line 97; line 98; line 99; xxx")
+    assert "line 95" not in reason
+    assert len(reason) < len("the CLI said: ") + 5 * (PRINTED_LINE_CHARS + 2)
+
+
+def test_lines_printed_after_the_events_join_the_no_result_reason() -> None:
+    lines = sample("success.stream.jsonl").splitlines(keepends=True)
+    text = "".join(lines[:-1]) + "Error: socket hang up\n    at TLSSocket.onHangUp\n"
+
+    _, reason = parsed_whole(text).outcome()
+
+    assert reason == (
+        f"{NO_RESULT_REASON}; the CLI said: Error: socket hang up; at TLSSocket.onHangUp"
+    )
+
+
+def test_stderr_lines_do_not_change_a_result_that_explains_itself() -> None:
+    text = "Warning: something on stderr\n" + sample("max-turns.stream.jsonl")
+
+    assert parsed_whole(text).outcome() == (False, "stopped at the turn limit (error_max_turns)")
+
+
+def test_an_unexplained_execution_error_is_explained_by_what_was_printed() -> None:
+    events = sample_events("success.stream.jsonl")
+    events[-1].update(subtype="error_during_execution", is_error=True, result=None)
+    text = as_stream(events[:-1]) + "Error: EACCES: permission denied, open '/x'\n"
+    text += as_stream(events[-1:])
+
+    assert parsed_whole(text).outcome() == (
+        False,
+        "failed during execution (error_during_execution): "
+        "Error: EACCES: permission denied, open '/x'",
+    )
+
+
+def test_the_http_status_of_an_api_error_without_text_is_the_reason() -> None:
+    text = with_result("success.stream.jsonl", is_error=True, result=None, api_error_status=429)
+
+    assert parsed_whole(text).outcome() == (False, "the API reported an error (HTTP 429)")
+
+
+def test_a_terminal_reason_explains_an_error_without_a_message() -> None:
+    text = with_result(
+        "success.stream.jsonl", is_error=True, result="", terminal_reason="prompt_too_long"
+    )
+
+    assert parsed_whole(text).outcome() == (
+        False,
+        "the CLI reported an error without a message (terminal reason: prompt_too_long)",
+    )
+
+
+def test_a_terminal_reason_that_repeats_the_subtype_is_not_repeated() -> None:
+    events = sample_events("max-turns.stream.jsonl")
+    events[-1]["terminal_reason"] = "max_turns"
+
+    assert parsed_whole(as_stream(events)).outcome() == (
+        False,
+        "stopped at the turn limit (error_max_turns)",
+    )
+
+
+def test_a_rejected_rate_limit_gives_its_reset_and_a_warning_does_not() -> None:
+    parser = parsed_whole(sample("rejected-limit.stream.jsonl"), describe_time=in_brackets)
+
+    success, reason = parser.outcome()
+
+    assert success is False
+    assert reason.startswith("the API reported an error: API Error: 429 ")
+    assert "rate_limit_error" in reason
+    assert reason.endswith(
+        "; usage limit reached (five_hour); resets at <2025-06-14T18:00:00+00:00>"
+    )
+    assert parser.resets_at == RESET
+    assert parser.rate_limit is not None and parser.rate_limit["status"] == "rejected"
+
+
+def test_a_rate_limit_warning_on_a_successful_run_changes_nothing() -> None:
+    events = sample_events("success.stream.jsonl")
+    warning = {
+        "type": "rate_limit_event",
+        "rate_limit_info": {"status": "allowed_warning", "resetsAt": 1749924000},
+    }
+
+    parser = parsed_whole(as_stream([events[0], warning, *events[1:]]))
+
+    assert parser.outcome() == (True, "")
+    assert parser.resets_at is None
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        (
+            '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+            "overloaded_error: Overloaded",
+        ),
+        ('{"error": {"message": "Invalid API key"}}', "Invalid API key"),
+        ('{"error": "Credit balance is too low"}', "Credit balance is too low"),
+    ],
+)
+def test_an_error_object_the_cli_printed_is_the_reason(line: str, said: str) -> None:
+    success, reason = parsed_whole(line + "\n").outcome()
+
+    assert success is False
+    assert reason.endswith(f"the CLI said: {said}")
+
+
+def test_a_pretty_printed_error_object_is_read_on_close() -> None:
+    text = json.dumps({"error": {"type": "invalid_request", "message": "bad model"}}, indent=2)
+
+    assert parsed_whole(text).outcome() == (False, "the CLI said: invalid_request: bad model")
+
+
+def test_an_assistant_error_is_the_reason_when_no_result_follows() -> None:
+    events = sample_events("success.stream.jsonl")
+    failed = {
+        "type": "assistant",
+        "error": "authentication_failed",
+        "message": {"content": [{"type": "text", "text": "Invalid API key · Please run /login"}]},
+    }
+
+    _, reason = parsed_whole(as_stream([events[0], failed])).outcome()
+
+    assert reason == (
+        f"{NO_RESULT_REASON}; the CLI said: "
+        "authentication_failed: Invalid API key · Please run /login"
+    )
+
+
+def test_the_last_api_retry_is_the_reason_when_nothing_else_was_said() -> None:
+    events = sample_events("success.stream.jsonl")
+    retries = [
+        {"type": "system", "subtype": "api_retry", "attempt": n, "max_retries": 10,
+         "retry_delay_ms": 4100, "error_status": 529, "error": "overloaded"}
+        for n in (1, 2, 3)
+    ]  # fmt: skip
+
+    _, reason = parsed_whole(as_stream([events[0], *retries])).outcome()
+
+    assert reason == (
+        f"{NO_RESULT_REASON}; the CLI said: the last API call was retried "
+        "(overloaded, HTTP 529, attempt 3 of 10)"
+    )
+
+
+def test_a_flood_of_error_messages_gives_a_bounded_reason() -> None:
+    errors = [f"error {n}: " + "y" * 2000 for n in range(50)]
+    text = with_result("success.stream.jsonl", subtype="error_during_execution", errors=errors)
+
+    _, reason = parsed_whole(text).outcome()
+
+    assert len(reason) <= REASON_LIMIT
+    assert reason.startswith("failed during execution (error_during_execution): error 0: yyy")
+    assert "y" * (WORDS_LIMIT + 1) not in reason
 
 
 # -- model and limits ----------------------------------------------------------------------------
@@ -566,3 +821,13 @@ def test_the_module_imports_without_django() -> None:
     )
 
     assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.parametrize("depth", [20, 5000])
+def test_a_deeply_nested_error_object_never_makes_it_raise(depth: int) -> None:
+    line = '{"error": ' * depth + '"deep"' + "}" * depth + "\n"
+
+    success, reason = parsed_whole(line).outcome()
+
+    assert success is False
+    assert reason == NO_RESULT_REASON  # too deep to be a message the CLI meant

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from agents.models import Agent
 from audit.actor import Actor
 from runs.legacy import import_runs
 from runs.models import Run
@@ -94,3 +96,14 @@ def test_history_exports_back_to_the_same_records(tmp_path):
         assert json.loads(exported.read_text()) == json.loads(original.read_text())
         log = json.loads(original.read_text())["log_file"]
         assert (exported.parent / log).read_bytes() == (original.parent / log).read_bytes()
+
+
+def test_the_history_of_an_agent_imported_disabled_is_imported_with_it(tmp_path, monkeypatch):
+    # This host has no ~/notes: cron-git cannot run here and is imported disabled, but its past
+    # runs are facts about the prototype and come with it.
+    monkeypatch.setenv("HOME", str(tmp_path / "empty-home"))
+    out = StringIO()
+    call_command("cronos_import", str(LEGACY), stdout=out)
+    assert Agent.objects.get(name="cron-git").enabled is False
+    assert "imported disabled: working_dir '~/notes'" in out.getvalue()
+    assert Run.objects.filter(agent__name="cron-git").count() == 2

@@ -5,10 +5,13 @@ its prompt on standard input, its stream parsed into a timeline and metrics as i
 from __future__ import annotations
 
 import re
+import zoneinfo
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 
 from agents.models import Agent
 from runs.execution.claude_stream import StreamParser
@@ -24,6 +27,22 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 def substitute(text: str, values: dict[str, str]) -> str:
     """`${NAME}` replaced by its value; unknown names and the bare `$NAME` form left as they are."""
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def local_time(instant: datetime, zone_name: str, now: datetime) -> str:
+    """An instant as a person in the agent's zone reads it: "14:00 CEST (Europe/Paris)", with
+    the date when that is not today there ("2025-06-15 09:00 CEST (Europe/Paris)")."""
+    try:
+        zone = zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        # An old version's zone this host no longer knows: UTC, and the text says so.
+        zone, zone_name = zoneinfo.ZoneInfo("UTC"), "UTC"
+    local = instant.astimezone(zone)
+    text = local.strftime("%H:%M %Z")
+    if local.date() != now.astimezone(zone).date():
+        text = local.strftime("%Y-%m-%d ") + text
+    # "UTC (UTC)" says nothing twice; a named zone is kept, its abbreviation is ambiguous.
+    return text if local.strftime("%Z") == zone_name else f"{text} ({zone_name})"
 
 
 def claude_argv(config: Any) -> list[str]:
@@ -50,7 +69,11 @@ class ClaudeRunner(Runner):
 
     def __init__(self, config: Any, mask) -> None:
         super().__init__(config, mask)
-        self.parser = StreamParser()
+        # The parser knows no time zone (nor Django); reset times are written in the agent's.
+        self.parser = StreamParser(describe_time=self._local_time)
+
+    def _local_time(self, instant: datetime) -> str:
+        return local_time(instant, self.config.timezone, timezone.now())
 
     def command(self, variables: dict[str, str]) -> Command:
         """claude_argv, and the prompt (its CLAUDE.md) with `${NAME}` substituted as stdin."""
@@ -70,12 +93,17 @@ class ClaudeRunner(Runner):
     def outcome(self, returncode: int) -> tuple[str, str]:
         """A clean exit succeeds only if the session's result says so (an error result, a turn
         limit, refused tool calls or no result at all are failures); a failed exit adds the
-        session's reason to the exit code."""
+        session's reason to the exit code, in the CLI's own words where it gave any."""
         success, reason = self.parser.outcome()
         if returncode == 0:
-            return (Run.State.SUCCEEDED, "") if success else (Run.State.FAILED, reason)
+            return (Run.State.SUCCEEDED, "") if success else (Run.State.FAILED, self.mask(reason))
+        if success:
+            # A good result, then a failed exit: what the CLI printed after it says why.
+            printed = self.parser.printed()
+            reason = f"the CLI said: {printed}" if printed else ""
         text = f"exit code {returncode}"
-        return Run.State.FAILED, f"{text}: {reason}" if reason else text
+        # The stream was masked as it arrived; a reason is stored and sent, so it is masked too.
+        return Run.State.FAILED, self.mask(f"{text}: {reason}" if reason else text)
 
     def metrics(self) -> dict[str, Any]:
         """Tokens, cost (USD, 6 decimals), turns, model, result text and timeline, masked."""

@@ -13,7 +13,8 @@ class Command(BaseCommand):
     help = (
         "Import the agents of a Cronos prototype directory (agents/{name}/agent.yaml and "
         "CLAUDE.md). Good agents are imported even when others fail; the exit status is "
-        "non-zero if any failed."
+        "non-zero if any failed. An agent that cannot run on this host (a Windows path, a "
+        "directory or executable missing here) is imported disabled, with a notice naming it."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -47,4 +48,7 @@ class Command(BaseCommand):
         if report.failed:
             names = ", ".join(result.name for result in report.failed)
             done = "nothing was written" if report.dry_run else "the others were imported"
-            raise CommandError(f"{len(report.failed)} agent(s) failed ({names}); {done}.")
+            raise CommandError(
+                f"{len(report.failed)} agent(s) failed ({names}); {done}. "
+                "Fix what is listed under each and import again."
+            )
