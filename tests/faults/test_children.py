@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -11,7 +14,9 @@ from audit.actor import Actor
 from runs.models import Run
 from runs.services import trigger_run
 from tests.factories import make_agent
+from tests.processes import ROOT, process_env, stop
 from tests.runs.test_integration import finished, output
+from tests.runs.test_process import DAEMON, pid_namespace
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
@@ -79,3 +84,77 @@ def test_a_child_that_closes_its_output_is_waited_for_until_it_exits(stack, tmp_
     assert run.state == Run.State.FAILED
     assert run.reason == "exit code 3"
     assert output(run) == "bye\n"
+
+
+# --- what an agent leaves running (DESIGN.md §4 "Process trees") --------------------------------
+
+LEFT_RUNNING = re.compile(r"stopped 1 process\(es\) the agent left running \(pids (\d+): (\S+)\)")
+
+
+def test_a_setsid_daemon_that_closed_its_output_is_ended_with_the_run(stack, tmp_path):
+    stack.cluster()
+    agent = make_agent(
+        "daemonizer",
+        command="setsid -f sleep 600 </dev/null >/dev/null 2>&1; echo started",
+        working_dir=str(tmp_path),
+    )
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == Run.State.SUCCEEDED
+    ended = LEFT_RUNNING.fullmatch(run.reason)
+    # Named as it was when swept: `sleep`, or `setsid` if caught between its fork and exec.
+    assert ended and ended[2] in ("sleep", "setsid"), run.reason
+    assert gone(int(ended[1]))
+    assert output(run).startswith("started\n")
+
+
+def test_a_double_forked_daemon_without_its_environment_is_ended_with_the_run(stack, tmp_path):
+    stack.cluster()
+    (tmp_path / "daemon.py").write_text(DAEMON)
+    pidfile = tmp_path / "daemon.pid"
+    agent = make_agent(
+        "double-fork",
+        command=f"{sys.executable} daemon.py clear {pidfile}",
+        working_dir=str(tmp_path),
+    )
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == Run.State.SUCCEEDED
+    ended = LEFT_RUNNING.fullmatch(run.reason)
+    assert ended, run.reason
+    assert int(ended[1]) == int(pidfile.read_text())
+    assert gone(int(ended[1]))
+
+
+@pytest.fixture
+def cluster_as_pid_1(tmp_path) -> Iterator[psutil.Process]:
+    """The Procfile's worker line as a container runs it: `qcluster` is PID 1 of its own pid
+    namespace (which sees only its own processes), its workers are its grandchildren. Yields
+    the namespace's `unshare` process; everything in the namespace is its descendant."""
+    log = tmp_path / "cluster.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*pid_namespace(), sys.executable, "manage.py", "qcluster"],
+            cwd=ROOT,
+            env=process_env(CRONOS_HEARTBEAT_SECONDS="0.2"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield psutil.Process(proc.pid)
+    finally:
+        # --kill-child: the namespace's init, and with it everything in the namespace, dies
+        # with `unshare`. The run rows hold the namespace's pids: never signal them from here.
+        stop(proc, 0.5)
+
+
+def test_a_cluster_that_is_pid_1_keeps_no_zombie_of_what_runs_spawned(cluster_as_pid_1, tmp_path):
+    agent = make_agent("spawner", command="(sleep 1 &); echo spawned", working_dir=str(tmp_path))
+    for _ in range(3):
+        run = finished(trigger_run(agent, Actor.system()))
+        assert run.state == Run.State.SUCCEEDED
+        ended = LEFT_RUNNING.fullmatch(run.reason)
+        assert ended and ended[2] in ("sleep", "sh"), run.reason  # `sh`: caught before its exec
+        assert output(run).startswith("spawned\n")
+    namespace = cluster_as_pid_1.children(recursive=True)
+    assert [p.name() for p in namespace if p.status() == psutil.STATUS_ZOMBIE] == []
+    assert [p.pid for p in namespace if p.name() == "sleep"] == []
