@@ -160,27 +160,53 @@
       if (follow) log.scrollTop = log.scrollHeight;
     };
 
+    // Remove the start of a live chunk up to and including its first line break.
+    function dropPartialLine(group) {
+      if (!group.textContent.includes("\n")) return;
+      const walker = document.createTreeWalker(group, NodeFilter.SHOW_TEXT);
+      const emptied = [];
+      for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const at = node.data.indexOf("\n");
+        if (at < 0) {
+          emptied.push(node);
+          liveChars -= node.data.length;
+          continue;
+        }
+        liveChars -= at + 1;
+        node.data = node.data.slice(at + 1);
+        break;
+      }
+      emptied.forEach((node) => node.remove());
+    }
+
     function trim() {
-      // Drop the oldest live chunks, and point "load earlier output" at what is left.
+      // Drop the oldest chunks, and point "load earlier output" at what is left. What is kept
+      // starts where the server starts a window from that chunk (runpage.output_window): at
+      // the chunk if the one before ended a line or it holds no line break, else after its
+      // first line break; so the earlier output, loaded again, joins it exactly.
       const groups = pre.querySelectorAll(".chunks");
       let index = 0;
+      let endedLine = true;
       while (liveChars > MAX_LIVE_CHARS / 2 && index < groups.length - 1) {
         liveChars -= groups[index].textContent.length;
+        endedLine = groups[index].textContent.endsWith("\n");
         groups[index].remove();
         index += 1;
       }
       const first = pre.querySelector(".chunks");
       if (!first || first.dataset.from === undefined) return;
+      // A window rendered by the server starts at a line already; a live chunk may not.
+      if (index > 0 && !endedLine && first.classList.contains("live")) dropPartialLine(first);
       let link = pre.querySelector("[data-earlier]");
       if (!link) {
         link = document.createElement("a");
         link.className = "earlier";
         link.dataset.earlier = "";
-        link.textContent = "↑ Load earlier output";
+        // The line break goes with the link (templates/runs/output_window.html).
+        link.textContent = "↑ Load earlier output\n";
         link.setAttribute("hx-target", "this");
         link.setAttribute("hx-swap", "outerHTML");
         pre.insertBefore(link, pre.firstChild);
-        pre.insertBefore(document.createTextNode("\n"), link.nextSibling);
       }
       const url = `/runs/${log.dataset.run}/output/?before=${first.dataset.from}`;
       link.href = url;

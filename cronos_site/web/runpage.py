@@ -5,9 +5,11 @@ Queries for the page live here, so the view module only parses, calls and render
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from django.db.models import Q
 from django.db.models.functions import Length
 from django.urls import reverse
 
@@ -19,11 +21,15 @@ from runs.models import Run, RunChunk
 # many characters (a chunk holds up to 64 KiB); earlier output comes on demand.
 TAIL_CHUNKS = 200
 TAIL_CHARS = 256 * 1024
+# How far back the colours in force where a window starts are looked for: to the newest
+# sequence that sets every attribute (a reset), or this many chunks; past that, the default.
+STATE_LOOKBACK_CHUNKS = 64
+STATE_BATCH = 8
 
 
 @dataclass
 class OutputWindow:
-    """Some consecutive chunks of a run's output, as safe HTML."""
+    """Some consecutive output of a run, as safe HTML."""
 
     html: str
     first_seq: int | None
@@ -33,16 +39,23 @@ class OutputWindow:
 
 
 def output_window(run: Run, before: int | None = None) -> OutputWindow:
-    """The last chunks before `before` (the end of the log when None), within the budget.
+    """The output before chunk `before` (up to the end of the log when None), within the budget.
 
-    Two small queries: the sizes of the candidate chunks (newest first), then the texts of the
-    ones that fit, so a log of a million chunks costs what a short one does.
+    Chunks are cut wherever the output was flushed, so one may start in the middle of a line.
+    Every window therefore starts at the first line start at or after the start of its first
+    chunk (`_line_start`), and the window before it (`before=` that chunk) ends exactly there:
+    the tail starts at a line, "load earlier" joins seamlessly, and the pages read the same
+    without JavaScript. A window is rendered with the colours in force where it starts
+    (`_state_at`). The tail ends where the log ends, and the live stream resumes after it.
+
+    Three small queries: the sizes of the candidate chunks (newest first), then the texts of
+    the ones that fit (and of their neighbours, for the boundaries), and the colours; so a log
+    of a million chunks costs what a short one does.
     """
     chunks = RunChunk.objects.filter(run_id=run.pk)
-    if before is not None:
-        chunks = chunks.filter(seq__lt=before)
+    scope = chunks if before is None else chunks.filter(seq__lt=before)
     sizes = list(
-        chunks.order_by("-seq")
+        scope.order_by("-seq")
         .annotate(size=Length("text"))
         .values_list("seq", "size")[:TAIL_CHUNKS]
     )
@@ -55,12 +68,106 @@ def output_window(run: Run, before: int | None = None) -> OutputWindow:
         budget += size
         first = seq
     last = sizes[0][0]
-    texts = (
-        chunks.filter(seq__gte=first, seq__lte=last).order_by("seq").values_list("text", flat=True)
+    wanted = Q(seq__gte=first - 1, seq__lte=last)
+    if before is not None:
+        wanted |= Q(seq=before)
+    texts = dict(chunks.filter(wanted).values_list("seq", "text"))
+    body = "".join(texts.get(seq, "") for seq in range(first, last + 1))
+    if before is not None and before in texts:
+        # Up to where the window after this one starts: the end of a line.
+        body += texts[before][: _line_start(texts.get(before - 1), texts[before])]
+    start = _line_start(texts.get(first - 1), texts.get(first, ""))
+    # The part of the first chunk before its first line start belongs to the window before.
+    _, state = ansi.convert(body[:start], _state_at(run.pk, first))
+    html, state = ansi.convert(body[start:], state)
+    return OutputWindow(html, first, last, first - 1 in texts, state)
+
+
+def _line_start(previous: str | None, text: str) -> int:
+    """Where the first line that starts in chunk `text` starts: at the chunk's start when the
+    chunk before it ended a line as shown (an escape sequence after the line break, or cut
+    off at the end, shows nothing), or there is none; else just after its first line break.
+    A chunk without one is in the middle of a line longer than a chunk: it is cut at its
+    start. static/runs.js decides the same way when it trims live output."""
+    if previous is None or _ends_line(previous):
+        return 0
+    return text.find("\n") + 1
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _ends_line(text: str) -> bool:
+    if text.endswith("\n"):
+        return True
+    # What it shows: its text as the page has it (escaped, so "<" only starts a tag).
+    return _TAG.sub("", ansi.convert(text)[0]).endswith("\n")
+
+
+# An SGR sequence in raw output (runs/ansi.py's rules).
+_SGR = re.compile(r"\x1b\[([0-?]*)[ -/]*m")
+_EVERY_ATTRIBUTE = ansi.AnsiState(
+    bold=True, dim=True, italic=True, underline=True, fg="red", bg="red"
+)
+
+
+def _resets(text: str) -> bool:
+    """Whether `text` holds a sequence that sets every attribute (a reset, mostly): what the
+    colours were before it does not matter after it."""
+    return any(
+        ansi.apply_sgr(_EVERY_ATTRIBUTE, m.group(1)) == ansi.apply_sgr(ansi.AnsiState(), m.group(1))
+        for m in _SGR.finditer(text)
     )
-    html, state = ansi.convert("".join(texts))
-    has_earlier = RunChunk.objects.filter(run_id=run.pk, seq__lt=first).exists()
-    return OutputWindow(html, first, last, has_earlier, state)
+
+
+def _state_at(run_id: int, seq: int) -> ansi.AnsiState:
+    """The colours in force, and any escape sequence cut off, where chunk `seq` starts.
+
+    Only chunks with an escape character can change them: those before `seq` are read newest
+    first, a few at a time, back to the newest one that resets them (or the lookback's
+    limit), then applied in order. A sequence cut at the end of one of them is completed by
+    the chunks after it, which are read for that alone.
+    """
+    if seq <= 0:
+        return ansi.AnsiState()
+    marked = RunChunk.objects.filter(
+        run_id=run_id,
+        seq__gte=max(0, seq - STATE_LOOKBACK_CHUNKS),
+        seq__lt=seq,
+        text__contains="\x1b",
+    ).order_by("-seq")
+    found: list[tuple[int, str]] = []  # newest first
+    reset = False
+    while not reset:
+        batch = list(marked.values_list("seq", "text")[len(found) : len(found) + STATE_BATCH])
+        for chunk in batch:
+            found.append(chunk)
+            if _resets(chunk[1]):
+                reset = True
+                break
+        if len(batch) < STATE_BATCH:
+            break
+    state = ansi.AnsiState()
+    after = None  # the chunk after the last one applied
+    for chunk_seq, text in reversed(found):
+        if after is not None:
+            state = _complete(run_id, after, chunk_seq, state)
+        state = ansi.convert(text, state)[1]
+        after = chunk_seq + 1
+    if after is not None:
+        state = _complete(run_id, after, seq, state)
+    return state
+
+
+def _complete(run_id: int, start: int, end: int, state: ansi.AnsiState) -> ansi.AnsiState:
+    """`state` after chunks `start` to `end` (excluded), which hold no escape character: they
+    can only complete (or outgrow) a sequence that was cut off."""
+    seq = start
+    while state.pending and seq < end:
+        text = RunChunk.objects.filter(run_id=run_id, seq=seq).values_list("text", flat=True)
+        state = ansi.convert(text.first() or "", state)[1]
+        seq += 1
+    return state
 
 
 def timeline_events(run: Run) -> list[dict]:

@@ -3,9 +3,11 @@ upcoming runs and notifications; what each role sees and may do, escaping, fragm
 
 from __future__ import annotations
 
+import random
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
 import time_machine
@@ -294,6 +296,136 @@ def test_the_tail_is_bounded_by_characters_too(client, viewer, monkeypatch):
     run = with_output(ended_run(make_agent()), ["x" * 400 + f"{i}\n" for i in range(10)])
     window = runpage.output_window(run)
     assert (window.first_seq, window.last_seq, window.has_earlier) == (8, 9, True)
+
+
+class Styled(HTMLParser):
+    """Rendered output as (character, classes) pairs: what a person sees, span by span."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.classes: list[str] = []
+        self.chars: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "span":
+            self.classes.append(dict(attrs).get("class") or "")
+
+    def handle_endtag(self, tag):
+        if tag == "span":
+            self.classes.pop()
+
+    def handle_data(self, data):
+        classes = " ".join(c for c in self.classes if c != "chunks")
+        self.chars.extend((char, classes) for char in data)
+
+
+def styled(html: str) -> list[tuple[str, str]]:
+    parser = Styled()
+    parser.feed(html)
+    parser.close()
+    return parser.chars
+
+
+def ragged_log(seed: int, lines: int = 400) -> tuple[str, list[str]]:
+    """A log with colours, multi-byte characters and CRLF, and its chunks, cut anywhere: in
+    a line, in a character sequence such as CRLF, in an escape sequence."""
+    rng = random.Random(seed)
+    words = ["alpha", "béta", "日本語", "🙂", "x" * 30, "<b>&amp;</b>", "\t", "done"]
+    colours = ["\x1b[31m", "\x1b[1;32m", "\x1b[0m", "\x1b[4m", "\x1b[22;39m", "\x1b[m"]
+    out = []
+    for number in range(lines):
+        out.append(f"{number:04d} ")
+        for _ in range(rng.randint(0, 12)):
+            if rng.random() < 0.2:
+                out.append(rng.choice(colours))
+            out.append(rng.choice(words) + " ")
+        out.append("\r\n" if rng.random() < 0.1 else "\n")
+    text = "".join(out)
+    chunks, at = [], 0
+    while at < len(text):
+        size = rng.randint(1, 160)
+        chunks.append(text[at : at + size])
+        at += size
+    return text, chunks
+
+
+def windows_from_the_end(run: Run) -> list[runpage.OutputWindow]:
+    """The tail, then each "load earlier" page, as a person clicking up to the start would."""
+    windows = [runpage.output_window(run)]
+    while windows[-1].has_earlier:
+        windows.append(runpage.output_window(run, windows[-1].first_seq))
+        assert len(windows) < 1000
+    return windows
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_windows_of_a_log_start_at_lines_and_join_into_the_whole_log(monkeypatch, seed):
+    monkeypatch.setattr(runpage, "TAIL_CHARS", 700)
+    monkeypatch.setattr(runpage, "STATE_LOOKBACK_CHUNKS", 1000)
+    text, chunks = ragged_log(seed)
+    run = with_output(ended_run(make_agent()), chunks)
+    windows = windows_from_the_end(run)
+    assert len(windows) > 10
+
+    # Nothing lost, nothing repeated, every character in its colours, across every join.
+    whole, end_state = ansi.convert(text)
+    assert styled("".join(w.html for w in reversed(windows))) == styled(whole)
+    assert windows[0].state == end_state and windows[0].state.pending == end_state.pending
+    # Each window starts at a line: the tail, and every page loaded before it.
+    shown = ansi.plain(text)
+    position = len(shown)
+    for window in windows[:-1]:
+        position -= len(ansi.plain("".join(c for c, _ in styled(window.html))))
+        first_chunk = chunks[window.first_seq]
+        if "\n" in first_chunk:  # else a line longer than the chunk: cut at its start
+            assert shown[position - 1] == "\n", (window.first_seq, shown[position - 40 : position])
+
+
+def test_the_tail_starts_at_a_line_in_the_colours_set_before_it(client, viewer, monkeypatch):
+    monkeypatch.setattr(runpage, "TAIL_CHARS", 13)
+    run = with_output(
+        ended_run(make_agent()),
+        ["\x1b[1;31mred from here\n", *[f"line {i}\n" for i in range(20)], "ro", "w 28620\nend\n"],
+    )
+    window = runpage.output_window(run)
+    # The tail's first chunk starts in the middle of "row 28620": it starts after that line.
+    assert window.first_seq == 22 and window.html == '<span class="ansi-bold ansi-red">end\n</span>'
+    earlier = runpage.output_window(run, 22)
+    assert earlier.html.endswith("line 19\nrow 28620\n</span>")
+    assert earlier.html.startswith('<span class="ansi-bold ansi-red">')
+
+    # The pages themselves: the line break after the link goes with it when it is swapped.
+    as_user(client, viewer)
+    html = page(client, f"/runs/{run.pk}/")
+    assert '?before=22" hx-target="this"' in html
+    assert 'Load earlier output\n</a><span class="chunks"' in html
+    fragment = htmx(client, f"/runs/{run.pk}/output/", before=22).content.decode()
+    assert fragment.endswith("row 28620\n</span></span>")
+
+
+def test_a_cut_escape_sequence_at_a_window_start_is_completed(monkeypatch):
+    monkeypatch.setattr(runpage, "TAIL_CHARS", 10)
+    run = with_output(ended_run(make_agent()), ["plain\n\x1b[3", "2mgreen\n", "more\n"])
+    tail = runpage.output_window(run)
+    assert tail.first_seq == 2
+    assert tail.html == '<span class="ansi-green">more\n</span>'
+    # The sequence cut at the end of chunk 0 is completed in chunk 1, whichever page has it.
+    assert runpage.output_window(run, 2).html == '<span class="ansi-green">green\n</span>'
+    assert runpage.output_window(run, 1).html == "plain\n"
+
+
+def test_colours_are_looked_for_back_to_the_last_reset_only(monkeypatch):
+    monkeypatch.setattr(runpage, "TAIL_CHARS", 5)
+    monkeypatch.setattr(runpage, "STATE_LOOKBACK_CHUNKS", 5)
+    texts = ["\x1b[31mred\n", "\x1b[0m\x1b[4munder\n", *["u\n"] * 4, "tail\n"]
+    run = with_output(ended_run(make_agent()), texts)
+    assert runpage.output_window(run).html == '<span class="ansi-underline">tail\n</span>'
+    with CaptureQueriesContext(connection) as queries:
+        runpage.output_window(run)
+    assert len(queries) <= 5
+    # Past the lookback: the default colours (a log that sets a colour once and never again).
+    run = with_output(ended_run(make_agent("once")), ["\x1b[4mx\n", *["u\n"] * 6, "tail\n"])
+    assert runpage.output_window(run).html == "tail\n"
 
 
 def test_output_with_html_is_shown_as_text_and_ansi_colours_as_spans(client, viewer):
