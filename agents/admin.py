@@ -9,6 +9,7 @@ admin is versioned, permission-checked and audited exactly like the command line
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as django_delete_selected
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
@@ -22,9 +23,10 @@ from agents import cron
 from agents.forms import FIELDSETS, AgentForm, TemplateChoiceForm
 from agents.models import Agent
 from agents.services import (
+    DeleteRefused,
     clone_agent,
-    delete_agent,
     free_name,
+    full_delete,
     rollback_agent,
     save_agent,
     set_enabled,
@@ -102,15 +104,60 @@ class AgentAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         save_agent(obj, admin_actor(request))
 
+    # --- deleting: the same path as the pages ---------------------------------------------
+    # Deleting an agent takes its runs with it, so its active runs are cancelled and waited
+    # for and their logs removed first: the runs app's delete (agents.services.full_delete;
+    # this app cannot import runs). Waiting for workers means seeing their commits, so a
+    # confirmed delete runs outside the transaction Django wraps its delete view in. The
+    # confirmation says what goes in counts (an agent may have a million runs), under the
+    # agent's own delete permission rather than Django's per-model list of every related row.
+
+    def get_deleted_objects(self, objs, request):
+        agents = list(objs)
+        return full_delete().describe(agents), {"agents": len(agents)}, set(), []
+
+    def delete_view(self, request, object_id, extra_context=None):
+        if request.method != "POST":
+            return super().delete_view(request, object_id, extra_context)
+        agent = self._agent(request, object_id)
+        if not self.has_delete_permission(request, agent):
+            raise PermissionDenied
+        if self._delete(request, [agent]):
+            return HttpResponseRedirect(reverse("admin:agents_agent_changelist"))
+        return HttpResponseRedirect(reverse("admin:agents_agent_change", args=[agent.pk]))
+
+    @admin.action(description="Delete selected agents", permissions=["delete"])
+    def delete_selected(self, request: HttpRequest, queryset: QuerySet[Agent]):
+        if not request.POST.get("post"):
+            return django_delete_selected(self, request, queryset)  # the confirmation page
+        self._delete(request, list(queryset))
+        return None
+
+    def _delete(self, request: HttpRequest, agents: list[Agent]) -> bool:
+        """Delete through the runs app and say what happened; False if any was refused."""
+        deleted = full_delete().delete(agents, admin_actor(request))
+        if deleted.names:
+            self.message_user(
+                request,
+                f"Deleted {', '.join(deleted.names)}, with {deleted.runs} run(s) and "
+                f"{deleted.logs} log file(s).",
+                messages.SUCCESS,
+            )
+        for name, reason in deleted.refused.items():
+            self.message_user(request, f"{name} was not deleted: {reason}", messages.ERROR)
+        return not deleted.refused
+
     def delete_model(self, request, obj):
-        delete_agent(obj, admin_actor(request))
+        # Django's own delete paths end here; the views above do not, but any other caller
+        # takes the same way as them.
+        deleted = full_delete().delete([obj], admin_actor(request))
+        if deleted.refused:
+            raise DeleteRefused(deleted.refused[obj.name])
 
     def delete_queryset(self, request, queryset):
-        # Django's own bulk delete (after its confirmation page) ends here: one audited
-        # delete per agent rather than a silent queryset.delete().
-        actor = admin_actor(request)
-        for agent in queryset:
-            delete_agent(agent, actor)
+        deleted = full_delete().delete(list(queryset), admin_actor(request))
+        if deleted.refused:
+            raise DeleteRefused("; ".join(f"{k}: {v}" for k, v in deleted.refused.items()))
 
     # --- actions -----------------------------------------------------------------------------
 

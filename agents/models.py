@@ -120,6 +120,7 @@ class Agent(models.Model):
     retry_delay_seconds = models.PositiveIntegerField(default=60)
     retry_backoff = models.CharField(max_length=16, choices=Backoff.choices, default=Backoff.FIXED)
     retry_max_delay_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Empty: the site's default at run time (CRONOS_DEFAULT_TIMEOUT_SECONDS).
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
     memory_limit_mb = models.PositiveIntegerField(
         null=True, blank=True, help_text="RSS of the whole process tree."
@@ -128,6 +129,7 @@ class Agent(models.Model):
         default=10, validators=[MaxValueValidator(19)], help_text="Priority: 0 normal, 19 lowest."
     )
     cpu_time_limit_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Empty: the site's default at run time (CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES).
     output_limit_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     output_limit_action = models.CharField(
         max_length=16, choices=OutputLimitAction.choices, default=OutputLimitAction.TRUNCATE

@@ -6,6 +6,10 @@ saves an Agent directly. A save that changes nothing writes no version and no au
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from agents.models import Agent
@@ -58,14 +62,67 @@ def set_enabled(agent: Agent, enabled: bool, actor: Actor) -> bool:
     return True
 
 
-def delete_agent(agent: Agent, actor: Actor) -> None:
-    """Delete an agent; its versions stay in history and the audit entry keeps its name."""
+def delete_agent(agent: Agent, actor: Actor, *, message: str = "") -> None:
+    """Delete an agent (the agent's side of a delete); its versions stay in history and the
+    audit entry keeps its name.
+
+    The agent's runs go with it, so its runs must be stopped first: callers go through
+    runs.services.delete_agent_with_runs (the pages, commands) or `full_delete()` (this app's
+    admin), which stop them, wait for them and remove their logs, then call this.
+    """
     actor.require("agents.delete_agent")
     with transaction.atomic():
-        record(actor, "agent.delete", agent, object_name=agent.name)
+        record(actor, "agent.delete", agent, object_name=agent.name, message=message)
         agent._history_user = actor.user
         agent._change_reason = "Deleted"
         agent.delete()
+
+
+@dataclass
+class Deleted:
+    """What a delete of agents did: the agents deleted, with how many runs and log files went
+    with them, and the agents it refused to delete with the reason (a run still running)."""
+
+    names: list[str] = field(default_factory=list)
+    runs: int = 0
+    logs: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+class DeleteRefused(Exception):
+    """An agent was not deleted; the message says why."""
+
+
+@dataclass(frozen=True)
+class FullDelete:
+    """The whole delete of agents, runs included (runs.services): what it takes with it, one
+    line per agent (`describe`), and the delete itself."""
+
+    describe: Callable[[list[Agent]], list[str]]
+    delete: Callable[[list[Agent], Actor], Deleted]
+
+
+# Deleting an agent deletes its runs, and the runs app must act first: stop the agent's active
+# runs, wait for them to end, remove their log files. This app cannot import runs (apps depend
+# one way: runs -> agents), so the runs app hands its delete over here when it is loaded
+# (runs.services calls `provide_full_delete`), and this app's own callers (the admin) delete
+# through `full_delete()`. Never a bare cascade: without it, they refuse.
+_full_delete: FullDelete | None = None
+
+
+def provide_full_delete(full: FullDelete) -> None:
+    """Register the runs app's delete of agents with their runs (called once, at start-up)."""
+    global _full_delete
+    _full_delete = full
+
+
+def full_delete() -> FullDelete:
+    """The runs app's delete of agents with their runs."""
+    if _full_delete is None:
+        raise ImproperlyConfigured(
+            "Deleting agents needs the runs app (runs.services), which stops their runs first."
+        )
+    return _full_delete
 
 
 def clone_agent(agent: Agent, new_name: str, actor: Actor) -> Agent:

@@ -111,7 +111,8 @@ def validate_agent(agent: Agent) -> None:
     if agent.timeout_seconds == 0:
         add(
             "timeout_seconds",
-            "A timeout of 0 seconds would end every run at once; leave it empty for none.",
+            "A timeout of 0 seconds would end every run at once; leave it empty for the site's "
+            "default (CRONOS_DEFAULT_TIMEOUT_SECONDS, 2 hours unless the site says otherwise).",
         )
     if agent.memory_limit_mb == 0:
         add(

@@ -241,6 +241,11 @@ CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
 # After a claude session's final `result`, how long the CLI has to exit before it is ended
 # (children such as MCP servers can keep it alive); the outcome comes from the result.
 CRONOS_RESULT_GRACE_SECONDS = float(env_str("CRONOS_RESULT_GRACE_SECONDS", "10"))
+# An agent without a timeout or an output limit of its own runs under these (0 = none), applied
+# at run time and never written into the agent, so its agent.yaml round-trips unchanged: a run
+# that hangs must not hold its agent's lock forever (runs/execution/limits.py).
+CRONOS_DEFAULT_TIMEOUT_SECONDS = env_int("CRONOS_DEFAULT_TIMEOUT_SECONDS", 2 * 3600)
+CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int("CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES", 50 * 1024 * 1024)
 # Live output: how often a viewer of a running run reads the database when nothing woke it.
 # Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed
 # (runs/live.py) and this is only the safety net for a missed message.

@@ -2,7 +2,8 @@
 re-delivery (DESIGN.md §3).
 
 Who hands a run to the engine: a run is created owned by its creator (`dispatch_token`). If the
-gates admit it, the creator dispatches it. If it must wait for the agent's lock (overlap policy
+gates admit it (one step with marking it queued, under the agent's row lock: see `admit`), the
+creator dispatches it. If it must wait for the agent's lock (overlap policy
 `queue`, `queue_all`, `replace`; catch-up and retry runs), the creator lets go of it (token
 cleared) and any process's `release` pass hands it over once the lock is free and its
 `not_before` is near, taking it first with a conditional UPDATE of the token
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
@@ -38,59 +40,139 @@ def lock_holder(agent: Agent, exclude: int | None = None) -> Run | None:
     return holders.order_by("created_at", "pk").first()
 
 
+# Admission is one step per agent: the overlap gate and the mark `queued` happen in one
+# transaction that holds the agent's row lock, so two triggers of one agent in the same
+# millisecond (manual, scheduled, released) are serialised, and the second sees the first one
+# queued. On PostgreSQL the lock is the agent row's FOR NO KEY UPDATE (which, unlike FOR
+# UPDATE, does not hold up the inserts of the agent's runs, notifications...); on SQLite every
+# transaction is IMMEDIATE (settings.SQLITE_OPTIONS), so writers are serialised anyway. The
+# engine gets the runs after the commit: a process that dies in between leaves them queued
+# with no task, and `redeliver` sends them again.
+
+
 def admit(run: Run, *, locked: set[int] | None = None, force: bool = False) -> bool:
-    """Apply the gates to a pending run: True when it may be handed to a worker now.
+    """Apply the gates to a pending run and, when it may start now, mark it queued in the same
+    step: True when it is queued (then give it to the engine: `dispatch`).
 
-    Otherwise the run is skipped with its reason, or left waiting for the agent's lock
-    (the overlap policy of DESIGN.md §4). `locked` holds agents admitted earlier in the same
-    batch, whose runs are not yet marked queued.
+    Otherwise the run is skipped with its reason, or left waiting for the agent's lock (the
+    overlap policy of DESIGN.md §4). `locked` holds agents admitted earlier in the same batch,
+    whose runs are not yet marked queued. `force` (a permitted person's choice) passes the
+    overlap gate.
     """
-    agent = run.agent
-    if force or agent.allow_concurrent:
-        return True
-    with transaction.atomic():
-        # Serialise admissions of one agent: two triggers at once must not both pass.
-        Agent.objects.select_for_update().filter(pk=agent.pk).first()
-        holder = lock_holder(agent, exclude=run.pk)
-        waiting = (
-            Run.objects.filter(agent_id=agent.pk, state=Run.State.PENDING, dispatch_token="")
-            .exclude(pk=run.pk)
-            .order_by("created_at", "pk")
-        )
-        free = holder is None and not (locked and agent.pk in locked)
-        if free and not waiting.exists():
-            return True
-        holder_text = (
-            f"run #{holder.pk} is still {holder.state}"
-            if holder
-            else ("another run of this agent is starting")
-        )
-        policy = agent.overlap_policy
-        if run.trigger in ALWAYS_WAIT:
-            policy = Agent.OverlapPolicy.QUEUE_ALL
-        if policy == Agent.OverlapPolicy.SKIP:
-            run.skip(f"overlap: {holder_text}")
-            return False
-        if policy == Agent.OverlapPolicy.QUEUE:
-            first = waiting.first()
-            if first is not None:
-                run.skip(
-                    f"overlap: {holder_text} and run #{first.pk} is already waiting "
-                    "(queue: at most one waits)"
-                )
-                return False
-        if policy == Agent.OverlapPolicy.REPLACE and holder is not None:
-            holder.cancel(by=f"run #{run.pk} (overlap policy replace)")
-        run.wait_for_lock(f"waiting: {holder_text}")
-        return False
+    if force:
+        return run.mark_queued()
+    return bool(_admit([run], locked=set(locked or ()), fresh=True))
 
 
-def dispatch(runs: list[Run], engine: Engine | None = None) -> None:
-    """Hand admitted runs to the engine, then mark them queued."""
+def dispatch(runs: list[Run], engine: Engine | None = None) -> list[Run]:
+    """Hand runs to the engine; returns those handed over.
+
+    Runs already admitted (queued by `admit`) go as they are. Runs still pending are admitted
+    here first, as one step with their agents locked (`_admit`): a caller that found an agent
+    free without its lock (the scheduler's crowd) may have lost a race since, and such a run
+    meets its overlap policy now instead of running beside another.
+    """
+    pending = [run for run in runs if run.state == Run.State.PENDING]
+    admitted = {run.pk for run in _admit(pending, locked=set(), fresh=True)}
+    # In the caller's order (the scheduler's: by slot).
+    ready = [run for run in runs if run.state == Run.State.QUEUED or run.pk in admitted]
+    _enqueue(ready, engine)
+    return ready
+
+
+def _admit(runs: list[Run], *, locked: set[int], fresh: bool) -> list[Run]:
+    """Admit pending runs in one transaction that holds their agents' row locks: the runs that
+    may start are marked queued (returned), the others meet their agent's overlap policy.
+
+    A few statements for any number of runs (a crowd of 1,000 agents at one slot): lock the
+    agents, read which of them are busy, mark the free ones' runs queued in one UPDATE; only a
+    busy agent's run goes through the gate on its own (`_gate`). `fresh`: new runs (a trigger,
+    a slot), which also yield to an older run already waiting for the lock and are skipped or
+    left waiting by the policy; otherwise runs that waited for their turn (`release`), which
+    only need the lock free and otherwise wait on.
+    """
     if not runs:
+        return []
+    ours = [run.pk for run in runs]
+    with transaction.atomic():
+        # In id order, so that two batches locking overlapping agents cannot deadlock.
+        agents = {
+            pk: (concurrent, policy)
+            for pk, concurrent, policy in Agent.objects.select_for_update(no_key=True)
+            .filter(pk__in={run.agent_id for run in runs})
+            .order_by("pk")
+            .values_list("pk", "allow_concurrent", "overlap_policy")
+        }
+        exclusive = [pk for pk, (concurrent, _) in agents.items() if not concurrent]
+        busy_runs = Q(state__in=Run.HOLDING_STATES)
+        if fresh:
+            busy_runs |= Q(state=Run.State.PENDING, dispatch_token="")  # waiting: first come
+        busy = set(
+            Run.objects.filter(busy_runs, agent_id__in=exclusive)
+            .exclude(pk__in=ours)
+            .values_list("agent_id", flat=True)
+        )
+        admitted: list[Run] = []
+        for run in runs:
+            if run.agent_id not in agents:
+                continue  # the agent was deleted meanwhile, and its runs with it
+            concurrent, policy = agents[run.agent_id]
+            if concurrent:
+                admitted.append(run)
+            elif run.agent_id in busy or run.agent_id in locked:
+                if fresh:
+                    _gate(run, policy, starting=run.agent_id in locked)
+                else:
+                    holder = lock_holder(run.agent, exclude=run.pk)
+                    what = f"run #{holder.pk} is still {holder.state}" if holder else "busy"
+                    run.wait_for_lock(f"waiting: {what}")
+            else:
+                admitted.append(run)
+                locked.add(run.agent_id)
+        if admitted:
+            Run.mark_queued_many([run.pk for run in admitted])
+            for run in admitted:
+                run.state = Run.State.QUEUED  # the object follows the row just updated
+    return admitted
+
+
+def _gate(run: Run, policy: str, *, starting: bool) -> None:
+    """A new run whose agent is busy (its lock held, another run waiting or starting):
+    skipped, or left waiting, by the agent's overlap policy. The caller holds the agent's lock."""
+    holder = lock_holder(run.agent, exclude=run.pk)
+    waiting = (
+        Run.objects.filter(agent_id=run.agent_id, state=Run.State.PENDING, dispatch_token="")
+        .exclude(pk=run.pk)
+        .order_by("created_at", "pk")
+    )
+    holder_text = (
+        f"run #{holder.pk} is still {holder.state}"
+        if holder
+        else "another run of this agent is starting"
+        if starting
+        else "another run of this agent is waiting"
+    )
+    if run.trigger in ALWAYS_WAIT:
+        policy = Agent.OverlapPolicy.QUEUE_ALL
+    if policy == Agent.OverlapPolicy.SKIP:
+        run.skip(f"overlap: {holder_text}")
         return
-    (engine or get_engine()).enqueue([run.pk for run in runs])
-    Run.mark_queued_many([run.pk for run in runs])
+    if policy == Agent.OverlapPolicy.QUEUE:
+        first = waiting.first()
+        if first is not None:
+            run.skip(
+                f"overlap: {holder_text} and run #{first.pk} is already waiting "
+                "(queue: at most one waits)"
+            )
+            return
+    if policy == Agent.OverlapPolicy.REPLACE and holder is not None:
+        holder.cancel(by=f"run #{run.pk} (overlap policy replace)")
+    run.wait_for_lock(f"waiting: {holder_text}")
+
+
+def _enqueue(runs: list[Run], engine: Engine | None) -> None:
+    if runs:
+        (engine or get_engine()).enqueue([run.pk for run in runs])
 
 
 def release(
@@ -110,7 +192,7 @@ def release(
     )
     if agent is not None:
         candidates = candidates.filter(agent_id=agent.pk)
-    handed: list[Run] = []
+    taken: list[Run] = []
     locked: set[int] = set()
     for run in candidates[:500]:
         concurrent = run.agent.allow_concurrent
@@ -118,10 +200,13 @@ def release(
             continue  # first come, first served: the oldest waiting run goes first
         if not run.take_for_dispatch(new_dispatch_token()):
             continue  # another process took it
-        handed.append(run)
+        taken.append(run)
         if not concurrent:
             locked.add(run.agent_id)
-    dispatch(handed, engine)
+    # The look above was without the agents' locks: admission proper is one step with them,
+    # and a run whose agent became busy meanwhile waits on.
+    handed = _admit(taken, locked=set(), fresh=False)
+    _enqueue(handed, engine)
     for run in handed:
         log.info("run released", extra={"run_id": run.pk, "agent": run.agent.name})
     return [run.pk for run in handed]

@@ -1,4 +1,5 @@
-"""Starting and stopping runs on a person's (or the system's) behalf: trigger and cancel.
+"""Starting and stopping runs on a person's (or the system's) behalf: trigger and cancel, and
+deleting an agent with its runs.
 
 The views, commands and (later) webhooks all come through here, so every kind of trigger meets
 the same gates (runs.dispatch.admit, DESIGN.md §3), checks the actor's permission and is
@@ -8,15 +9,26 @@ audited in the same transaction that makes the run.
 from __future__ import annotations
 
 import logging
+import time
+from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from agents.models import Agent
+from agents.services import (
+    Deleted,
+    DeleteRefused,
+    delete_agent,
+)
 from agents.versions import latest_version_id
 from audit.actor import Actor
 from audit.log import record
 from runs.dispatch import admit, dispatch
 from runs.engines import Engine
+from runs.followups import SWEEP_AFTER
 from runs.models import Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
@@ -72,3 +84,186 @@ def cancel_run(run: Run, actor: Actor) -> bool:
             )
     log.info("run cancel", extra={"run_id": run.pk, "accepted": done})
     return done
+
+
+# --- Deleting an agent with its runs ---------------------------------------------------------
+#
+# An agent's runs are deleted with it, so a run must not be in progress then: its worker would
+# go on writing output and its outcome to rows that are gone (IntegrityError tracebacks), and
+# its process would go on unwatched. So a delete first cancels the agent's active runs (a
+# waiting one ends at once, a running one is asked to stop), waits for them to end, then
+# deletes the agent, its runs and their log files. A run that does not stop in time (its
+# worker does not answer: the reaper will mark it lost) refuses the delete of its agent, saying
+# which run still runs; the person tries again a little later.
+
+# A running run notices its cancel within a second (the executor's CANCEL_EVERY), then its
+# process gets CRONOS_KILL_GRACE_SECONDS before SIGKILL, then its end and follow-ups are
+# recorded: the wait is that grace plus this margin.
+DELETE_WAIT_MARGIN_SECONDS = 10.0
+DELETE_POLL_SECONDS = 0.2
+
+
+def delete_wait_seconds() -> float:
+    """How long a delete waits, by default, for the agent's runs to stop."""
+    return float(settings.CRONOS_KILL_GRACE_SECONDS) + DELETE_WAIT_MARGIN_SECONDS
+
+
+def deletion_counts(agent_ids: list[int]) -> dict[int, dict[str, int]]:
+    """What deleting each agent takes with it: its runs, their log files, and its active runs
+    (stopped first). One query, whatever the number of agents."""
+    rows = (
+        Run.objects.filter(agent_id__in=agent_ids)
+        .values("agent_id")
+        .annotate(
+            runs=Count("id"),
+            logs=Count("id", filter=~Q(log_path="")),
+            active=Count("id", filter=Q(state__in=Run.ACTIVE_STATES)),
+        )
+    )
+    counts = {pk: {"runs": 0, "logs": 0, "active": 0} for pk in agent_ids}
+    for row in rows:
+        counts[row["agent_id"]] = {k: row[k] for k in ("runs", "logs", "active")}
+    return counts
+
+
+def describe_deletion(agents: list[Agent]) -> list[str]:
+    """One line per agent saying what deleting it takes with it (for confirmations)."""
+    counts = deletion_counts([agent.pk for agent in agents])
+    lines = []
+    for agent in agents:
+        n = counts[agent.pk]
+        line = f"{agent.name}: {_plural(n['runs'], 'run')} and {_plural(n['logs'], 'log file')}"
+        if n["active"]:
+            line += f" ({n['active']} active: cancelled first, and waited for)"
+        lines.append(line)
+    return lines
+
+
+def delete_agent_with_runs(
+    agent: Agent, actor: Actor, *, wait_seconds: float | None = None
+) -> Deleted:
+    """Delete one agent with its runs and their logs, its active runs cancelled first and
+    waited for; raises DeleteRefused (saying which runs still run) when they do not end in
+    time."""
+    deleted = delete_agents_with_runs([agent], actor, wait_seconds=wait_seconds)
+    if deleted.refused:
+        raise DeleteRefused(deleted.refused[agent.name])
+    return deleted
+
+
+def delete_agents_with_runs(
+    agents: list[Agent], actor: Actor, *, wait_seconds: float | None = None
+) -> Deleted:
+    """Delete agents with their runs and log files: their active runs are cancelled (audited),
+    then each agent is deleted as soon as none of its runs is in progress. An agent whose runs
+    are still in progress after `wait_seconds` (default: `delete_wait_seconds()`) is not
+    deleted, and the result says which runs still run."""
+    actor.require("agents.delete_agent")
+    wait = delete_wait_seconds() if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait
+    deleted = Deleted()
+    remaining = list(agents)
+    while True:
+        busy: dict[Agent, list[Run]] = {}
+        for agent in remaining:
+            in_progress = _delete_when_idle(agent, actor, deleted)
+            if in_progress:
+                busy[agent] = in_progress
+        remaining = list(busy)
+        if not remaining:
+            return deleted
+        if time.monotonic() >= deadline:
+            for agent, runs in busy.items():
+                deleted.refused[agent.name] = _still_running(runs, wait)
+                log.warning(
+                    "agent not deleted: runs still in progress",
+                    extra={"agent": agent.name, "run_ids": [run.pk for run in runs]},
+                )
+            return deleted
+        time.sleep(DELETE_POLL_SECONDS)
+
+
+def _delete_when_idle(agent: Agent, actor: Actor, deleted: Deleted) -> list[Run]:
+    """Stop the agent's active runs and, if none is in progress any more, delete the agent
+    with its runs (and, once committed, their log files). Returns the runs in progress."""
+    with transaction.atomic():
+        # The agent's row lock: no run of it is admitted (runs.dispatch) while this looks.
+        if not Agent.objects.select_for_update().filter(pk=agent.pk).exists():
+            return []  # deleted meanwhile, by someone else
+        runs = Run.objects.filter(agent_id=agent.pk)
+        for run in runs.active().filter(cancel_requested_at__isnull=True).order_by("pk"):
+            # A waiting run ends here and now, so no worker can claim it any more; a running
+            # one is asked to stop, and its executor ends it.
+            if run.cancel(by=actor.username):
+                record(
+                    actor,
+                    "run.cancel",
+                    run,
+                    object_name=f"{agent.name} #{run.pk}",
+                    message="stopped to delete the agent",
+                )
+        # In progress: still running, or ended moments ago with its follow-ups (retry,
+        # notifications) still being written by its worker.
+        recently = timezone.now() - SWEEP_AFTER
+        in_progress = list(
+            runs.filter(
+                Q(state__in=Run.ACTIVE_STATES)
+                | Q(
+                    state__in=Run.FINAL_STATES,
+                    followups_done_at__isnull=True,
+                    finished_at__gte=recently,
+                )
+            ).order_by("pk")
+        )
+        if in_progress:
+            return in_progress
+        run_count = 0
+        logs: list[str] = []
+        for log_path in runs.values_list("log_path", flat=True).iterator():
+            run_count += 1
+            if log_path:
+                logs.append(log_path)
+        delete_agent(
+            agent,
+            actor,
+            message=f"with {_plural(run_count, 'run')} and {_plural(len(logs), 'log file')}",
+        )
+        transaction.on_commit(lambda: _remove_logs(logs))
+    deleted.names.append(agent.name)
+    deleted.runs += run_count
+    deleted.logs += len(logs)
+    return []
+
+
+def _remove_logs(log_paths: list[str]) -> None:
+    """Remove run log files (paths relative to CRONOS_LOG_DIR); one already gone is fine."""
+    root = Path(settings.CRONOS_LOG_DIR).resolve()
+    for log_path in log_paths:
+        path = (root / log_path).resolve()
+        if not path.is_relative_to(root):
+            log.warning("run log outside the log directory kept", extra={"path": log_path})
+            continue
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("run log not removed", extra={"path": str(path), "error": str(exc)})
+
+
+def _still_running(runs: list[Run], waited: float) -> str:
+    running = [run for run in runs if not run.is_final]
+    ending = [run for run in runs if run.is_final]
+    parts = []
+    if running:
+        ids = ", ".join(f"#{run.pk} ({run.get_state_display().lower()})" for run in running)
+        parts.append(
+            f"{_plural(len(running), 'run')} still in progress after {waited:g} s: {ids}; "
+            "each was asked to stop"
+        )
+    if ending:
+        ids = ", ".join(f"#{run.pk}" for run in ending)
+        parts.append(f"run {ids} ended but its worker is still recording its follow-ups")
+    return "; ".join(parts) + ". Try again once they have ended."
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

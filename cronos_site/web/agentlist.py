@@ -14,12 +14,13 @@ from urllib.parse import urlencode
 
 from django.core.paginator import Page, Paginator
 from django.db import connection
-from django.db.models import Count, F, OrderBy, Q, QuerySet
+from django.db.models import F, OrderBy, Q, QuerySet
 from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
 from runs.models import AgentRunState, Run
+from runs.stuck import Stuck, stuck_runs
 
 PER_PAGE = 50
 TREND_RUNS = 20  # outcomes in each agent's sparkline
@@ -124,6 +125,8 @@ class AgentRow:
     schedule_words: str
     schedule_error: str
     trend: Trend
+    # Its oldest running run, if that looks stuck (runs.stuck).
+    stuck: Stuck | None = None
 
     @property
     def last_state_label(self) -> str:
@@ -154,15 +157,25 @@ def filtered_agents(query: ListQuery) -> QuerySet[Agent]:
 
 
 def agent_page(query: ListQuery, now: datetime | None = None) -> tuple[Page, list[AgentRow]]:
-    """One page of agents with everything their rows show: five queries, whatever the size."""
+    """One page of agents with everything their rows show: five queries, whatever the size,
+    and one for each agent whose run has been running long enough to look stuck (runs.stuck)."""
     now = now or timezone.now()
     page = Paginator(filtered_agents(query), PER_PAGE).get_page(query.page)
     agents = list(page.object_list)
     ids = [agent.pk for agent in agents]
     active = active_runs(ids)
     trends = trends_for(ids)
+    by_pk = {agent.pk: agent for agent in agents}
+    running = [
+        (run["id"], by_pk[run["agent_id"]], run["started_at"])
+        for runs in active.values()
+        for run in runs
+        if run["state"] == Run.State.RUNNING
+    ]
+    stuck = stuck_runs(running, now)
     rows = []
     for agent in agents:
+        agent_stuck = [stuck[run["id"]] for run in active.get(agent.pk, []) if run["id"] in stuck]
         state = getattr(agent, "run_state", None)
         words, error = schedule_in_words(agent)
         rows.append(
@@ -174,6 +187,7 @@ def agent_page(query: ListQuery, now: datetime | None = None) -> tuple[Page, lis
                 schedule_words=words,
                 schedule_error=error,
                 trend=trends.get(agent.pk, Trend()),
+                stuck=agent_stuck[0] if agent_stuck else None,
             )
         )
     return page, rows
@@ -210,7 +224,7 @@ def active_runs(agent_ids: list[int]) -> dict[int, list[dict]]:
         Run.objects.active()
         .filter(agent_id__in=agent_ids)
         .order_by("created_at", "id")
-        .values("id", "agent_id", "state", "cancel_requested_at")
+        .values("id", "agent_id", "state", "cancel_requested_at", "started_at")
     )
     for row in rows:
         found.setdefault(row["agent_id"], []).append(row)
@@ -284,12 +298,8 @@ def recent_runs(agent: Agent, limit: int = 20) -> list[Run]:
     return list(Run.objects.filter(agent=agent).for_list().order_by("-created_at", "-id")[:limit])
 
 
-def run_counts(agent_ids: list[int]) -> dict[int, int]:
-    """How many runs each agent has (what deleting it would take with it)."""
-    rows = (
-        Run.objects.filter(agent_id__in=agent_ids)
-        .values("agent_id")
-        .annotate(n=Count("id"))
-        .values_list("agent_id", "n")
-    )
-    return dict(rows)
+def stuck_run(agent: Agent, active: list[Run], now: datetime | None = None) -> Stuck | None:
+    """The agent's oldest running run, of `active`, if it looks stuck (runs.stuck)."""
+    running = [(run.pk, agent, run.started_at) for run in active if run.state == Run.State.RUNNING]
+    stuck = stuck_runs(running, now)
+    return next((stuck[pk] for pk, _, _ in running if pk in stuck), None)

@@ -36,13 +36,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import secrets
-from agents.models import Agent
 from runs import live
-from runs.execution import gitinfo
+from runs.execution import gitinfo, workdir
 from runs.execution.launcher import Launch, launch
+from runs.execution.limits import effective_limits
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
 from runs.execution.output import OutputSink, clean_text
-from runs.execution.process import ProcessTree, pipe_holders
+from runs.execution.process import ProcessTree, describe, pipe_holders
 from runs.execution.runners import Command, Runner, runner_for
 from runs.models import Run
 
@@ -154,7 +154,7 @@ class Execution:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
     secret_values: list[str] = field(default_factory=list)
-    git_before: str | None = None
+    git_before: gitinfo.Snapshot | None = None
     is_git: bool = False
     sink: OutputSink | None = None
     tree: ProcessTree | None = None
@@ -166,6 +166,8 @@ class Execution:
     notes: list[str] = field(default_factory=list)
     # Processes that ignored SIGTERM when the watchdog stopped the run (part of its reason).
     stop_note: str = ""
+    # What had to be ended after the agent exited: daemons, escaped processes (its reason).
+    swept: list[str] = field(default_factory=list)
     outage: Outage = field(init=False)  # the heartbeat's and cancel check's, logged once
 
     def __post_init__(self) -> None:
@@ -252,8 +254,9 @@ class Execution:
                 run,
                 self.secret_values,
                 started=started,
-                limit_bytes=config.output_limit_bytes,
-                limit_action=config.output_limit_action or Agent.OutputLimitAction.TRUNCATE,
+                # The agent's own output limit, or the site's default (runs/execution/limits.py).
+                limit_bytes=effective_limits(config).output_limit_bytes,
+                limit_action=effective_limits(config).output_limit_action,
             )
         except OSError as exc:
             # A full disk, a read-only or missing log directory: nothing has started yet.
@@ -369,7 +372,8 @@ class Execution:
         config = self.config
         tree = self.tree
         assert tree is not None and self.sink is not None
-        timeout = config.timeout_seconds
+        limits = effective_limits(config)  # the agent's own, or the site's defaults
+        timeout = limits.timeout_seconds
         memory_limit = config.memory_limit_mb
         started = time.monotonic()
         next_memory = next_cancel = 0.0
@@ -396,16 +400,15 @@ class Execution:
                     )
                     self.ending = Ending(RESULT_ENDING, why)
             elif self.sink.limit_reached and self.sink.limit_action == "kill":
-                self.ending = Ending(
-                    Run.State.KILLED, f"output limit of {self.sink.limit_bytes} bytes exceeded"
-                )
+                self.ending = Ending(Run.State.KILLED, limits.output_limit_reason)
             elif timeout and now - started >= timeout:
-                self.ending = Ending(Run.State.TIMED_OUT, f"timed out after {timeout} s")
+                self.ending = Ending(Run.State.TIMED_OUT, limits.timeout_reason)
             if self.ending is None and now >= next_memory:
                 next_memory = now + MEMORY_EVERY
-                rss_mb = tree.scan()
-                self.peak_memory_mb = max(self.peak_memory_mb or 0.0, rss_mb)
-                if memory_limit and rss_mb > memory_limit:
+                # PSS: a page shared by several processes of the tree counts once.
+                pss_mb = tree.scan()
+                self.peak_memory_mb = max(self.peak_memory_mb or 0.0, pss_mb)
+                if memory_limit and pss_mb > memory_limit:
                     self.ending = Ending(
                         Run.State.KILLED,
                         f"memory limit {memory_limit} MB exceeded "
@@ -472,18 +475,25 @@ class Execution:
         assert tree is not None
         if self.ending is None:
             # Normal exit: the leader is a zombie still (not reaped), so its group id cannot
-            # have been reused while daemons it left behind are swept.
+            # have been reused while daemons it left behind are swept. A daemon that left the
+            # group and the session was re-parented to this worker, and is found too.
             leftovers = tree.leftovers()
             if leftovers:
                 log.info(
                     "sweeping processes left behind",
                     extra={"run_id": self.run.pk, "pids": leftovers},
                 )
+                named = describe(leftovers)  # before they end, while their names can be read
                 tree.terminate(kill_grace_seconds())
-                self.notes.append(
-                    f"stopped {len(leftovers)} process(es) the agent left running "
-                    f"(pids {', '.join(map(str, leftovers))})"
+                self.swept.append(
+                    f"stopped {len(leftovers)} process(es) the agent left running (pids {named})"
                 )
+                self.notes.append(self.swept[-1])
+        if tree.pss_unreadable:
+            self.notes.append(
+                "memory measured as RSS for process(es) whose PSS could not be read "
+                f"(pids {', '.join(f'{p}: {n}' for p, n in tree.pss_unreadable.items())})"
+            )
         returncode = tree.reap()
         self._drain_output()
         assert self.runner is not None and self.sink is not None  # prepare() made them
@@ -498,6 +508,8 @@ class Execution:
         if state == Run.State.FAILED and returncode and returncode > 0 and _read_only(self.cwd):
             # The agent's own error is in its output; this says why it most likely failed.
             reason += f" (the working directory {self.cwd} is on a read-only file system)"
+        if self.swept:
+            reason = "; ".join([reason, *self.swept] if reason else self.swept)
         if self.sink.file_error:
             note = (
                 f"log file incomplete: {self.sink.file_error} (the output is kept in the database)"
@@ -508,6 +520,10 @@ class Execution:
         files: list[str] = []
         if self.is_git:
             commits, files = gitinfo.changes(self.cwd, self.git_before)
+            if self.git_before is not None:
+                # Git cannot tell two runs' commits apart: both are flagged (workdir.py).
+                shared = workdir.shared_note(self.run, self.git_before.toplevel)
+                reason = "; ".join(part for part in (reason, shared) if part)
         self._finish(
             state,
             reason=reason,
@@ -597,11 +613,13 @@ class Execution:
             "stopping processes that escaped the run",
             extra={"run_id": self.run.pk, "pids": holders},
         )
+        named = describe(holders)
         tree.terminate(kill_grace_seconds(), extra=holders)
-        self.notes.append(
+        self.swept.append(
             f"stopped {len(holders)} process(es) that had left the agent's process group "
-            f"but kept its output open (pids {', '.join(map(str, holders))})"
+            f"but kept its output open (pids {named})"
         )
+        self.notes.append(self.swept[-1])
 
     def _close_output(self) -> None:
         self.reader_stop.set()

@@ -144,6 +144,49 @@ def test_bulk_delete_asks_for_confirmation_then_deletes_and_audits(client, admin
     ) == {"one", "two"}
 
 
+def test_the_admin_delete_stops_the_agents_runs_first_and_says_what_goes(client, editor):
+    from runs.models import Run
+
+    agent = make_agent("busy")
+    queued = Run.objects.create(agent=agent, trigger="manual", state=Run.State.QUEUED)
+    Run.objects.create(agent=agent, trigger="manual", state="succeeded", log_path="runs/x/a.log")
+    client.force_login(editor)
+    url = reverse("admin:agents_agent_delete", args=[agent.pk])
+    ask = client.get(url).content.decode()
+    # Counted, not every run listed; an editor may delete an agent with its runs.
+    assert "busy: 2 runs and 1 log file (1 active: cancelled first, and waited for)" in ask
+    assert "Cannot delete" not in ask
+    response = client.post(url, {"post": "yes"}, follow=True)
+    assert "Deleted busy, with 2 run(s) and 1 log file(s)." in response.content.decode()
+    assert not Agent.objects.exists() and not Run.objects.exists()
+    cancel = AuditEntry.objects.get(action="run.cancel")
+    assert (cancel.object_id, cancel.message) == (str(queued.pk), "stopped to delete the agent")
+    assert AuditEntry.objects.get(action="agent.delete").source == "admin"
+
+
+def test_the_admin_bulk_delete_keeps_an_agent_whose_run_does_not_stop(
+    client, admin_user, monkeypatch
+):
+    from runs import services
+    from runs.models import Run
+
+    monkeypatch.setattr(services, "delete_wait_seconds", lambda: 0.2)
+    calm, stuck = make_agent("calm"), make_agent("stuck")
+    run = Run.objects.create(agent=stuck, trigger="manual", state=Run.State.RUNNING)
+    client.force_login(admin_user)
+    url = reverse("admin:agents_agent_changelist")
+    response = client.post(
+        url,
+        {"action": "delete_selected", "_selected_action": [calm.pk, stuck.pk], "post": "yes"},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "Deleted calm" in html
+    # The admin writes messages with a capital letter.
+    assert "Stuck was not deleted" in html and f"#{run.pk} (running)" in html
+    assert list(Agent.objects.values_list("name", flat=True)) == ["stuck"]
+
+
 def test_bulk_enable_and_disable(client, operator):
     one, two = make_agent("one"), make_agent("two", enabled=False)
     client.force_login(operator)

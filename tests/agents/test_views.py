@@ -583,6 +583,45 @@ def test_deleting_from_the_agent_page_comes_back_to_the_list(client, editor):
     assert response["Location"] == "/" and not Agent.objects.exists()
 
 
+def test_the_delete_confirmation_counts_the_logs_and_warns_of_active_runs(client, editor):
+    agent = make_agent("busy")
+    Run.objects.create(agent=agent, trigger="manual", state=Run.State.RUNNING)
+    Run.objects.create(
+        agent=agent, trigger="manual", state=Run.State.SUCCEEDED, log_path="runs/x/busy.log"
+    )
+    as_user(client, editor)
+    html = client.post(reverse("agents:bulk"), {"action": "delete", "agents": ["busy"]})
+    html = html.content.decode()
+    assert "<strong>2 runs</strong>" in html and "<strong>1 log file</strong>" in html
+    assert "<strong>busy</strong> — 2 runs, 1 log file, <strong>1 active</strong>" in html
+    warning = html.split('id="active-runs-warning"')[1].split("</p>")[0]
+    assert "cancelled first and waited for" in warning
+    assert "Yes, stop 1 active run and delete 1 agent" in html
+
+
+def test_a_delete_whose_run_does_not_stop_is_refused_naming_the_run(client, editor, monkeypatch):
+    from runs import services
+
+    # The run's worker never answers; the page waits only briefly here.
+    monkeypatch.setattr(services, "delete_wait_seconds", lambda: 0.2)
+    agent = make_agent("stubborn")
+    run = Run.objects.create(agent=agent, trigger="manual", state=Run.State.RUNNING)
+    queued = make_agent("easy")
+    Run.objects.create(agent=queued, trigger="manual", state=Run.State.QUEUED)
+    as_user(client, editor)
+    response = client.post(
+        reverse("agents:bulk"),
+        {"action": "delete", "agents": ["stubborn", "easy"], "confirm": "yes"},
+        follow=True,
+    )
+    html = response.content.decode()
+    assert "Deleted 1 agent: easy, with 1 run and 0 log files." in html
+    assert "stubborn was not deleted" in html and f"#{run.pk} (running)" in html
+    assert list(Agent.objects.values_list("name", flat=True)) == ["stubborn"]
+    run.refresh_from_db()
+    assert run.cancel_requested_at is not None and run.cancel_requested_by == "eddie"
+
+
 # --- New agent wizard ---------------------------------------------------------------------------
 
 

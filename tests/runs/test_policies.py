@@ -9,7 +9,7 @@ import time_machine
 
 from agents.services import set_enabled
 from audit.actor import Actor
-from runs.dispatch import release
+from runs.dispatch import dispatch, release
 from runs.followups import after_run, retry_delay
 from runs.models import Run
 from runs.scheduling.scheduler import Scheduler
@@ -190,6 +190,20 @@ def test_a_permitted_user_may_force_a_manual_run_past_the_lock(engine, operator)
     assert (first.state, forced.state) == ("queued", "queued")
 
 
+def test_a_run_found_free_without_the_lock_meets_the_gate_when_handed_over(engine):
+    agent = make_agent("late", schedule="", overlap_policy="skip")
+    # The scheduler found the agent free (no lock held) and made its run...
+    scheduled = Run.objects.create(agent=agent, trigger="schedule", dispatch_token="its-pass")
+    # ...then a manual trigger was admitted first.
+    manual = trigger_run(agent, SYSTEM, engine=engine)
+    assert manual.state == "queued"
+    assert dispatch([scheduled], engine) == []
+    scheduled.refresh_from_db()
+    assert scheduled.state == "skipped"
+    assert scheduled.reason == f"overlap: run #{manual.pk} is still queued"
+    assert engine.enqueued == [manual.pk]
+
+
 def test_overlap_applies_to_scheduled_and_manual_runs_alike(clock, engine):
     agent = make_agent("mixed", schedule="* * * * *", overlap_policy="skip")
     manual = trigger_run(agent, SYSTEM, engine=engine)
@@ -241,12 +255,15 @@ def test_a_cancelled_or_killed_run_is_never_retried(engine):
     assert not cancelled.retries.exists() and not killed.retries.exists()
 
 
-def test_a_lost_run_is_retried(clock, engine, settings):
+def test_a_lost_run_is_retried(clock, engine, settings, db_clock):
     settings.CRONOS_STALE_AFTER_SECONDS = 30
     agent = make_agent("lossy", schedule="", max_retries=1, retry_delay_seconds=0)
     run = trigger_run(agent, SYSTEM, engine=engine)
     assert run.claim("elsewhere", 1)
-    Scheduler(engine).tick(T0 + timedelta(minutes=5))
+    scheduler = Scheduler(engine)
+    for _ in range(32):  # passing every second (on the database's clock) as its worker is silent
+        scheduler.tick(T0 + timedelta(minutes=5))
+        db_clock.advance(1)
     run.refresh_from_db()
     assert run.state == "lost"
     retry = run.retries.get()

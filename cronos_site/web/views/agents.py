@@ -33,7 +33,6 @@ from agents import catalogue
 from agents.forms import FIELDSETS, AgentForm
 from agents.models import Agent
 from agents.services import (
-    delete_agent,
     free_name,
     rollback_agent,
     save_agent,
@@ -64,7 +63,12 @@ from cronos_site.web.access import (
 )
 from runs import health
 from runs.models import Run
-from runs.services import trigger_run
+from runs.services import (
+    delete_agents_with_runs,
+    delete_wait_seconds,
+    deletion_counts,
+    trigger_run,
+)
 
 VIEW = VIEW_AGENT
 
@@ -215,8 +219,10 @@ def bulk(request: HttpRequest) -> HttpResponse:
     who = actor(request)
     if action == "delete":
         if request.POST.get("confirm") != "yes":
-            counts = pages.run_counts([a.pk for a in agents])
-            doomed = [(agent, counts.get(agent.pk, 0)) for agent in agents]
+            # What goes with each agent: its runs, their log files, and its active runs,
+            # which are cancelled and waited for first (runs.services).
+            counts = deletion_counts([a.pk for a in agents])
+            doomed = [(agent, counts[agent.pk]) for agent in agents]
             back = redirect_back(request, home).url
             return render(
                 request,
@@ -224,13 +230,25 @@ def bulk(request: HttpRequest) -> HttpResponse:
                 {
                     "section": "agents",
                     "doomed": doomed,
-                    "total_runs": sum(n for _, n in doomed),
+                    "total_runs": sum(n["runs"] for _, n in doomed),
+                    "total_logs": sum(n["logs"] for _, n in doomed),
+                    "total_active": sum(n["active"] for _, n in doomed),
+                    "wait_seconds": delete_wait_seconds(),
                     "next": back,
                 },
             )
-        for agent in agents:
-            delete_agent(agent, who)
-        messages.success(request, f"Deleted {_agents(len(agents))}: {_names(agents)}.")
+        deleted = delete_agents_with_runs(agents, who)
+        gone = [a for a in agents if a.name in deleted.names]
+        if gone:
+            messages.success(
+                request,
+                f"Deleted {_agents(len(gone))}: {_names(gone)}, with "
+                f"{_count(deleted.runs, 'run')} and {_count(deleted.logs, 'log file')}.",
+            )
+        for name, reason in deleted.refused.items():
+            messages.error(request, f"{name} was not deleted: {reason}")
+        if deleted.refused and len(agents) == 1:
+            return redirect_back(request, home)  # the agent is still there: back to it
         # Back to the list the person came from, never to a deleted agent's own page.
         if urlsplit(request.POST.get("next", "")).path == home:
             return redirect_back(request, home)
@@ -264,6 +282,10 @@ def _agents(count: int) -> str:
     return f"{count} agent" if count == 1 else f"{count} agents"
 
 
+def _count(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _names(agents: list[Agent]) -> str:
     shown = ", ".join(a.name for a in agents[:10])
     return shown + (f" and {len(agents) - 10} more" if len(agents) > 10 else "")
@@ -280,6 +302,7 @@ def status_context(agent: Agent) -> dict:
         "agent": agent,
         "runs": runs,
         "active_runs": active,
+        "stuck": pages.stuck_run(agent, active),  # the lock's run, if it looks stuck
         "health": health.health(agent).windows,  # the last 7 and 30 days
         "state": getattr(agent, "run_state", None),
     }
