@@ -11,7 +11,6 @@ code in the scheduler's loop.
 from __future__ import annotations
 
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,15 +30,31 @@ class Task:
     run: Callable[[datetime, Engine | None], list[int]]
     every_seconds: float  # 0: after every scheduler pass (it is on the path of a run's start)
     doc: str
+    # A task that remembers its own passes gets a `run` of its own in each Housekeeper (each
+    # scheduler process) from `make()`; `run` is then what one pass on its own does.
+    make: Callable[[], Callable[[datetime, Engine | None], list[int]]] | None = None
 
 
-def _reap(now: datetime, engine: Engine | None) -> list[int]:
-    stale_after = timedelta(seconds=settings.CRONOS_STALE_AFTER_SECONDS)
-    return reaper.reap(now, stale_after, socket.gethostname())
+def _reaper() -> Callable[[datetime, Engine | None], list[int]]:
+    """A reaper that remembers its passes, so it knows whether it was itself suspended."""
+    keeper = reaper.Reaper()
+
+    def reap(now: datetime, engine: Engine | None) -> list[int]:
+        # Not `now` (this host's clock, or the instant given to `cronos_scheduler --now`):
+        # liveness is judged on the database's clock (runs.clock).
+        return keeper.reap(timedelta(seconds=settings.CRONOS_STALE_AFTER_SECONDS))
+
+    return reap
 
 
 TASKS: list[Task] = [
-    Task("reap", _reap, 0, "mark runs whose worker stopped heartbeating lost"),
+    Task(
+        "reap",
+        lambda now, engine: _reaper()(now, engine),
+        0,
+        "mark runs whose worker died lost (a suspended one is not)",
+        make=_reaper,
+    ),
     Task(
         "release",
         lambda now, engine: dispatch.release(now, engine=engine),
@@ -66,6 +81,7 @@ class Housekeeper:
 
     def __init__(self, tasks: list[Task] | None = None) -> None:
         self.tasks = TASKS if tasks is None else tasks
+        self.runs = {task.name: task.make() if task.make else task.run for task in self.tasks}
         self.last_run: dict[str, datetime] = {}
 
     def tick(self, now: datetime, engine: Engine | None = None) -> dict[str, list[int]]:
@@ -79,7 +95,7 @@ class Housekeeper:
                 continue
             self.last_run[task.name] = now
             try:
-                done[task.name] = task.run(now, engine)
+                done[task.name] = self.runs[task.name](now, engine)
             except Exception:
                 log.exception("housekeeping task failed", extra={"task": task.name})
         return done

@@ -19,6 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent
+from runs import clock, liveness
 
 
 class RunQuerySet(models.QuerySet):
@@ -35,7 +36,7 @@ class RunQuerySet(models.QuerySet):
         return self.filter(state=Run.State.RUNNING)
 
     def stale(self, before: datetime) -> RunQuerySet:
-        """Running runs whose worker stopped heartbeating before `before`."""
+        """Running runs whose last heartbeat is older than `before` (on the database clock)."""
         return self.filter(state=Run.State.RUNNING, heartbeat_at__lt=before)
 
     def finished(self) -> RunQuerySet:
@@ -163,6 +164,11 @@ class Run(models.Model):
     dispatch_token = models.CharField(max_length=40, blank=True)
     host = models.CharField(max_length=255, blank=True)
     worker_pid = models.IntegerField(null=True, blank=True)
+    # The worker process's start (clock ticks since boot, which no clock step moves) and its
+    # machine (runs.liveness), so that a reaper on the same machine can tell a dead worker
+    # (lost at once) from a suspended one (never lost).
+    worker_start_ticks = models.BigIntegerField(null=True, blank=True)
+    worker_machine = models.CharField(max_length=400, blank=True)
     pid = models.IntegerField(null=True, blank=True)
     pgid = models.IntegerField(null=True, blank=True)
     # The agent process's start time (psutil), so the reaper never kills a reused pid.
@@ -238,8 +244,9 @@ class Run(models.Model):
 
     # --- transitions: each a conditional UPDATE that returns whether it won -------------------
 
-    def _transition(self, allowed: Sequence[str], **values) -> bool:
-        won = Run.objects.filter(pk=self.pk, state__in=allowed).update(**values) == 1
+    def _transition(self, allowed: Sequence[str], *, where: Q | None = None, **values) -> bool:
+        rows = Run.objects.filter(pk=self.pk, state__in=allowed)
+        won = (rows.filter(where) if where is not None else rows).update(**values) == 1
         if won:
             computed = [
                 name for name, value in values.items() if hasattr(value, "resolve_expression")
@@ -287,9 +294,13 @@ class Run(models.Model):
             [self.State.PENDING], state=self.State.QUEUED, queued_at=timezone.now()
         )
 
-    def claim(self, host: str, worker_pid: int) -> bool:
+    def claim(self, host: str, worker_pid: int, *, worker: liveness.Worker | None = None) -> bool:
         """Pending/queued -> running: the one worker that wins may start the agent."""
         now = timezone.now()
+        if worker is None:
+            # The worker claims for itself: its start and machine identify it to a reaper.
+            me = liveness.this_worker()
+            worker = me if me.pid == worker_pid else liveness.Worker(worker_pid, None, "")
         return self._transition(
             [self.State.PENDING, self.State.QUEUED],
             # A fast worker may claim a run before its dispatcher marked it queued.
@@ -297,7 +308,10 @@ class Run(models.Model):
             state=self.State.RUNNING,
             host=host,
             worker_pid=worker_pid,
-            heartbeat_at=now,
+            worker_start_ticks=worker.start_ticks,
+            worker_machine=worker.machine,
+            # Liveness is stamped on the database's clock, never the worker host's.
+            heartbeat_at=clock.db_now_sql(),
             started_at=now,
         )
 
@@ -310,12 +324,19 @@ class Run(models.Model):
             pgid=pgid,
             process_started=process_started,
             started_at=now,
-            heartbeat_at=now,
+            heartbeat_at=clock.db_now_sql(),
         )
 
     def heartbeat(self) -> bool:
         """The worker is alive; returns False when the run is no longer ours (e.g. lost)."""
-        return self._transition([self.State.RUNNING], heartbeat_at=timezone.now())
+        # Stamped by the database as it writes (runs.clock): a worker host's skewed or jumped
+        # clock cannot make a heartbeat look old. Not read back: nothing here needs the value.
+        return (
+            Run.objects.filter(pk=self.pk, state=self.State.RUNNING).update(
+                heartbeat_at=clock.db_now_sql()
+            )
+            == 1
+        )
 
     def finish(
         self, state: str, *, reason: str = "", exit_code: int | None = None, **values
@@ -398,10 +419,17 @@ class Run(models.Model):
             self.followups_done_at = now
         return won
 
-    def mark_lost(self, reason: str) -> bool:
-        """Running -> lost: its worker stopped heartbeating."""
+    def mark_lost(self, reason: str, *, silent_since: datetime | None = None) -> bool:
+        """Running -> lost: its worker died. With `silent_since`, only if it has not
+        heartbeated since (a heartbeat that lands while the reaper decides wins)."""
         return self._transition(
-            [self.State.RUNNING], state=self.State.LOST, reason=reason, finished_at=timezone.now()
+            [self.State.RUNNING],
+            where=None
+            if silent_since is None
+            else Q(heartbeat_at__lt=silent_since) | Q(heartbeat_at__isnull=True),
+            state=self.State.LOST,
+            reason=reason,
+            finished_at=timezone.now(),
         )
 
     @classmethod

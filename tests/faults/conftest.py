@@ -17,6 +17,7 @@ from django.db import connection
 
 from runs.execution import process
 from runs.models import Run
+from tests.db_clock import db_clock  # noqa: F401  (the database clock a test moves)
 from tests.processes import ROOT, manage
 
 FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"

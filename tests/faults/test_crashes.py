@@ -8,14 +8,15 @@ is retried as its agent's policy says.
 from __future__ import annotations
 
 import signal
-import time
 from collections import Counter
 from datetime import timedelta
 
 import psutil
 import pytest
+from django.db.models import Max
 from django.utils import timezone
 
+from runs import clock
 from runs.models import Run
 from tests.factories import make_agent
 from tests.processes import wait_for
@@ -109,19 +110,31 @@ def test_the_whole_stack_killed_mid_run_then_restarted(stack, tmp_path):
     stack.kill(cluster, scheduler)
     killed_at = timezone.now()
     assert agent_process.is_running(), "the agent died with the stack (it should outlive it)"
-    time.sleep(2)  # the fault: the stack stays down for a few slots
+    # The fault: the stack stays down until slots were certainly missed, as the database
+    # says: more than the missed-slot grace past the last slot the dead scheduler recorded
+    # (it may have recorded slots up to its dispatch lead ahead), so that the restarted
+    # scheduler's first pass, however quick, finds at least two whole slots missed.
+    grace = 1
+    last_slot = Run.objects.filter(agent=agent).aggregate(last=Max("slot"))["last"]
+    wait_for(
+        lambda: clock.db_now() > last_slot + timedelta(seconds=grace + 2),
+        30,
+        "the stack to have been down for a few slots",
+    )
 
-    restart = {"CRONOS_STALE_AFTER_SECONDS": "2", "CRONOS_MISSED_GRACE_SECONDS": "1"}
+    restart = {"CRONOS_MISSED_GRACE_SECONDS": str(grace)}
     stack.cluster("cluster-2", CRONOS_KILL_GRACE_SECONDS="1")
     stack.scheduler("scheduler-2", CRONOS_KILL_GRACE_SECONDS="1", **restart)
     restarted_at = timezone.now()
 
+    # Its worker was on this machine and its pid is gone: lost at the restarted scheduler's
+    # first pass, with the default stale period (30 s) nowhere near over.
     victim = wait_for(
         lambda: Run.objects.filter(pk=victim.pk, state=Run.State.LOST).first(),
         30,
         "the reaper to mark the run lost",
     )
-    assert victim.reason.startswith(f"lost: its worker on {victim.host} stopped heartbeating")
+    assert victim.reason.startswith(f"lost: its worker on {victim.host} (pid {victim.worker_pid})")
     wait_for(lambda: gone(agent_process.pid), 15, "the orphaned agent process to be killed")
     # The retry policy applies to the lost run: its retry starts once the lock is free.
     retry = wait_for(

@@ -11,13 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import OperationalError
-from django.utils import timezone
 
 from runs.execution import executor, outage
 from runs.execution.executor import execute
 from runs.execution.output import OutputSink
 from runs.models import AgentRunState, Run, RunChunk
-from runs.scheduling.reaper import reap
+from runs.scheduling.reaper import Reaper
+from tests.db_clock import install as install_db_clock
 from tests.factories import make_agent
 from tests.runs.test_executor import chunk_text, command_agent, gone, new_run
 
@@ -172,7 +172,13 @@ def test_an_outcome_that_cannot_be_recorded_leaves_the_run_to_the_reaper(tmp_pat
     assert gone(run.pid)
     assert chunk_text(run) == "done\n"  # the output was stored all the same
     monkeypatch.undo()
-    lost = reap(timezone.now() + timedelta(seconds=60), timedelta(seconds=30), "elsewhere")
+    # Its worker (this process) lives on, silent for the run: lost once a reaper has watched
+    # it stay silent for a stale period, on the database's clock (moved, not waited for).
+    db_clock = install_db_clock(monkeypatch)
+    reaper, lost = Reaper(), []
+    for _ in range(61):
+        db_clock.advance(1)
+        lost += reaper.reap(timedelta(seconds=30))
     assert lost == [run.pk]
     run.refresh_from_db()
     assert run.state == Run.State.LOST
