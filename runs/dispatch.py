@@ -23,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
+from runs import clock
 from runs.engines import Engine, get_engine
 from runs.models import Run, new_dispatch_token
 
@@ -185,7 +186,8 @@ def release(
     now = now or timezone.now()
     lead = timedelta(seconds=settings.CRONOS_DISPATCH_LEAD_SECONDS)
     candidates = (
-        Run.objects.awaiting_handover(now)
+        # Orphans are judged on the database's clock (a pass's `now` may be a --now).
+        Run.objects.awaiting_handover(clock.db_now())
         .exclude(not_before__gt=now + lead)
         .select_related("agent")
         .order_by("created_at", "pk")
@@ -213,7 +215,8 @@ def release(
 
 
 def redeliver(now: datetime | None = None, engine: Engine | None = None) -> list[int]:
-    """Hand over again the runs queued long ago that no worker claimed.
+    """Hand over again the runs queued long ago that no worker claimed (`now`, a scheduler
+    pass's instant, is not used: staleness is judged on the database's clock).
 
     A cluster killed after taking a task but before a worker claimed it leaves its run queued
     for good (and holding the agent's lock): on Redis the task was popped, on the ORM broker it
@@ -221,7 +224,8 @@ def redeliver(now: datetime | None = None, engine: Engine | None = None) -> list
     the claim makes a duplicate delivery harmless, and each run is sent at most once per period
     (queued_at moves on), so a queue that is merely long gets a few spare tasks, no more.
     """
-    now = now or timezone.now()
+    # Judged on the database's clock, which stamps queued_at (a pass's `now` may be a --now).
+    now = clock.db_now()
     after = timedelta(seconds=settings.CRONOS_REDELIVER_AFTER_SECONDS)
     stale = list(
         Run.objects.filter(state=Run.State.QUEUED, queued_at__lt=now - after).values_list(

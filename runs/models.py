@@ -291,7 +291,7 @@ class Run(models.Model):
     def mark_queued(self) -> bool:
         """Pending -> queued, once the engine holds its task."""
         return self._transition(
-            [self.State.PENDING], state=self.State.QUEUED, queued_at=timezone.now()
+            [self.State.PENDING], state=self.State.QUEUED, queued_at=clock.db_now_sql()
         )
 
     def claim(self, host: str, worker_pid: int, *, worker: liveness.Worker | None = None) -> bool:
@@ -436,7 +436,7 @@ class Run(models.Model):
     def mark_queued_many(cls, run_ids: list[int]) -> int:
         """Pending -> queued for many runs at once (a crowd of slots); returns how many won."""
         return cls.objects.filter(pk__in=run_ids, state=cls.State.PENDING).update(
-            state=cls.State.QUEUED, queued_at=timezone.now(), reason=""
+            state=cls.State.QUEUED, queued_at=clock.db_now_sql(), reason=""
         )
 
     # Above this many missed slots in one pass, an agent's history gets one entry for the

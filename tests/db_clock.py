@@ -45,3 +45,12 @@ def install(monkeypatch) -> FakeDbClock:
 def db_clock(monkeypatch) -> FakeDbClock:
     """The database's clock, stopped at the instant it read when the test began."""
     return install(monkeypatch)
+
+
+def follow_the_test_clock(monkeypatch) -> None:
+    """Make the database's clock read this process's (time_machine's) clock: for tests of a
+    single host that move time with time_machine and expect the database to agree."""
+    from django.utils import timezone
+
+    monkeypatch.setattr(clock, "db_now", timezone.now)
+    monkeypatch.setattr(clock, "db_now_sql", lambda: Value(timezone.now(), DateTimeField()))

@@ -14,6 +14,7 @@ from runs.followups import after_run, retry_delay
 from runs.models import Run
 from runs.scheduling.scheduler import Scheduler
 from runs.services import trigger_run
+from tests.db_clock import follow_the_test_clock
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine
 
@@ -32,7 +33,9 @@ def engine(settings):
 
 
 @pytest.fixture
-def clock():
+def clock(monkeypatch):
+    # One host: the database's clock (liveness, orphans, re-delivery) moves with this one.
+    follow_the_test_clock(monkeypatch)
     with time_machine.travel(T0, tick=False) as traveller:
         yield traveller
 
