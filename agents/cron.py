@@ -6,6 +6,8 @@ Accepted input
   (``1,15``, ``9-17``, ``*/10``, ``5/15``), month names ``JAN``..``DEC`` and day names
   ``SUN``..``SAT`` in any case. Day-of-week runs 0-7, where 0 and 7 are both Sunday; a range may
   end on Sunday (``FRI-SUN``, ``5-7``). ``?`` alone in day-of-month or day-of-week means ``*``.
+  A start with a step runs to the end of its field (``5/15`` is ``5-59/15``; ``59/1`` is minute
+  59), in day-of-week to Saturday (``MON/2`` is Monday, Wednesday and Friday).
 - Aliases: ``@yearly`` ``@annually`` ``@monthly`` ``@weekly`` ``@daily`` ``@midnight``
   ``@hourly``. ``@reboot`` is refused: Cronos has no boot event to hang it on.
 - The legacy form written by the desktop prototype (tokio-cron-scheduler): seconds first,
@@ -34,9 +36,25 @@ real instant:
 - A *wildcard* job (minute or hour starts with ``*``, including ``*/4`` and ``@hourly``) follows
   real time: a wall time that does not exist is not a run, and one that happens twice runs twice.
 
-croniter expands the fields (names, ranges, steps); the calendar walk and the DST mapping are done
-here, on purpose: croniter's own DST handling differs from Debian's and has changed between
-releases.
+cronsim, and what this module adds to it
+----------------------------------------
+cronsim (written for healthchecks, and matching Debian cron) walks the calendar. It is called the
+way healthchecks calls it: five fields and an aware start in the agent's zone, then ``next()``.
+It applies the rules above itself: a fixed-time job is walked in wall-clock time, a wall time in a
+gap moves to the first minute after it and a repeated one runs at its first reading; a wildcard
+job is walked in real time. This module is the adapter around it:
+
+- Cronos's own validation and messages; cronsim is handed the checked fields with every list,
+  range and step written out as numbers (it reads ``FRI-SUN``, ``MON/2`` and ``5-5/2``
+  differently), only ``*`` and ``*/n`` as written, since a leading ``*`` is what decides the rules.
+- The legacy seconds field: cronsim applies Debian's rule only to 5-field expressions, so it is
+  asked for minutes and the seconds are laid out within each minute here (the times a gap moves
+  still collapse into one run).
+- The legacy year field: a filter, with a jump to the next allowed year.
+- The DST notes, from the zone's offset changes.
+- One own path, for the one case where cronsim departs from the rules: a wildcard job across an
+  offset change that is not whole hours on the hour, or that skips midnight (Lord Howe Island,
+  Chatham, Havana); see ``_cronsim_keeps_hours``.
 """
 
 from __future__ import annotations
@@ -44,18 +62,16 @@ from __future__ import annotations
 import bisect
 import calendar
 import hashlib
-import heapq
 import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import MAXYEAR, UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from cron_descriptor import DescriptionTypeEnum, ExpressionDescriptor, Options
-from croniter import croniter
-from croniter.croniter import DOW_ALPHAS, M_ALPHAS, CroniterError
+from cronsim import CronSim, CronSimError
 
 
 class CronError(ValueError):
@@ -70,16 +86,18 @@ class _Field:
     name: str
     low: int
     high: int
-    names: dict[str, int | str] | None = None
+    names: dict[str, int] | None = None
 
 
 _SECOND = _Field("second", 0, 59)
 _MINUTE = _Field("minute", 0, 59)
 _HOUR = _Field("hour", 0, 23)
 _DAY = _Field("day-of-month", 1, 31)
-_MONTH = _Field("month", 1, 12, M_ALPHAS)
-_WEEKDAY = _Field("day-of-week", 0, 7, DOW_ALPHAS)
-# croniter's own year bounds; a wider range would be refused by it anyway.
+_MONTH_NAMES = "jan feb mar apr may jun jul aug sep oct nov dec".split()
+_MONTH = _Field("month", 1, 12, {name: number for number, name in enumerate(_MONTH_NAMES, 1)})
+_WEEKDAY_NAMES = "sun mon tue wed thu fri sat".split()
+_WEEKDAY = _Field("day-of-week", 0, 7, {name: day for day, name in enumerate(_WEEKDAY_NAMES)})
+# The bounds the prototype's files were read with (croniter's); cronsim has no year field.
 _YEAR = _Field("year", 1970, 2099)
 _UNIX_FIELDS = (_MINUTE, _HOUR, _DAY, _MONTH, _WEEKDAY)
 
@@ -93,7 +111,7 @@ _ALIASES = {
     "@hourly": "0 * * * *",
 }
 
-# The Rust `cron` crate accepted these longer spellings in legacy files; croniter only knows the
+# The Rust `cron` crate accepted these longer spellings in legacy files; cronsim only knows the
 # three-letter forms, so they are shortened before anything else sees them.
 _LONG_NAMES = {
     **{name.lower(): name[:3] for name in calendar.month_name[1:]},
@@ -168,171 +186,108 @@ def _value(field: _Field, token: str, element: str, text: str) -> int:
         else:
             expected = "a day name (SUN-SAT) or a number (0-7)"
         raise _refuse(field, token, element, f"is not {expected}", text)
-    return int(field.names[text.lower()])
+    return field.names[text.lower()]
 
 
-def _croniter_values(field: _Field, element: str) -> list[int]:
-    """Let croniter expand one checked element (names, ranges, steps) into numbers."""
-    # The element goes alone into an otherwise all-`*` expression: field positions differ
-    # between croniter's 5-, 6- and 7-field forms, and croniter only maps day-of-week 7 to
-    # Sunday in the 5-field form.
-    try:
-        if field is _SECOND:
-            expanded = croniter.expand(f"{element} * * * * *", second_at_beginning=True)[0][5]
-        elif field is _YEAR:
-            expanded = croniter.expand(f"0 * * * * * {element}", second_at_beginning=True)[0][6]
-        else:
-            parts = ["*"] * 5
-            index = _UNIX_FIELDS.index(field)
-            parts[index] = element
-            expanded = croniter.expand(" ".join(parts))[0][index]
-    except CroniterError as exc:
-        # Everything croniter refuses should have been caught with a better message above.
-        raise CronError(f"{field.name} field value '{element}' is not valid cron syntax") from exc
-    if expanded == ["*"]:
-        # croniter folds a complete set back to '*'; 7 is Sunday again, not a day of its own.
-        high = 6 if field is _WEEKDAY else field.high
-        return list(range(field.low, high + 1))
-    return [int(v) for v in expanded]
+def _expand_field(field: _Field, token: str) -> tuple[tuple[int, ...], str]:
+    """All values one field allows, sorted, and the token to hand cronsim.
 
-
-def _expand_field(field: _Field, token: str) -> tuple[int, ...]:
-    """All values one field allows, sorted; raises CronError naming the field and the value."""
+    Raises CronError naming the field and the value.
+    """
     values: set[int] = set()
+    for_cronsim: list[str] = []
     for element in token.split(","):
         match = _ELEMENT.match(element)
         if not match:
             raise _refuse(field, token, element, "is not valid cron syntax")
-        step = match["step"]
-        if step is not None and int(step) == 0:
+        step = 1 if match["step"] is None else int(match["step"])
+        if step == 0:
             raise _field_error(
                 field, token, element, "has a step of 0; the step must be at least 1"
             )
+        # Day-of-week steps stop at Saturday (7 is Sunday again, not a day of its own).
+        top = 6 if field is _WEEKDAY else field.high
         if match["star"]:
-            values.update(_croniter_values(field, element))
+            values.update(range(field.low, top + 1, step))
+            # As written: a leading '*' is what makes a day field unrestricted, and a minute or
+            # hour field a wildcard, for cronsim as for Vixie cron.
+            for_cronsim.append(element)
             continue
         low = _value(field, token, element, match["low"])
         if match["high"] is None:
-            values.update(_croniter_values(field, element))
-            continue
-        high = _value(field, token, element, match["high"])
-        expandable = element
-        if field is _WEEKDAY and high == 0 and match["high"].lower() == "sun":
-            # FRI-SUN: Sunday closes the week as 7 (croniter wraps 5-7 correctly).
-            high = 7
-            expandable = f"{match['low']}-7" + (f"/{step}" if step else "")
-        if low > high:
-            top = 6 if field is _WEEKDAY else field.high
-            split = ",".join(
-                f"{a}-{b}" if a < b else str(a) for a, b in ((low, top), (field.low, high))
-            )
-            raise _field_error(
-                field, token, element, f"is a backwards range ({low} > {high}); write it as {split}"
-            )
-        if low == high:
-            # croniter reads a one-value range such as 5-5 as "the whole field".
-            expandable = match["low"]
-        values.update(_croniter_values(field, expandable))
+            # `5/15` runs to the end of the field, as `5-59/15`; `7/2` in day-of-week is Sunday.
+            high = low if match["step"] is None else max(low, top)
+        else:
+            high = _value(field, token, element, match["high"])
+            if field is _WEEKDAY and high == 0 and match["high"].lower() == "sun":
+                high = 7  # FRI-SUN: Sunday closes the week as 7
+            if low > high:
+                split = ",".join(
+                    f"{a}-{b}" if a < b else str(a) for a, b in ((low, top), (field.low, high))
+                )
+                raise _field_error(
+                    field,
+                    token,
+                    element,
+                    f"is a backwards range ({low} > {high}); write it as {split}",
+                )
+        numbers = range(low, high + 1, step)
+        values.update(numbers)
+        # cronsim is handed the numbers: it reads some spellings differently (SUN only as 0, so
+        # FRI-SUN is backwards to it; MON/2 on to 7 = Sunday; 5-5/2 as 5/2).
+        for_cronsim.append(",".join(map(str, numbers)))
     if field is _WEEKDAY:
         values = {v % 7 for v in values}
-    return tuple(sorted(values))
+    return tuple(sorted(values)), ",".join(for_cronsim)
 
 
 # --- Compiled schedules --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Spec:
-    """The expanded value sets of a schedule, and the calendar walk over local wall times."""
+class _Plan:
+    """What cronsim is asked, and what the adapter adds to its answers."""
 
+    minutes: str  # the five standard fields, as cronsim reads them
+    wall_times: str  # the same with the seconds in front, for walks over naive wall times
     seconds: tuple[int, ...]
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: frozenset[int]
-    months: tuple[int, ...]
-    weekdays: frozenset[int]  # 0 = Sunday .. 6 = Saturday
     years: tuple[int, ...] | None  # None: every year
-    day_star: bool
-    weekday_star: bool
+    fixed_time: bool
 
-    def day_matches(self, day: date) -> bool:
-        in_days = day.day in self.days
-        in_weekdays = day.isoweekday() % 7 in self.weekdays
-        # Vixie cron: OR when both are restricted, AND when either starts with '*'.
-        if self.day_star or self.weekday_star:
-            return in_days and in_weekdays
-        return in_days or in_weekdays
-
-    def _times_after(self, moment: time) -> Iterator[tuple[int, int, int]]:
-        """Times of day strictly after `moment` (which may carry microseconds)."""
-        for h in self.hours[bisect.bisect_left(self.hours, moment.hour) :]:
-            minutes = self.minutes
-            if h == moment.hour:
-                minutes = minutes[bisect.bisect_left(minutes, moment.minute) :]
-            for m in minutes:
-                seconds = self.seconds
-                if (h, m) == (moment.hour, moment.minute):
-                    # bisect_right: a slot equal to `moment` (or before its microseconds) is past.
-                    seconds = seconds[bisect.bisect_right(seconds, moment.second) :]
-                for s in seconds:
-                    yield h, m, s
-
-    def wall_times(self, start: datetime) -> Iterator[datetime]:
-        """Naive local wall-clock times the schedule names, strictly after naive `start`, in order."""
-        first_day = start.date()
-        years = (
-            range(first_day.year, MAXYEAR + 1)
-            if self.years is None
-            else [y for y in self.years if y >= first_day.year]
-        )
-        for year in years:
-            for month in self.months:
-                if (year, month) < (first_day.year, first_day.month):
-                    continue
-                opening = (year, month) == (first_day.year, first_day.month)
-                for day_number in range(
-                    first_day.day if opening else 1, calendar.monthrange(year, month)[1] + 1
-                ):
-                    day = date(year, month, day_number)
-                    if not self.day_matches(day):
-                        continue
-                    moment = start.time() if day == first_day else None
-                    if moment is None:
-                        times: Iterator[tuple[int, int, int]] = (
-                            (h, m, s)
-                            for h in self.hours
-                            for m in self.minutes
-                            for s in self.seconds
-                        )
-                    else:
-                        times = self._times_after(moment)
-                    for h, m, s in times:
-                        yield datetime(year, month, day_number, h, m, s)
+    def allows(self, year: int) -> bool:
+        return self.years is None or year in self.years
 
 
 @lru_cache(maxsize=512)
-def _compile(seconds: str, fields: str, year: str | None) -> _Spec:
-    parts = fields.split()
-    minute, hour, day, month, weekday = parts
-    spec = _Spec(
-        seconds=_expand_field(_SECOND, seconds),
-        minutes=_expand_field(_MINUTE, minute),
-        hours=_expand_field(_HOUR, hour),
-        days=frozenset(_expand_field(_DAY, day)),
-        months=_expand_field(_MONTH, month),
-        weekdays=frozenset(_expand_field(_WEEKDAY, weekday)),
-        years=None if year is None or year == "*" else _expand_field(_YEAR, year),
-        day_star=day.startswith("*"),
-        weekday_star=weekday.startswith("*"),
-    )
+def _compile(seconds: str, fields: str, year: str | None) -> _Plan:
+    tokens = fields.split()
+    minute, hour, day, month, weekday = tokens
+    expanded = [
+        _expand_field(field, token) for field, token in zip(_UNIX_FIELDS, tokens, strict=True)
+    ]
+    second_values, second_token = _expand_field(_SECOND, seconds)
+    years = None if year is None or year == "*" else _expand_field(_YEAR, year)[0]
     # Only "both days must match" with a restricted day-of-month can rule out every day: an
     # unrestricted day-of-month includes the 1st, which falls on every weekday over the years.
-    if spec.weekday_star and not spec.day_star:
-        if not any(d <= _LONGEST_MONTH[m] for m in spec.months for d in spec.days):
+    days, months = set(expanded[2][0]), expanded[3][0]
+    if weekday.startswith("*") and not day.startswith("*"):
+        if not any(d <= _LONGEST_MONTH[m] for m in months for d in days):
             raise CronError(
                 f"the schedule never runs: day-of-month '{day}' never occurs in month '{month}'"
             )
-    return spec
+    expression = " ".join(token for _, token in expanded)
+    try:
+        # What healthchecks' validation does: let cronsim read it once.
+        CronSim(expression, datetime(2000, 1, 1))
+    except CronSimError as exc:  # everything it refuses should have been refused above
+        raise CronError(f"'{fields}' is not valid cron syntax ({exc})") from exc
+    return _Plan(
+        minutes=expression,
+        wall_times=f"{second_token} {expression}",
+        seconds=second_values,
+        years=years,
+        fixed_time=not (minute.startswith("*") or hour.startswith("*")),
+    )
 
 
 # --- Public types --------------------------------------------------------------------------------
@@ -437,9 +392,9 @@ def parse(expression: str) -> Schedule:
     if year is not None:
         year = _normalise(year, _YEAR)
     fields = " ".join(parts)
-    spec = _compile(seconds, fields, year)
-    if spec.years is not None:
-        _check_years(spec, year or "")
+    plan = _compile(seconds, fields, year)
+    if plan.years is not None:
+        _check_years(plan, year or "")
     return Schedule(
         expression=text,
         seconds=seconds,
@@ -450,32 +405,120 @@ def parse(expression: str) -> Schedule:
     )
 
 
-def _check_years(spec: _Spec, year: str) -> None:
+def _check_years(plan: _Plan, year: str) -> None:
     """Refuse a year field that leaves no run from the start of this year on."""
     this_year = datetime.now(UTC).year
-    if spec.years and spec.years[-1] < this_year:
+    if plan.years and plan.years[-1] < this_year:
         raise CronError(f"the schedule never runs: every year in year field '{year}' is past")
     # Counted from 1 January so that a schedule for this year does not turn invalid halfway
-    # through it; the walk is finite because the years are.
-    if next(spec.wall_times(datetime(this_year - 1, 12, 31, 23, 59, 59)), None) is None:
+    # through it; the search is finite because the years are.
+    new_year = datetime(this_year - 1, 12, 31, 23, 59, 59, tzinfo=UTC)
+    if next(_runs(plan, _UTC_ZONE, new_year), None) is None:
         raise CronError(
             f"the schedule never runs: no day in year field '{year}' matches its "
             "day-of-month, month and day-of-week fields"
         )
 
 
-# --- Runs ----------------------------------------------------------------------------------------
+# --- Offset changes ------------------------------------------------------------------------------
 
-_PLAIN, _GAP, _FOLD = "plain", "gap", "fold"
+_UTC_ZONE = ZoneInfo("UTC")
+_ONE_SECOND = timedelta(seconds=1)
+_ONE_HOUR = timedelta(hours=1)
+# Longer than any daylight-saving shift plus an hour: cronsim started this long after an offset
+# change cannot step back across it (it rounds a wildcard job's clock down to the hour).
+_SETTLED = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
-class _Slot:
-    """One wall time waiting in the heap, with what daylight saving did to it."""
+class _Change:
+    """A change of a zone's UTC offset: daylight saving starting or ending."""
 
-    wall: datetime
-    how: str  # "plain", "moved" (gap, fixed), "first" (fold, fixed), "both" (fold, wildcard)
-    skipped: tuple[datetime, ...] = ()  # wildcard wall times lost in a gap just before this one
+    at: datetime  # UTC, the first instant of the new offset
+    before: timedelta
+    after: timedelta
+
+    def gap(self) -> tuple[datetime, datetime] | None:
+        """The naive wall times that do not exist, [start, end), if clocks go forward."""
+        if self.after <= self.before:
+            return None
+        at = self.at.replace(tzinfo=None)
+        return at + self.before, at + self.after
+
+
+def _offset(zone: ZoneInfo, timestamp: int) -> timedelta:
+    offset = datetime.fromtimestamp(timestamp, zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+@lru_cache(maxsize=1024)
+def _changes_in_year(zone: ZoneInfo, year: int) -> tuple[_Change, ...]:
+    """The zone's offset changes in one UTC year (and at the first instant of the next)."""
+    # zoneinfo keeps its transitions private, so sample the offset every six hours (changes of
+    # one zone are months apart) and bisect to the second where it moves.
+    start = int(datetime(year, 1, 1, tzinfo=UTC).timestamp())
+    end = int(datetime(year + 1, 1, 1, tzinfo=UTC).timestamp())
+    found = []
+    low, low_offset = start, _offset(zone, start)
+    while low < end:
+        high = min(low + 6 * 3600, end)
+        high_offset = _offset(zone, high)
+        if high_offset != low_offset:
+            before, after = low, high
+            while after - before > 1:
+                middle = (before + after) // 2
+                if _offset(zone, middle) == low_offset:
+                    before = middle
+                else:
+                    after = middle
+            found.append(_Change(datetime.fromtimestamp(after, UTC), low_offset, high_offset))
+        low, low_offset = high, high_offset
+    return tuple(found)
+
+
+def _changes(zone: ZoneInfo, start: datetime, end: datetime) -> list[_Change]:
+    """Offset changes with start < at <= end (aware UTC datetimes)."""
+    return [
+        change
+        for year in range(start.year, end.year + 1)
+        for change in _changes_in_year(zone, year)
+        if start < change.at <= end
+    ]
+
+
+def _cronsim_keeps_hours(change: _Change) -> bool:
+    """Whether cronsim follows real time across this change, for a wildcard job.
+
+    cronsim moves a wildcard job on in whole real hours from a local HH:00, expecting to read
+    (HH+1):00; it rounds down to the hour by setting the minutes; it starts each day at a local
+    midnight it builds itself. All hold when clocks change by whole hours, on the hour, away from
+    midnight (Europe, the Americas, Sydney). Across Lord Howe Island's 30-minute change they do
+    not: on 2026-04-05 it gives `*/15 9 * * *` as 09:30 and 09:45, skipping 09:00 and 09:15. Nor
+    where midnight is skipped (Havana, Santiago, Beirut): on 2028-03-12 in Havana it skips all
+    of `* 1 * * *`.
+    """
+    before = change.at.replace(tzinfo=None) + change.before
+    after = change.at.replace(tzinfo=None) + change.after
+    whole_hours = (change.after - change.before) % _ONE_HOUR == timedelta(0)
+    on_the_hour = before.minute == before.second == 0
+    return whole_hours and on_the_hour and before.hour != 0 and after.hour != 0
+
+
+def _own_walk_until(zone: ZoneInfo, position: datetime, found: datetime) -> datetime | None:
+    """Where an own walk must take over from cronsim's step from `position` to `found`: to the
+    settled side of an offset change cronsim mishandles, if the step touched one."""
+    for change in _changes(zone, position - _SETTLED, max(found, position + _SETTLED)):
+        # Around such a change cronsim may also step back in time, and then cycle there for
+        # ever (Chatham, 2028-04-02: `*/5 3 * * *` returns to 03:00 after 03:40).
+        if not _cronsim_keeps_hours(change) and (found <= position or change.at <= found):
+            return change.at + _SETTLED
+    if found <= position:  # never seen elsewhere; walking on beats cycling for ever
+        return position + _SETTLED
+    return None
+
+
+# --- Runs ----------------------------------------------------------------------------------------
 
 
 def _as_zone(tz: str | ZoneInfo) -> ZoneInfo:
@@ -486,54 +529,112 @@ def _as_schedule(schedule: Schedule | str) -> Schedule:
     return parse(schedule) if isinstance(schedule, str) else schedule
 
 
-def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
-    """The first real instant after the spring-forward gap that swallows naive `wall` (UTC)."""
-    # PEP 495: inside a gap, fold=0 applies the offset from before the transition and fold=1 the
-    # one after, so the transition lies between the two readings. zoneinfo does not expose its
-    # transitions, so search for it; they fall on whole seconds.
-    before = wall.replace(tzinfo=zone, fold=0).utcoffset()
-    after = wall.replace(tzinfo=zone, fold=1).utcoffset()
-    assert before is not None and after is not None
-    low = int((wall - after).replace(tzinfo=UTC).timestamp())
-    high = int((wall - before).replace(tzinfo=UTC).timestamp())
-    if datetime.fromtimestamp(low, zone).utcoffset() != before:
-        return datetime.fromtimestamp(high, UTC)
-    while high - low > 1:
-        middle = (low + high) // 2
-        if datetime.fromtimestamp(middle, zone).utcoffset() == before:
-            low = middle
+def _minutes(plan: _Plan, zone: ZoneInfo, position: datetime) -> Iterator[datetime]:
+    """The minutes (UTC) the five fields name after `position` (UTC), oldest first."""
+    while True:
+        # As healthchecks calls it: an aware start in the schedule's zone, then next().
+        for found in CronSim(plan.minutes, position.astimezone(zone)):
+            minute = found.astimezone(UTC)
+            settled = None if plan.fixed_time else _own_walk_until(zone, position, minute)
+            if settled is not None:
+                # The one own path: cronsim departs from real time around this change (see
+                # _cronsim_keeps_hours), so the hours after it are walked here, and cronsim
+                # takes over again once the clock has settled.
+                yield from _real_time_walk(plan, zone, position, settled)
+                position = settled
+                break
+            yield minute
+            position = minute
         else:
-            high = middle
-    return datetime.fromtimestamp(high, UTC)
+            return
 
 
-def _locate(wall: datetime, zone: ZoneInfo) -> tuple[str, datetime, datetime | None]:
-    """Classify naive `wall` in `zone` and give its real instant(s) in UTC.
+def _real_time_walk(
+    plan: _Plan, zone: ZoneInfo, start: datetime, end: datetime
+) -> Iterator[datetime]:
+    """Minutes (UTC) in (start, end] whose wall time, read with the offset in force at that
+    instant, the five fields name: a wildcard job's runs, by real time."""
+    cuts = [start, *(change.at for change in _changes(zone, start, end)), end]
+    for low, high in itertools.pairwise(cuts):
+        # The offset is constant on [low, high), so wall times map to instants in order.
+        offset = low.astimezone(zone).utcoffset()
+        assert offset is not None
+        first_wall = (low + offset).replace(tzinfo=None) - _ONE_SECOND
+        for wall in CronSim(plan.minutes, first_wall):  # naive: wall-clock time only
+            minute = (wall - offset).replace(tzinfo=UTC)
+            if minute > high or (minute == high and high != end):
+                break
+            if minute > start:
+                yield minute
 
-    For a gap, the instant is the end of the gap: the earliest any later wall time can map to,
-    which is what keeps the heap's lower bound monotonic.
-    """
-    first = wall.replace(tzinfo=zone)
-    first_utc = first.astimezone(UTC)
-    if first_utc.astimezone(zone).replace(tzinfo=None) != wall:
-        return _GAP, _gap_end(wall, zone), None
-    second = wall.replace(tzinfo=zone, fold=1)
-    if second.utcoffset() != first.utcoffset():
-        return _FOLD, first_utc, second.astimezone(UTC)
-    return _PLAIN, first_utc, None
+
+def _wall_times(plan: _Plan, low: datetime, high: datetime) -> list[datetime]:
+    """The naive wall times in [low, high) the schedule names, seconds and year included."""
+    found = []
+    for wall in CronSim(plan.wall_times, low - _ONE_SECOND):
+        if wall >= high:
+            break
+        if plan.allows(wall.year):
+            found.append(wall)
+    return found
 
 
-def _earliest_wall_time(after_utc: datetime, zone: ZoneInfo) -> datetime:
-    """A naive wall time before which no wall time can map to an instant after `after_utc`."""
-    # Within a fall-back fold a wall time earlier than `after`'s own can still be later in real
-    # time, so start from `after` read with the smallest offset the zone uses in the two days
-    # around it. Offsets are constant between transitions and transitions are far more than six
-    # hours apart, so sampling every six hours sees every offset in that window.
-    offsets = [
-        (after_utc + timedelta(hours=h)).astimezone(zone).utcoffset() for h in range(-48, 49, 6)
-    ]
-    smallest = min(o for o in offsets if o is not None)
-    return (after_utc + smallest).replace(tzinfo=None)
+def _moved(plan: _Plan, zone: ZoneInfo, minute: datetime) -> list[datetime]:
+    """The wall times a fixed-time job moves to `minute`, if it is the end of a gap."""
+    for change in _changes(zone, minute - _ONE_SECOND, minute):
+        gap = change.gap()
+        if gap is not None:
+            return _wall_times(plan, *gap)
+    return []
+
+
+def _instants(
+    plan: _Plan, zone: ZoneInfo, minute: datetime
+) -> list[tuple[datetime, list[datetime]]]:
+    """The runs in one of cronsim's minutes (the seconds field), with the wall times moved there."""
+    moved = _moved(plan, zone, minute) if plan.fixed_time else []
+    seconds = plan.seconds
+    if moved:
+        # cronsim answers a gap's end once for all the times in the gap, as Debian runs them
+        # once; with seconds they too collapse into that one run. The minute at the end of the
+        # gap keeps its own seconds if the schedule names it as well.
+        wall = minute.astimezone(zone).replace(tzinfo=None)
+        named = next(CronSim(plan.minutes, wall - _ONE_SECOND), None) == wall
+        seconds = tuple(s for s in seconds if s) if named else ()
+        return [(minute, moved)] + [(minute + timedelta(seconds=s), []) for s in seconds]
+    if seconds == (0,):
+        return [(minute, [])]
+    return [(minute + timedelta(seconds=s), []) for s in seconds]
+
+
+def _runs(plan: _Plan, zone: ZoneInfo, after: datetime) -> Iterator[Occurrence]:
+    """Runs strictly after `after` (UTC), oldest first: cronsim's minutes, their seconds, the
+    year field, the notes."""
+    # cronsim answers in whole minutes; ask from the start of the minute `after` falls in, for
+    # the seconds still to come in it.
+    start = after.astimezone(zone).replace(second=0, microsecond=0).astimezone(UTC)
+    start -= _ONE_SECOND
+    last = after
+    while True:
+        for minute in _minutes(plan, zone, start):
+            if plan.years is not None and (year := minute.astimezone(zone).year) not in plan.years:
+                later = plan.years[bisect.bisect_right(plan.years, year) :]
+                if not later:
+                    return
+                start = datetime(later[0], 1, 1, tzinfo=zone).astimezone(UTC) - _ONE_SECOND
+                break
+            for instant, moved in _instants(plan, zone, minute):
+                if instant > last:
+                    yield Occurrence(
+                        at=instant.astimezone(zone),
+                        note=_note(plan, zone, instant, last, moved),
+                    )
+                    last = instant
+        else:
+            return
+
+
+# --- Notes ---------------------------------------------------------------------------------------
 
 
 def _clock(moments: list[datetime]) -> str:
@@ -550,16 +651,27 @@ def _exist(moments: list[datetime]) -> str:
     return "does not exist" if len(moments) == 1 else "do not exist"
 
 
-def _note(at: datetime, slots: list[_Slot], zone: ZoneInfo) -> str | None:
+def _note(
+    plan: _Plan, zone: ZoneInfo, instant: datetime, since: datetime, moved: list[datetime]
+) -> str | None:
+    """Why daylight saving moved, merged, doubled or skipped the run at `instant`.
+
+    `since` is the previous run (or the start of the search): a wildcard job's wall times lost
+    in a gap after it are told on this run.
+    """
     parts: list[str] = []
-    skipped = sorted({w for slot in slots for w in slot.skipped})
-    for day, group in itertools.groupby(skipped, key=lambda w: w.date()):
-        lost = list(group)
-        runs = "that run is" if len(lost) == 1 else f"those {len(lost)} runs are"
-        parts.append(
-            f"{_clock(lost)} {_exist(lost)} on {day.isoformat()} (clocks go forward); {runs} skipped"
-        )
-    moved = sorted({slot.wall for slot in slots if slot.how == "moved"})
+    if not plan.fixed_time:
+        for change in _changes(zone, since, instant):
+            gap = change.gap()
+            lost = _wall_times(plan, *gap) if gap is not None else []
+            for day, group in itertools.groupby(lost, key=lambda w: w.date()):
+                times = list(group)
+                runs = "that run is" if len(times) == 1 else f"those {len(times)} runs are"
+                parts.append(
+                    f"{_clock(times)} {_exist(times)} on {day.isoformat()} (clocks go forward); "
+                    f"{runs} skipped"
+                )
+    at = instant.astimezone(zone)
     if moved:
         when = f"{_clock([at])} {at.tzname()}"
         runs = f"runs at {when}" if len(moved) == 1 else f"runs once, at {when}"
@@ -567,69 +679,16 @@ def _note(at: datetime, slots: list[_Slot], zone: ZoneInfo) -> str | None:
             f"{_clock(moved)} {_exist(moved)} on {moved[0].date().isoformat()} "
             f"(clocks go forward); {runs}"
         )
-    for slot in slots:
-        if slot.how == "first":
-            parts.append(
-                f"{_clock([slot.wall])} happens twice on {slot.wall.date().isoformat()} "
-                f"(clocks go back); runs once, at the first ({at.tzname()})"
-            )
-        elif slot.how == "both":
-            names = (
-                slot.wall.replace(tzinfo=zone, fold=0).tzname(),
-                slot.wall.replace(tzinfo=zone, fold=1).tzname(),
-            )
-            parts.append(
-                f"{_clock([slot.wall])} happens twice on {slot.wall.date().isoformat()} "
-                f"(clocks go back); runs in both ({names[0]} and {names[1]})"
-            )
+    if _changes(zone, instant - _SETTLED, instant + _SETTLED):
+        first, second = at.replace(fold=0), at.replace(fold=1)
+        if first.utcoffset() != second.utcoffset():
+            wall = at.replace(tzinfo=None)
+            twice = f"{_clock([wall])} happens twice on {wall.date().isoformat()} (clocks go back)"
+            if plan.fixed_time:
+                parts.append(f"{twice}; runs once, at the first ({at.tzname()})")
+            else:
+                parts.append(f"{twice}; runs in both ({first.tzname()} and {second.tzname()})")
     return "; ".join(parts) or None
-
-
-def _runs(
-    spec: _Spec, fixed_time: bool, zone: ZoneInfo, after_utc: datetime
-) -> Iterator[Occurrence]:
-    # Wall times come in naive order, but in a fall-back fold a wildcard job's second reading
-    # (fold=1) is later in real time than the next wall times' first readings. So instants wait
-    # in a heap until the current wall time's lower bound passes them: that bound (fold=0
-    # instant, or the gap's end) never decreases, so nothing earlier can still arrive.
-    waiting: list[tuple[datetime, int, _Slot]] = []
-    order = itertools.count()
-    skipped: list[datetime] = []
-
-    def push(instant: datetime, slot: _Slot) -> None:
-        heapq.heappush(waiting, (instant, next(order), slot))
-
-    def release(bound: datetime | None) -> Iterator[Occurrence]:
-        while waiting and (bound is None or waiting[0][0] < bound):
-            instant = waiting[0][0]
-            slots = []
-            # Equal instants are one run: gap times collapsed onto the gap's end, or a moved
-            # time landing on a time the schedule names anyway.
-            while waiting and waiting[0][0] == instant:
-                slots.append(heapq.heappop(waiting)[2])
-            if instant > after_utc:
-                at = instant.astimezone(zone)
-                yield Occurrence(at=at, note=_note(at, slots, zone))
-
-    for wall in spec.wall_times(_earliest_wall_time(after_utc, zone)):
-        kind, first, second = _locate(wall, zone)
-        yield from release(first)
-        if kind == _GAP:
-            if fixed_time:
-                push(first, _Slot(wall, "moved"))
-            else:
-                skipped.append(wall)
-            continue
-        lost, skipped = tuple(skipped), []
-        if kind == _FOLD and second is not None:
-            if fixed_time:
-                push(first, _Slot(wall, "first", lost))
-            else:
-                push(first, _Slot(wall, "both", lost))
-                push(second, _Slot(wall, "both"))
-        else:
-            push(first, _Slot(wall, "plain", lost))
-    yield from release(None)
 
 
 def iter_runs(
@@ -638,11 +697,11 @@ def iter_runs(
     """Runs strictly after aware `after`, in real-time order, lazily (may be endless)."""
     # Not a generator itself, so that a bad schedule, zone or `after` fails at the call.
     parsed = _as_schedule(schedule)
-    spec = _compile(parsed.seconds, parsed.fields, parsed.year)
+    plan = _compile(parsed.seconds, parsed.fields, parsed.year)
     zone = _as_zone(tz)
     if after.tzinfo is None or after.utcoffset() is None:
         raise ValueError("after must be an aware datetime")
-    return _runs(spec, parsed.fixed_time, zone, after.astimezone(UTC))
+    return _runs(plan, zone, after.astimezone(UTC))
 
 
 def next_runs(

@@ -165,6 +165,30 @@ def test_a_one_value_range_means_that_value_not_the_whole_field():
 
 
 @pytest.mark.parametrize(
+    ("expression", "field", "values"),
+    [
+        # croniter, used before cronsim, read a start equal to the field's last value as '*':
+        # `59/1` was every minute and `23/2` every even hour.
+        ("59/1 * * * *", "minute", {59}),
+        ("0 23/2 * * *", "hour", {23}),
+        ("0 0 * DEC/2 *", "month", {12}),
+        ("50/5 * * * *", "minute", {50, 55}),
+    ],
+)
+def test_a_start_with_a_step_runs_to_the_end_of_its_field(expression, field, values):
+    runs = cron.next_runs(expression, "UTC", utc("2026-11-20T00:00"), 6)
+
+    assert {getattr(run.at, field) for run in runs} == values
+
+
+def test_a_weekday_start_with_a_step_stops_at_saturday():
+    # cronsim alone would run MON/2 on to 7, a second Sunday; Cronos keeps Monday-Wednesday-Friday.
+    runs = cron.next_runs("0 9 * * MON/2", "UTC", utc("2026-11-20T00:00"), 6)
+
+    assert [run.at.strftime("%a") for run in runs] == ["Fri", "Mon", "Wed", "Fri", "Mon", "Wed"]
+
+
+@pytest.mark.parametrize(
     ("alias", "fields"),
     [
         ("@yearly", "0 0 1 1 *"),
@@ -580,6 +604,140 @@ def test_runs_are_strictly_increasing_in_real_time_around_a_transition(expressio
     assert runs
     assert instants(runs) == sorted(set(instants(runs)))
     assert all(run.at.tzinfo is zone for run in runs)
+
+
+# --- Daylight saving: where cronsim departs from real time -----------------------------------------
+# cronsim walks the calendar; for wildcard jobs across an offset change that is not whole hours on
+# the hour (Lord Howe Island's 30 minutes, Chatham's change at 02:45/03:45) or that skips
+# midnight (Havana), agents.cron walks the hours after the change itself (_cronsim_keeps_hours).
+
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")
+CHATHAM = ZoneInfo("Pacific/Chatham")
+HAVANA = ZoneInfo("America/Havana")
+
+
+def test_lord_howe_wildcard_job_keeps_its_runs_on_the_day_clocks_go_back_half_an_hour():
+    start, end = local_day(LORD_HOWE, 2026, 4, 5)
+
+    runs = cron.runs_between("*/15 9 * * *", LORD_HOWE, start, end)
+
+    # cronsim alone: 09:30 and 09:45 only (it stepped whole real hours across the change).
+    assert [run.at.isoformat() for run in runs] == [
+        "2026-04-05T09:00:00+10:30",
+        "2026-04-05T09:15:00+10:30",
+        "2026-04-05T09:30:00+10:30",
+        "2026-04-05T09:45:00+10:30",
+    ]
+
+
+def test_lord_howe_wildcard_job_runs_twice_in_the_repeated_half_hour():
+    start, end = local_day(LORD_HOWE, 2026, 4, 5)
+
+    runs = cron.runs_between("*/20 1 * * *", LORD_HOWE, start, end)
+
+    assert [run.at.isoformat() for run in runs] == [
+        "2026-04-05T01:00:00+11:00",
+        "2026-04-05T01:20:00+11:00",
+        "2026-04-05T01:40:00+11:00",
+        "2026-04-05T01:40:00+10:30",
+    ]
+    assert runs[3].note == (
+        "01:40 happens twice on 2026-04-05 (clocks go back); runs in both (+11 and +1030)"
+    )
+
+
+def test_lord_howe_wildcard_job_skips_the_missing_half_hour_and_says_so():
+    start, end = local_day(LORD_HOWE, 2026, 10, 4)
+
+    runs = cron.runs_between("*/10 2 * * *", LORD_HOWE, start, end)
+
+    assert [run.at.isoformat() for run in runs] == [
+        "2026-10-04T02:30:00+11:00",
+        "2026-10-04T02:40:00+11:00",
+        "2026-10-04T02:50:00+11:00",
+    ]
+    assert runs[0].note == (
+        "02:00, 02:10 and 02:20 do not exist on 2026-10-04 (clocks go forward); "
+        "those 3 runs are skipped"
+    )
+
+
+def test_lord_howe_fixed_time_jobs_follow_debian_across_the_half_hour_changes():
+    gap = cron.runs_between("15 2 * * *", LORD_HOWE, *local_day(LORD_HOWE, 2026, 10, 4))
+    fold = cron.runs_between("45 1 * * *", LORD_HOWE, *local_day(LORD_HOWE, 2026, 4, 5))
+
+    assert [run.at.isoformat() for run in gap] == ["2026-10-04T02:30:00+11:00"]
+    assert (
+        gap[0].note == "02:15 does not exist on 2026-10-04 (clocks go forward); runs at 02:30 +11"
+    )
+    assert [run.at.isoformat() for run in fold] == ["2026-04-05T01:45:00+11:00"]
+
+
+def test_havana_wildcard_job_runs_in_the_first_hour_of_a_sunday_without_midnight():
+    # On Sunday 2028-03-12 Havana's clocks go from 00:00 straight to 01:00.
+    runs = cron.next_runs("* 1 * * SUN", HAVANA, datetime(2028, 3, 10, 12, tzinfo=HAVANA), 60)
+
+    # cronsim alone starts that day at a midnight that does not exist, and skips to 2028-03-19.
+    assert runs[0].at.isoformat() == "2028-03-12T01:00:00-04:00"
+    assert runs[-1].at.isoformat() == "2028-03-12T01:59:00-04:00"
+
+
+def test_chatham_wildcard_job_ends_when_clocks_go_back_at_0345():
+    runs = cron.next_runs("*/5 3 * * *", CHATHAM, datetime(2028, 4, 2, tzinfo=CHATHAM), 22)
+
+    # cronsim alone goes back from 03:40 to 03:00 (+13:45) and cycles there for ever.
+    assert [run.at.strftime("%H:%M%z") for run in runs] == [
+        *(f"03:{m:02}+1345" for m in range(0, 45, 5)),
+        *(f"03:{m:02}+1245" for m in range(0, 60, 5)),
+        "03:00+1245",
+    ]
+    assert runs[-1].at.date().isoformat() == "2028-04-03"
+
+
+# Each wildcard schedule with what its minutes must satisfy, checked by brute force below.
+WILDCARD_RULES = {
+    "*/15 * * * *": lambda w: w.minute % 15 == 0,
+    "*/7 1-3 * * *": lambda w: w.minute % 7 == 0 and 1 <= w.hour <= 3,
+    "* 2 * * *": lambda w: w.hour == 2,
+    "10,40 */2 * * *": lambda w: w.minute in (10, 40) and w.hour % 2 == 0,
+    "*/20 9 * * *": lambda w: w.minute % 20 == 0 and w.hour == 9,
+    "45 * * * *": lambda w: w.minute == 45,
+    "*/10 0,1 * * SUN": lambda w: w.minute % 10 == 0 and w.hour < 2 and w.isoweekday() == 7,
+}
+
+
+@pytest.mark.parametrize(
+    ("zone", "day"),
+    [
+        (PARIS, "2026-03-29"),
+        (PARIS, "2026-10-25"),
+        (NEW_YORK, "2026-11-01"),
+        (LORD_HOWE, "2026-04-05"),
+        (LORD_HOWE, "2026-10-04"),
+        (CHATHAM, "2026-04-05"),
+        (CHATHAM, "2026-09-27"),
+        (HAVANA, "2026-03-08"),
+        (HAVANA, "2026-11-01"),
+        (HAVANA, "2028-03-12"),
+    ],
+)
+def test_wildcard_jobs_run_at_every_real_minute_whose_wall_time_matches(zone, day):
+    start = utc(day) - timedelta(days=1)
+    end = start + timedelta(days=3)
+    minutes = [start + timedelta(minutes=i) for i in range(1, 3 * 24 * 60 + 1)]
+
+    for expression, matches in WILDCARD_RULES.items():
+        expected = [m for m in minutes if matches(m.astimezone(zone))]
+
+        assert instants(cron.runs_between(expression, zone, start, end)) == expected, expression
+
+
+def test_a_gap_before_the_start_is_not_told_on_the_next_run():
+    # 03:10 CEST, after the clocks went forward: the lost 02:30 was before the search began.
+    runs = cron.next_runs("30 * * * *", PARIS, datetime(2026, 3, 29, 1, 10, tzinfo=UTC), 1)
+
+    assert runs[0].at.isoformat() == "2026-03-29T03:30:00+02:00"
+    assert runs[0].note is None
 
 
 # --- Windows and iteration -----------------------------------------------------------------------

@@ -35,6 +35,16 @@ def test_text_output_shows_the_words_the_zone_and_the_next_runs_with_dst_notes()
     ]
 
 
+def test_a_half_hour_daylight_saving_change_is_flagged_too():
+    output = run("*/10 2 * * *", tz="Australia/Lord_Howe", after="2026-10-04T00:00", count=2)
+
+    assert output.splitlines()[2:] == [
+        "  2026-10-04T02:30:00+11:00  ! 02:00, 02:10 and 02:20 do not exist on 2026-10-04 "
+        "(clocks go forward); those 3 runs are skipped",
+        "  2026-10-04T02:40:00+11:00",
+    ]
+
+
 def test_json_output_is_one_object_with_the_runs_and_their_notes():
     output = run(
         "0 * * * *", tz="America/New_York", after="2026-11-01T00:30:00-04:00", count=3, json=True
