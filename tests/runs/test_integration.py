@@ -50,6 +50,14 @@ def finished(run: Run, timeout: float = 60) -> Run:
     return run
 
 
+def ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie waiting for its parent: either way it runs no more."""
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def output(run: Run) -> str:
     return "".join(run.chunks.order_by("seq").values_list("text", flat=True))
 
@@ -115,7 +123,10 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_and_no_process(cluster, tmp_p
 
     wait_for(recorded, 30, "the agent process to start")
     child = psutil.Process(run.pid)
+    worker = psutil.Process(run.worker_pid)
     os.kill(run.worker_pid, signal.SIGKILL)
+    # A signal is delivered asynchronously: wait until the kernel has ended the worker.
+    wait_for(lambda: ended(worker), 15, "the killed worker to end")
 
     # The reaper's pass, as a scheduler that has just started runs it, on this machine: the
     # worker's pid (with its start time) is gone, so the run is lost at once, long before its
