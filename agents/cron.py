@@ -63,14 +63,14 @@ import bisect
 import calendar
 import hashlib
 import itertools
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from cron_descriptor import DescriptionTypeEnum, ExpressionDescriptor, Options
 from cronsim import CronSim, CronSimError
 
 
@@ -189,10 +189,37 @@ def _value(field: _Field, token: str, element: str, text: str) -> int:
     return field.names[text.lower()]
 
 
-def _expand_field(field: _Field, token: str) -> tuple[tuple[int, ...], str]:
+# What a step larger than each field would carry over into (DESIGN.md §4 "Schedule changes").
+_NEXT_UNIT = {
+    "second": ("seconds", "minute"),
+    "minute": ("minutes", "hour"),
+    "hour": ("hours", "day"),
+    "day-of-month": ("days", "month"),
+    "month": ("months", "year"),
+    "day-of-week": ("days", "week"),
+    "year": ("years", "run of years"),
+}
+
+
+def _step_error(field: _Field, token: str, element: str, step: int, top: int) -> CronError:
+    """A step larger than its field: cron restarts the count every {unit}, so it cannot mean
+    "every {step}"; refused for new schedules (stored ones keep running, see parse)."""
+    units, unit = _NEXT_UNIT[field.name]
+    return _field_error(
+        field,
+        token,
+        element,
+        f"has a step of {step}, larger than the {field.name} field ({field.low}-{top}) allows: "
+        f"the count restarts every {unit}, so it cannot run every {step} {units}; "
+        f"use a step of at most {top - field.low}",
+    )
+
+
+def _expand_field(field: _Field, token: str, strict: bool = False) -> tuple[tuple[int, ...], str]:
     """All values one field allows, sorted, and the token to hand cronsim.
 
-    Raises CronError naming the field and the value.
+    Raises CronError naming the field and the value; `strict` also refuses a step larger than the
+    field (`*/90` minutes), which new schedules may not use and stored ones still run with.
     """
     values: set[int] = set()
     for_cronsim: list[str] = []
@@ -207,6 +234,8 @@ def _expand_field(field: _Field, token: str) -> tuple[tuple[int, ...], str]:
             )
         # Day-of-week steps stop at Saturday (7 is Sunday again, not a day of its own).
         top = 6 if field is _WEEKDAY else field.high
+        if strict and step > top - field.low:
+            raise _step_error(field, token, element, step, top)
         if match["star"]:
             values.update(range(field.low, top + 1, step))
             # As written: a leading '*' is what makes a day field unrestricted, and a minute or
@@ -259,14 +288,15 @@ class _Plan:
 
 
 @lru_cache(maxsize=512)
-def _compile(seconds: str, fields: str, year: str | None) -> _Plan:
+def _compile(seconds: str, fields: str, year: str | None, strict: bool = False) -> _Plan:
     tokens = fields.split()
     minute, hour, day, month, weekday = tokens
     expanded = [
-        _expand_field(field, token) for field, token in zip(_UNIX_FIELDS, tokens, strict=True)
+        _expand_field(field, token, strict)
+        for field, token in zip(_UNIX_FIELDS, tokens, strict=True)
     ]
-    second_values, second_token = _expand_field(_SECOND, seconds)
-    years = None if year is None or year == "*" else _expand_field(_YEAR, year)[0]
+    second_values, second_token = _expand_field(_SECOND, seconds, strict)
+    years = None if year is None or year == "*" else _expand_field(_YEAR, year, strict)[0]
     # Only "both days must match" with a restricted day-of-month can rule out every day: an
     # unrestricted day-of-month includes the 1st, which falls on every weekday over the years.
     days, months = set(expanded[2][0]), expanded[3][0]
@@ -316,29 +346,160 @@ class Occurrence:
     note: str | None  # why daylight saving moved, merged, doubled or skipped runs here
 
 
+# --- Words ---------------------------------------------------------------------------------------
+# Built from the same expanded sets the calendar runs (_expand_field), so the words cannot say
+# something the schedule does not do: "every k" only for a step that divides its field from its
+# first value (`*/15` minutes, `*/4` hours, 15 seconds), since only then is the interval really
+# the same all round; any other set (`*/50` minutes is :00 and :50, `*/7` hours is 0, 7, 14 and
+# 21) is named value by value. tests/agents/test_cron_words.py reads the words back into sets and
+# compares them with the instants over a corpus of expressions. (cron-descriptor, used before,
+# said "Every 50 minutes" for `*/50` and "Every 61 minutes" for `0-59/61`.)
+
+_DAY_WORDS = "Sunday Monday Tuesday Wednesday Thursday Friday Saturday".split()
+_SMALL = 8  # up to this many times of day are listed as clock times ("At 06:15 and 18:15")
+
+
+@dataclass(frozen=True)
+class _Sets:
+    """What a schedule fires on, field by field, as the calendar expands it."""
+
+    seconds: tuple[int, ...]
+    minutes: tuple[int, ...]
+    hours: tuple[int, ...]
+    days: tuple[int, ...]
+    months: tuple[int, ...]
+    weekdays: tuple[int, ...]  # 0 = Sunday .. 6 = Saturday
+    years: tuple[int, ...] | None  # None: every year
+    day_restricted: bool  # day-of-month does not start with '*' (Vixie cron's test)
+    weekday_restricted: bool
+
+
+def _sets(seconds: str, fields: str, year: str | None) -> _Sets:
+    minute, hour, day, month, weekday = fields.split()
+    return _Sets(
+        seconds=_expand_field(_SECOND, seconds)[0],
+        minutes=_expand_field(_MINUTE, minute)[0],
+        hours=_expand_field(_HOUR, hour)[0],
+        days=_expand_field(_DAY, day)[0],
+        months=_expand_field(_MONTH, month)[0],
+        weekdays=_expand_field(_WEEKDAY, weekday)[0],
+        years=None if year is None or year == "*" else _expand_field(_YEAR, year)[0],
+        day_restricted=not day.startswith("*"),
+        weekday_restricted=not weekday.startswith("*"),
+    )
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def _spans(values: tuple[int, ...] | list[int], name: Callable[[int], str] = str) -> str:
+    """`0, 5 through 9 and 15`: runs of three or more consecutive values as a span."""
+    items: list[str] = []
+    for _, group in itertools.groupby(enumerate(values), key=lambda pair: pair[1] - pair[0]):
+        run = [value for _, value in group]
+        if len(run) >= 3:
+            items.append(f"{name(run[0])} through {name(run[-1])}")
+        else:
+            items.extend(name(value) for value in run)
+    return _join(items)
+
+
+def _numbers(noun: str, values: tuple[int, ...]) -> str:
+    """`minute 5`, `minutes 0 and 50`."""
+    return f"{noun if len(values) == 1 else noun + 's'} {_spans(values)}"
+
+
+def _every(values: tuple[int, ...], low: int, high: int) -> int | None:
+    """k when the values are exactly every k-th from the field's first value and k divides the
+    field, so that "every k" is true across the wrap too (`*/15` minutes; not `*/50`)."""
+    size = high - low + 1
+    for k in range(1, size):
+        if size % k == 0 and values == tuple(range(low, high + 1, k)):
+            return k
+    return None
+
+
+def _clock_times(moments: Sequence[tuple[int, ...]]) -> str:
+    return _join([":".join(f"{part:02}" for part in moment) for moment in moments])
+
+
+def _time_words(sets: _Sets) -> str:
+    seconds, minutes, hours = sets.seconds, sets.minutes, sets.hours
+    every_minute = _every(minutes, 0, 59)
+    every_hour = _every(hours, 0, 23)
+    if seconds == (0,):
+        if minutes == (0,) and every_hour is not None:
+            return "Every hour" if every_hour == 1 else f"Every {every_hour} hours"
+        if len(minutes) * len(hours) <= _SMALL:
+            return "At " + _clock_times([(h, m) for h in hours for m in minutes])
+        if every_minute is not None:
+            words = "Every minute" if every_minute == 1 else f"Every {every_minute} minutes"
+            return words if every_hour == 1 else f"{words}, during {_numbers('hour', hours)}"
+        past = "every hour" if every_hour == 1 else _numbers("hour", hours)
+        return f"At {_numbers('minute', minutes)} past {past}"
+    if len(seconds) * len(minutes) * len(hours) <= _SMALL:
+        return "At " + _clock_times([(h, m, s) for h in hours for m in minutes for s in seconds])
+    every_second = _every(seconds, 0, 59)
+    if every_second == 1:
+        words = "Every second"
+    elif every_second is not None:
+        words = f"Every {every_second} seconds"
+    else:
+        words = f"At {_numbers('second', seconds)} past every minute"
+    if every_minute == 1:
+        return words if every_hour == 1 else f"{words}, during {_numbers('hour', hours)}"
+    if len(minutes) * len(hours) <= _SMALL:
+        moments = [(h, m) for h in hours for m in minutes]
+        noun = "minute" if len(moments) == 1 else "minutes"
+        return f"{words}, during {noun} {_clock_times(moments)}"
+    past = "every hour" if every_hour == 1 else _numbers("hour", hours)
+    return f"{words}, during {_numbers('minute', minutes)} past {past}"
+
+
+def _weekday_words(weekdays: tuple[int, ...]) -> str:
+    # Monday first, Sunday last, so that FRI-SUN reads "Friday through Sunday".
+    ordered = sorted(day or 7 for day in weekdays)
+    return _spans(ordered, lambda day: _DAY_WORDS[day % 7])
+
+
+def _day_words(sets: _Sets) -> str:
+    days = sets.days != tuple(range(1, 32))
+    weekdays = sets.weekdays != tuple(range(7))
+    day_words = f"on day {_spans(sets.days)} of the month"
+    weekday_words = _weekday_words(sets.weekdays)
+    if sets.day_restricted and sets.weekday_restricted:
+        # Vixie cron: either matches.
+        return f", {day_words}, or {weekday_words}"
+    if days and weekdays:  # one of them starts with '*' (`*/2`): both must match
+        return f", {day_words}, and only on {weekday_words}"
+    if days:
+        return f", {day_words}"
+    if weekdays:
+        only = "" if len(sets.weekdays) > 1 and " and " not in weekday_words else "only on "
+        return f", {only}{weekday_words}"
+    return ""
+
+
+def _year_words(years: tuple[int, ...]) -> str:
+    step = years[1] - years[0] if len(years) >= 3 else 0
+    if step > 1 and years == tuple(range(years[0], years[-1] + 1, step)):
+        return f", every {step} years from {years[0]} to {years[-1]}"
+    return f", in {_spans(years)}"
+
+
+def _words(sets: _Sets) -> str:
+    words = _time_words(sets) + _day_words(sets)
+    if sets.months != tuple(range(1, 13)):
+        words += ", only in " + _spans(sets.months, lambda m: calendar.month_name[m])
+    if sets.years is not None:
+        words += _year_words(sets.years)
+    return words
+
+
 @lru_cache(maxsize=512)
 def _describe(seconds: str, fields: str, year: str | None) -> str:
-    # Always hand cron_descriptor seven fields: with six it guesses whether the first is seconds
-    # or the last is a year, and guesses wrong for a seconds-first form with '?'.
-    expression = f"{seconds} {fields} {year or '*'}"
-    # locale_code is fixed so that words do not depend on the server's LANG (and it stops
-    # cron_descriptor from warning when no locale is set).
-    options = Options(locale_code="en_US", use_24hour_time_format=True)
-    try:
-        descriptor = ExpressionDescriptor(expression, options)
-        words = descriptor.get_description()
-        day_words = descriptor.get_description(DescriptionTypeEnum.DAYOFMONTH)
-        weekday_words = descriptor.get_description(DescriptionTypeEnum.DAYOFWEEK)
-    except Exception:  # words are a convenience: never let them break a page or a command
-        return fields if seconds == "0" and year is None else expression
-    _, _, day, _, weekday = fields.split()
-    if day_words and weekday_words and day_words + weekday_words in words:
-        # cron_descriptor says "or" only for single weekdays, and also for `*/2` which Vixie
-        # cron treats as "both must match"; say what the schedule actually does.
-        plain = weekday_words.removeprefix(", or ").removeprefix(", ")
-        joiner = ", and only " if day.startswith("*") or weekday.startswith("*") else ", or "
-        words = words.replace(day_words + weekday_words, f"{day_words}{joiner}{plain}", 1)
-    return words
+    return _words(_sets(seconds, fields, year))
 
 
 # --- Parsing -------------------------------------------------------------------------------------
@@ -361,8 +522,29 @@ def _normalise(token: str, field: _Field) -> str:
     return token
 
 
-def parse(expression: str) -> Schedule:
-    """Read a schedule; raises CronError naming the field and the problem."""
+# A 6th field that looks like a year (`0 0 1 1 * 2099`): a year added to the 5-field form.
+_YEAR_LIKE = re.compile(r"\d{4}(?:[-,/]\d{1,4})*")
+
+
+def _year_in_six_fields(tokens: list[str]) -> CronError:
+    second, minute, hour, day, month, weekday = tokens
+    five = " ".join(tokens[:5])
+    return CronError(
+        f"6 fields are read as the legacy seconds-first form: second '{second}', minute "
+        f"'{minute}', hour '{hour}', day-of-month '{day}', month '{month}', day-of-week "
+        f"'{weekday}'; '{weekday}' looks like a year, and the 5-field form has no year field. "
+        f"Use the 5-field form '{five}', or the 7-field seconds-first form with a year "
+        f"'0 {five} {weekday}'"
+    )
+
+
+def parse(expression: str, strict: bool = True) -> Schedule:
+    """Read a schedule; raises CronError naming the field and the problem.
+
+    `strict` (the default, for anything a person saves) also refuses a step larger than its
+    field (`*/90` minutes). Stored schedules are run with ``strict=False``: an agent saved before
+    that rule keeps running exactly as before (DESIGN.md §4), and its words say what it does.
+    """
     text = expression.strip()
     if not text:
         raise CronError("the schedule is empty")
@@ -381,6 +563,8 @@ def parse(expression: str) -> Schedule:
     elif len(tokens) == 5:
         seconds, parts, year, legacy = "0", tokens, None, False
     elif len(tokens) in (6, 7):
+        if len(tokens) == 6 and _YEAR_LIKE.fullmatch(tokens[5]):
+            raise _year_in_six_fields(tokens)
         seconds, parts, legacy = tokens[0], tokens[1:6], True
         year = tokens[6] if len(tokens) == 7 else None
     else:
@@ -392,7 +576,7 @@ def parse(expression: str) -> Schedule:
     if year is not None:
         year = _normalise(year, _YEAR)
     fields = " ".join(parts)
-    plan = _compile(seconds, fields, year)
+    plan = _compile(seconds, fields, year, strict)
     if plan.years is not None:
         _check_years(plan, year or "")
     return Schedule(
@@ -425,6 +609,7 @@ def _check_years(plan: _Plan, year: str) -> None:
 _UTC_ZONE = ZoneInfo("UTC")
 _ONE_SECOND = timedelta(seconds=1)
 _ONE_HOUR = timedelta(hours=1)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 # Longer than any daylight-saving shift plus an hour: cronsim started this long after an offset
 # change cannot step back across it (it rounds a wildcard job's clock down to the hour).
 _SETTLED = timedelta(hours=3)
@@ -526,7 +711,8 @@ def _as_zone(tz: str | ZoneInfo) -> ZoneInfo:
 
 
 def _as_schedule(schedule: Schedule | str) -> Schedule:
-    return parse(schedule) if isinstance(schedule, str) else schedule
+    # Lenient: what is run is a stored schedule, which keeps running under rules added since.
+    return parse(schedule, strict=False) if isinstance(schedule, str) else schedule
 
 
 def _minutes(plan: _Plan, zone: ZoneInfo, position: datetime) -> Iterator[datetime]:
@@ -728,6 +914,122 @@ def runs_between(
     return list(itertools.islice(runs, limit))
 
 
+# --- Counting runs by arithmetic (DESIGN.md §4, missed slots at any scale) ---------------------
+
+
+@lru_cache(maxsize=512)
+def _day_pattern(plan: _Plan) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The hours, minutes and seconds a matching day runs at (wall time)."""
+    minute, hour = plan.minutes.split()[:2]
+    return (
+        _expand_field(_HOUR, hour)[0],
+        _expand_field(_MINUTE, minute)[0],
+        plan.seconds,
+    )
+
+
+def _times_up_to(plan: _Plan, limit: float) -> int:
+    """How many of a matching day's wall times (seconds since midnight) are <= limit."""
+    hours, minutes, seconds = _day_pattern(plan)
+    per_minute = len(seconds)
+    per_hour = len(minutes) * per_minute
+    count = 0
+    for hour in hours:
+        base = hour * 3600
+        if base > limit:
+            break
+        if base + 3599 <= limit:
+            count += per_hour
+            continue
+        for minute in minutes:
+            start = base + minute * 60
+            if start > limit:
+                break
+            if start + 59 <= limit:
+                count += per_minute
+            else:
+                count += bisect.bisect_right(seconds, limit - start)
+    return count
+
+
+@lru_cache(maxsize=4096)
+def _day_matches(plan: _Plan, day: date) -> bool:
+    """Whether the day-of-month, month, day-of-week and year fields name this day."""
+    if not plan.allows(day.year):
+        return False
+    midnight = datetime.combine(day, time())
+    found = next(CronSim(plan.minutes, midnight - _ONE_SECOND), None)
+    return found is not None and found.date() == day
+
+
+def count_runs(schedule: Schedule | str, tz: str | ZoneInfo, start: datetime, end: datetime) -> int:
+    """How many runs there are with start < at <= end, exactly, without a step per run.
+
+    Day by local day: a day without an offset change near it (the common case) has the same
+    wall times as any other matching day, counted by arithmetic; a day where daylight saving
+    changes (a few a year) is walked run by run with `iter_runs`, so the count always agrees
+    with the runs the scheduler would have fired.
+    """
+    parsed = _as_schedule(schedule)
+    plan = _compile(parsed.seconds, parsed.fields, parsed.year)
+    zone = _as_zone(tz)
+    # Half-open in microseconds: runs with low <= at < high, i.e. start < at <= end.
+    low = start.astimezone(UTC) + _ONE_MICROSECOND
+    high = end.astimezone(UTC) + _ONE_MICROSECOND
+    total = 0
+    while low < high:
+        day = low.astimezone(zone).date()
+        day_start = datetime.combine(day, time(), zone).astimezone(UTC)
+        next_day = datetime.combine(day + timedelta(days=1), time(), zone).astimezone(UTC)
+        if next_day <= low:  # a zone whose midnight does not exist: step on safely
+            next_day = low + _ONE_HOUR
+        segment_end = min(high, next_day)
+        if _changes(zone, day_start - _SETTLED, next_day + _SETTLED):
+            for occurrence in _runs(plan, zone, low - _ONE_MICROSECOND):
+                if occurrence.at.astimezone(UTC) >= segment_end:
+                    break
+                total += 1
+        elif _day_matches(plan, day):
+            # Wall times are whole seconds: t < x  <=>  t <= ceil(x) - 1.
+            upper = math.ceil((segment_end - day_start).total_seconds()) - 1
+            lower = math.ceil((low - day_start).total_seconds()) - 1
+            total += _times_up_to(plan, upper) - (_times_up_to(plan, lower) if lower >= 0 else 0)
+        low = segment_end
+    return total
+
+
+@lru_cache(maxsize=512)
+def shortest_interval(schedule: str) -> int:
+    """The shortest time in seconds between two consecutive runs (wall time, in UTC), from up
+    to 2,000 runs over 2000-2008: the bound for jitter (DESIGN.md §4)."""
+    end = datetime(2009, 1, 1, tzinfo=UTC)
+    previous: datetime | None = None
+    shortest: int | None = None
+    for occurrence in itertools.islice(
+        iter_runs(schedule, _UTC_ZONE, datetime(2000, 1, 1, tzinfo=UTC)), 2000
+    ):
+        at = occurrence.at.astimezone(UTC)
+        if at > end:
+            break
+        if previous is not None:
+            gap = int((at - previous).total_seconds())
+            shortest = gap if shortest is None else min(shortest, gap)
+        previous = at
+    return shortest if shortest is not None else 366 * 86400
+
+
+def effective_jitter(schedule: str, jitter_seconds: int) -> int:
+    """The jitter actually applied: at most the shortest interval minus one second, so that a
+    stored agent with a longer jitter (refused at its next save) never skips or merges slots."""
+    if jitter_seconds <= 0:
+        return 0
+    try:
+        bound = shortest_interval(schedule) - 1
+    except CronError:
+        return jitter_seconds
+    return max(0, min(jitter_seconds, bound))
+
+
 def jitter_offset(agent_name: str, jitter_seconds: int) -> int:
     """Seconds to add to this agent's slots: stable across processes and restarts."""
     if jitter_seconds < 0:
@@ -742,17 +1044,21 @@ def jitter_offset(agent_name: str, jitter_seconds: int) -> int:
 
 def describe(expression: str, tz: str) -> str:
     """Words plus the zone, e.g. "Every 4 hours (Europe/Paris)"."""
-    return f"{parse(expression).description()} ({tz})"
+    # Lenient: a stored schedule refused by a newer rule is still described by what it does.
+    return f"{parse(expression, strict=False).description()} ({tz})"
 
 
 __all__ = [
     "CronError",
     "Occurrence",
     "Schedule",
+    "count_runs",
     "describe",
+    "effective_jitter",
     "iter_runs",
     "jitter_offset",
     "next_runs",
     "parse",
     "runs_between",
+    "shortest_interval",
 ]

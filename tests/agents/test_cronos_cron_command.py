@@ -149,3 +149,29 @@ def test_a_valid_expression_prints_json_from_the_shell():
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["description"] == "Every hour"
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("*/90 * * * *", "minute field '*/90' has a step of 90, larger than the minute field"),
+        ("0 0 1 1 * 2099", "6 fields are read as the legacy seconds-first form"),
+    ],
+)
+def test_a_step_larger_than_its_field_and_a_year_in_six_fields_are_refused(expression, message):
+    with pytest.raises(CommandError) as caught:
+        run(expression)
+
+    assert message in str(caught.value)
+
+
+def test_a_step_that_does_not_divide_its_field_is_shown_by_its_instants():
+    output = run("*/50 * * * *", tz="UTC", after="2026-11-20T10:00:00Z", count=3, json=True)
+
+    payload = json.loads(output)
+    assert payload["description"] == "At minutes 0 and 50 past every hour"
+    assert payload["next"] == [
+        "2026-11-20T10:50:00+00:00",
+        "2026-11-20T11:00:00+00:00",
+        "2026-11-20T11:50:00+00:00",
+    ]
