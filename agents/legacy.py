@@ -10,6 +10,10 @@ reported with its file and reasons and writes nothing (no row, no version, no au
 the good ones beside it are still imported. Agents are matched by name; importing the same
 directory twice changes nothing the second time.
 
+Nothing outside the directory is read (agents.importfiles): an agents/ folder, agent folder,
+agent.yaml or CLAUDE.md that is a symbolic link leading out of it, or a file that is not a
+regular one (a FIFO, a device, a folder) or too big, is refused naming it.
+
 The folder name is the agent's identity: a `name:` that disagrees with its folder is an error
 rather than a warning, because matching by the wrong one of the two would overwrite another
 agent. Rename one of them so that they agree. A folder name that is not an agent name
@@ -38,6 +42,7 @@ from django.utils.text import slugify
 
 from agents import agentfile as config
 from agents import host, services, versions
+from agents.importfiles import ImportFolder, UnsafePath
 from agents.models import Agent
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
@@ -137,10 +142,24 @@ def import_directory(
         raise LegacyError(
             f"{root} has no agents/ folder: a Cronos directory holds agents/{{name}}/agent.yaml."
         )
+    # Nothing is read from outside the directory: a symbolic link that leads out of it, or a
+    # file that is not a regular one, is refused with its name (agents.importfiles).
+    within = ImportFolder(root)
+    try:
+        within.locate(agents_dir, "the agents/ folder")
+    except UnsafePath as exc:
+        raise LegacyError(f"{agents_dir}: {exc}; nothing was imported.") from exc
     report = ImportReport(source=root, dry_run=dry_run)
     folders = []
     for entry in sorted(agents_dir.iterdir()):
         if entry.name.startswith("."):
+            continue
+        try:
+            within.locate(entry, "the folder")
+        except UnsafePath as exc:
+            outside = AgentResult(name=entry.name, folder=entry)
+            outside.problems = [f"{entry}: {exc}; not imported"]
+            report.agents.append(outside)
             continue
         if entry.is_dir():
             folders.append(entry)
@@ -153,7 +172,9 @@ def import_directory(
     names_here = {folder.name for folder in folders}
     for folder in folders:
         try:
-            result = _import_agent(folder, actor, dry_run=dry_run, names_here=names_here)
+            result = _import_agent(
+                folder, actor, dry_run=dry_run, names_here=names_here, within=within
+            )
         except Exception as exc:  # one folder never stops the others
             # A fault of ours, not of the file: logged with its traceback, reported on the
             # folder, and nothing of this agent was written (its save is one transaction).
@@ -169,15 +190,21 @@ def import_directory(
 
 
 def _import_agent(
-    folder: Path, actor: Actor, *, dry_run: bool, names_here: set[str]
+    folder: Path,
+    actor: Actor,
+    *,
+    dry_run: bool,
+    names_here: set[str],
+    within: ImportFolder | None = None,
 ) -> AgentResult:
     result = AgentResult(name=folder.name, folder=folder)
+    within = within or ImportFolder(folder.parent.parent)
     yaml_path, prompt_path = folder / "agent.yaml", folder / "CLAUDE.md"
     if not AGENT_NAME.match(folder.name):
         result.problems = [_folder_name_problem(folder, names_here)]
         return result
     try:
-        read = _read_agent(folder, yaml_path, prompt_path)
+        read = _read_agent(folder, yaml_path, prompt_path, within)
     except config.ConfigError as exc:
         result.problems = exc.problems
         return result
@@ -299,10 +326,14 @@ def _fail(path: Path, problems: list[str]) -> config.ConfigError:
     return config.ConfigError([f"{path}: {problem}" for problem in problems])
 
 
-def _read_text(path: Path) -> tuple[str, list[str]]:
-    """A file's text as agents keep it (agentfile.decode_text), or ConfigError saying why not."""
+def _read_text(path: Path, within: ImportFolder) -> tuple[str, list[str]]:
+    """A file's text as agents keep it (agentfile.decode_text), or ConfigError saying why not.
+
+    Only a regular file inside the import folder, and only up to a bound, is read."""
     try:
-        return config.decode_text(path.read_bytes())
+        return config.decode_text(within.read(path, "the file"))
+    except UnsafePath as exc:
+        raise _fail(path, [str(exc)]) from exc
     except UnicodeDecodeError as exc:
         raise _fail(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
     except OSError as exc:
@@ -318,11 +349,11 @@ def _parse(
         raise _fail(yaml_path, exc.problems) from exc
 
 
-def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path) -> _Read:
+def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path, within: ImportFolder) -> _Read:
     """The agent in a folder; ConfigError with "path: reason" lines if it cannot be read."""
-    if not yaml_path.is_file():
+    if not os.path.lexists(yaml_path):
         raise _fail(yaml_path, ["missing; every agent folder holds an agent.yaml"])
-    text, _ = _read_text(yaml_path)  # YAML reads CRLF itself; nothing to tell
+    text, _ = _read_text(yaml_path, within)  # YAML reads CRLF itself; nothing to tell
     try:
         mapping = config.load_yaml(text)
     except config.ConfigError as exc:
@@ -338,13 +369,14 @@ def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path) -> _Read:
             ],
         )
 
-    prompt_missing = not prompt_path.is_file()
+    # Something else named CLAUDE.md (a folder, a pipe, a link out) is refused by _read_text.
+    prompt_missing = not os.path.lexists(prompt_path)
     prompt = ""
     prompt_changes: list[str] = []
     if not prompt_missing:
         # A prompt written on Windows: its byte-order mark and CRs would reach the model and
         # make every later edit a change of every line; UTF-8 and a missing last newline stay.
-        prompt, prompt_changes = _read_text(prompt_path)
+        prompt, prompt_changes = _read_text(prompt_path, within)
 
     existing = Agent.objects.filter(name=folder.name).first()
     parsed = _parse(mapping, prompt, folder, yaml_path, existing)

@@ -243,6 +243,8 @@ CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
 CRONOS_RESULT_GRACE_SECONDS = float(env_str("CRONOS_RESULT_GRACE_SECONDS", "10"))
 # An agent without a timeout or an output limit of its own runs under these (0 = none), applied
 # at run time and never written into the agent, so its agent.yaml round-trips unchanged: a run
+# The largest run log `cronos_import` copies from a prototype folder (bytes).
+CRONOS_IMPORT_MAX_LOG_BYTES = env_int("CRONOS_IMPORT_MAX_LOG_BYTES", 64 * 1024 * 1024)
 # that hangs must not hold its agent's lock forever (runs/execution/limits.py).
 CRONOS_DEFAULT_TIMEOUT_SECONDS = env_int("CRONOS_DEFAULT_TIMEOUT_SECONDS", 2 * 3600)
 CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int("CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES", 50 * 1024 * 1024)

@@ -2,7 +2,15 @@
 
 Import reads the source and never writes to it; each record is checked whole before its Run is
 written, and a record already imported (same prototype id) is left as it is. Export writes the
-same layout back for finished runs, so a directory round-trips.
+same layout back for finished runs, so a directory round-trips: a run of Cronos's own is
+exported as `cronos-{number}`, and that id is recognised on import as the run itself (same
+number and start) or as one imported with it before, so export -> import adds nothing.
+
+A hostile folder reads nothing outside itself (agents.importfiles): a record or a log file that
+leads out of the folder (`..`, an absolute path, a symbolic link), that is not a regular file
+(a FIFO, a device) or that is over its bound is refused by name, and nothing of its run is
+written. The log is copied under CRONOS_LOG_DIR with a name made from the run (as Cronos names
+its own logs), never from the record.
 
 Status mapping: success -> succeeded; failure -> failed, or timed_out when its error says it
 timed out (the prototype recorded timeouts as failures with exit 124); cancelled -> cancelled;
@@ -11,24 +19,42 @@ running -> lost (it was running when the prototype stopped, and nobody knows how
 
 from __future__ import annotations
 
+import codecs
 import json
+import logging
 import os
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
+from django.utils.text import slugify
 
+from agents.agentfile import decode_text
+from agents.importfiles import MAX_TEXT_BYTES, ImportFolder, UnsafePath, size_in_words
 from agents.models import Agent
+from agents.validation import AGENT_NAME
 from audit.actor import Actor
 from audit.log import record
+from runs.execution.output import clean_text, log_path_for
 from runs.models import Run, RunChunk
 
+logger = logging.getLogger(__name__)
+
 RECORD_NAME = re.compile(r"^(?P<agent>.+)-(?P<time>\d{6})\.json$")
+# The name export gives a second run of the same second: {agent}-{HHMMSS}-{run number}.json.
+RECORD_TIME = re.compile(r"^(?P<time>\d{6})(?:-\d+)?\.json$")
+# The id export gives a run that has no prototype id: "cronos-" and its number in that database.
+CRONOS_ID = re.compile(r"^cronos-(?P<pk>[0-9]{1,18})$")
+LEGACY_ID_LENGTH = 64  # Run.legacy_id
+# A log is copied to CRONOS_LOG_DIR and kept in the database as the run's output: bounded
+# (settings.CRONOS_IMPORT_MAX_LOG_BYTES), so that a 200 MB or endless file is refused, not read.
 STATUS = {
     "success": Run.State.SUCCEEDED,
     "failure": Run.State.FAILED,
@@ -70,28 +96,46 @@ def _instant(value, key: str) -> datetime:
     return parsed
 
 
-def _read_record(path: Path) -> dict:
+def max_log_bytes() -> int:
+    return settings.CRONOS_IMPORT_MAX_LOG_BYTES
+
+
+def _read_record(folder: ImportFolder, path: Path) -> dict:
+    raw = folder.read(path, "the record", limit=MAX_TEXT_BYTES)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # UTF-8 with or without a byte-order mark (a record saved on Windows), or UTF-16.
+        text, _ = decode_text(raw)
+        data = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"not valid JSON (not UTF-8 text: {exc.reason} at byte {exc.start})"
+        ) from exc
+    except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"holds a JSON {type(data).__name__}, not an object")
     for key in ("id", "agent", "status"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ValueError(f"{key} is missing or not a string")
+    if len(data["id"]) > LEGACY_ID_LENGTH:
+        raise ValueError(
+            f"id is {len(data['id'])} characters long; Cronos keeps ids of up to {LEGACY_ID_LENGTH}"
+        )
     if data["status"] not in STATUS:
         raise ValueError(f"status {data['status']!r} is not one of {', '.join(STATUS)}")
     if data.get("trigger", "manual") not in TRIGGER:
         raise ValueError(f"trigger {data['trigger']!r} is not one of {', '.join(TRIGGER)}")
     if data.get("exit_code") is not None and not isinstance(data["exit_code"], int):
         raise ValueError("exit_code must be a whole number")
+    if data.get("log_file") is not None and not isinstance(data["log_file"], str):
+        raise ValueError("log_file must be the name of the log file beside the record")
     return data
 
 
-def _slot(path: Path, started: datetime) -> datetime | None:
+def _slot(path: Path, agent: str) -> datetime | None:
     """When a run was asked for: its folder's date and the HHMMSS of its file name (UTC)."""
-    match = RECORD_NAME.match(path.name)
+    rest = path.name.removeprefix(f"{agent}-") if path.name.startswith(f"{agent}-") else None
+    match = RECORD_TIME.match(rest) if rest is not None else RECORD_NAME.match(path.name)
     try:
         day = datetime.strptime(path.parent.name, "%Y-%m-%d")
         clock = datetime.strptime(match["time"], "%H%M%S") if match else None
@@ -102,47 +146,141 @@ def _slot(path: Path, started: datetime) -> datetime | None:
     return day.replace(hour=clock.hour, minute=clock.minute, second=clock.second, tzinfo=UTC)
 
 
+def _records(folder: ImportFolder, runs_dir: Path, report: RunsReport) -> Iterator[Path]:
+    """The run records under runs/, as runs/{date}/{name}.json paths inside the import folder.
+
+    A date folder that leads outside the import folder is reported, and nothing in it read."""
+    try:
+        days = sorted(runs_dir.iterdir())
+    except OSError as exc:
+        report.problems.append(f"{runs_dir}: cannot be read ({exc.strerror or exc})")
+        return
+    for day in days:
+        if day.name.startswith("."):
+            continue
+        try:
+            if folder.directory(day, "the folder") is None:
+                continue  # a file beside the date folders: not a record
+            names = sorted(entry.name for entry in day.iterdir())
+        except UnsafePath as exc:
+            report.problems.append(f"{day}: {exc}; none of its runs were imported")
+            continue
+        except OSError as exc:
+            report.problems.append(f"{day}: cannot be read ({exc.strerror or exc})")
+            continue
+        for name in names:
+            if name.endswith(".json") and not name.startswith("."):
+                yield day / name
+
+
+def _unknown_agent(name: str, root: Path, incoming: Collection[str]) -> str:
+    """Why the runs of agent `name` cannot be imported, and what to do about it."""
+    if not AGENT_NAME.match(name):
+        problem = f"agent {name!r} is not an agent name (letters, digits, - and _)"
+        suggestion = slugify(name)[:100]
+        if not suggestion:
+            return problem + "; rename its agents/ folder and this record's agent"
+        if Agent.objects.filter(name=suggestion).exists() or suggestion in incoming:
+            return (
+                problem + f"; if this is a run of the agent {suggestion!r}, set its "
+                f'"agent" to {suggestion!r}'
+            )
+        return (
+            problem + f"; rename its agents/ folder to {suggestion!r}, set this record's "
+            f'"agent" to {suggestion!r}, and import again'
+        )
+    if os.path.lexists(root / "agents" / name):
+        return (
+            f"agent {name!r} is not in Cronos: its folder agents/{name} was not imported "
+            "(see its problems above); fix it and import again"
+        )
+    return f"agent {name!r} is not in Cronos (import its agents/ folder too)"
+
+
+def _already_there(agent: Agent, legacy_id: str, started: datetime) -> bool:
+    """Whether the run of a record is in Cronos already: imported before, or exported from here."""
+    runs = Run.objects.filter(agent=agent)
+    match = CRONOS_ID.match(legacy_id)
+    if match is None:
+        return runs.filter(legacy_id=legacy_id).exists()
+    # An id cronos_export gave a run of its own: the run itself, when it was exported from this
+    # database, or a run imported with that id before. The number alone says nothing in another
+    # database (its run N is another run), so the start, written to the millisecond, must agree.
+    same_start = Q(started_at__gte=started, started_at__lt=started + timedelta(milliseconds=1))
+    return runs.filter(Q(pk=int(match["pk"])) | Q(legacy_id=legacy_id), same_start).exists()
+
+
+def _identity(legacy_id: str, started: datetime) -> tuple[str, datetime | None]:
+    """What tells two records of one import apart (see _already_there)."""
+    return (legacy_id, started if CRONOS_ID.match(legacy_id) else None)
+
+
 def import_runs(
     root: Path, actor: Actor, *, dry_run: bool = False, incoming: Collection[str] = frozenset()
 ) -> RunsReport:
     """Import every run record under root/runs/; returns counts and per-file problems.
 
-    `incoming` names agents a dry run would create, so their runs are checked, not refused."""
+    `incoming` names agents a dry run would create, so their runs are checked, not refused.
+    Every file a record names, and every record, must be a regular file inside root: one
+    that is not is reported and nothing of its run imported (agents.importfiles)."""
     report = RunsReport()
-    runs_dir = root / "runs"
-    if not runs_dir.is_dir():
+    folder = ImportFolder(root)
+    runs_dir = folder.root / "runs"
+    try:
+        if folder.directory(runs_dir, "the runs/ folder") is None:
+            return report
+    except UnsafePath as exc:
+        report.problems.append(f"{runs_dir}: {exc}; no run of it was imported")
         return report
     agents = {agent.name: agent for agent in Agent.objects.all()}
-    for path in sorted(runs_dir.glob("*/*.json")):
+    seen: set[tuple[str, str, datetime | None]] = set()
+    for path in _records(folder, runs_dir, report):
+        log: BinaryIO | None = None
         try:
-            data = _read_record(path)
-            agent = agents.get(data["agent"])
-            if agent is None and not (dry_run and data["agent"] in incoming):
-                raise ValueError(
-                    f"agent {data['agent']!r} is not in Cronos (import its agents/ folder too)"
+            try:
+                data = _read_record(folder, path)
+                agent = agents.get(data["agent"])
+                if agent is None and not (dry_run and data["agent"] in incoming):
+                    raise ValueError(_unknown_agent(data["agent"], folder.root, incoming))
+                started = _instant(data.get("started_at"), "started_at")
+                finished = (
+                    _instant(data["finished_at"], "finished_at")
+                    if data.get("finished_at")
+                    else None
                 )
-            started = _instant(data.get("started_at"), "started_at")
-            finished = (
-                _instant(data["finished_at"], "finished_at") if data.get("finished_at") else None
-            )
-            log_file = data.get("log_file")
-            log_source = path.parent / log_file if isinstance(log_file, str) and log_file else None
-            if log_source is not None and not log_source.is_file():
-                raise ValueError(f"its log_file {log_file!r} is not beside it")
-        except ValueError as exc:
-            report.problems.append(f"{path}: {exc}")
-            continue
-        if agent is not None and Run.objects.filter(agent=agent, legacy_id=data["id"]).exists():
-            report.unchanged += 1
-            continue
-        report.imported += 1
-        if dry_run:
-            continue
-        _write_run(agent, path, data, started, finished, log_source, actor)
+                if data.get("log_file"):
+                    shown = f"log file {data['log_file']!r}"
+                    log_path = folder.relative(path.parent, data["log_file"], shown)
+                    log, _ = folder.open(log_path, shown, limit=max_log_bytes())
+            except ValueError as exc:  # UnsafePath is one: the file is named in its message
+                report.problems.append(f"{path}: {exc}")
+                continue
+            key = (data["agent"], *_identity(data["id"], started))
+            if key in seen or (agent is not None and _already_there(agent, data["id"], started)):
+                report.unchanged += 1
+                continue
+            if dry_run:
+                seen.add(key)  # a second record of the same run would be found there
+                report.imported += 1
+                continue
+            try:
+                _write_run(agent, path, data, started, finished, log, actor)
+            except ValueError as exc:
+                report.problems.append(f"{path}: {exc}")
+                continue
+            except Exception as exc:  # one record never stops the others; nothing of it kept
+                logger.exception("importing a run failed", extra={"record": str(path)})
+                report.problems.append(f"{path}: not imported, internal error: {exc!r}")
+                continue
+            seen.add(key)
+            report.imported += 1
+        finally:
+            if log is not None:
+                log.close()
     return report
 
 
-def _write_run(agent, path, data, started, finished, log_source, actor) -> None:
+def _write_run(agent, path, data, started, finished, log, actor) -> None:
     state = STATUS[data["status"]]
     error = data.get("error") or ""
     if state == Run.State.FAILED and str(error).startswith("timed out"):
@@ -152,51 +290,82 @@ def _write_run(agent, path, data, started, finished, log_source, actor) -> None:
     trigger = TRIGGER[data.get("trigger", "manual")]
     # The file's name carries when the run was asked for (a scheduled run's slot); it is kept
     # as created_at so that export writes the same name back.
-    requested = _slot(path, started) or started
+    requested = _slot(path, data["agent"]) or started
     slot = requested if trigger == Run.Trigger.SCHEDULE and requested != started else None
     if slot is not None and Run.objects.filter(agent=agent, slot=slot).exists():
         slot = None  # Cronos already ran that slot; keep the record, not a second claim on it
-    log_path, size = "", 0
-    if log_source is not None:
-        relative = Path("runs") / path.parent.name / log_source.name
-        destination = settings.CRONOS_LOG_DIR / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(log_source, destination)
-        log_path, size = str(relative), destination.stat().st_size
-    with transaction.atomic():
-        run = Run.import_finished(
-            agent=agent,
-            legacy_id=data["id"],
-            trigger=trigger,
-            slot=slot,
-            state=state,
-            reason=str(error),
-            exit_code=data.get("exit_code"),
-            created_at=requested,
-            started_at=started,
-            finished_at=finished or started,
-            log_path=log_path,
-            output_bytes=size,
-            triggered_by_name="prototype",
-        )
-        if log_source is not None:
-            raw = log_source.read_bytes()
-            RunChunk.objects.bulk_create(
-                RunChunk(
-                    run=run,
-                    seq=i,
-                    text=raw[o : o + CHUNK].decode("utf-8", "replace"),
-                    created_at=finished or started,
-                )
-                for i, o in enumerate(range(0, len(raw), CHUNK))
+    written: Path | None = None
+    try:
+        with transaction.atomic():
+            run = Run.import_finished(
+                agent=agent,
+                legacy_id=data["id"],
+                trigger=trigger,
+                slot=slot,
+                state=state,
+                reason=clean_text(str(error)),
+                exit_code=data.get("exit_code"),
+                created_at=requested,
+                started_at=started,
+                finished_at=finished or started,
+                triggered_by_name="prototype",
             )
-        record(
-            actor,
-            "run.import",
-            run,
-            object_name=f"{agent.name} #{run.pk}",
-            message=f"imported from {path}",
-        )
+            if log is not None:
+                # Named as Cronos names its own logs, from the run: nothing of the record's
+                # log_file reaches a path under CRONOS_LOG_DIR.
+                relative = log_path_for(run, started)
+                written = settings.CRONOS_LOG_DIR / relative
+                size = _copy_log(log, data["log_file"], written, run, finished or started)
+                Run.objects.filter(pk=run.pk).update(log_path=relative, output_bytes=size)
+            record(
+                actor,
+                "run.import",
+                run,
+                object_name=f"{agent.name} #{run.pk}",
+                message=f"imported from {path}",
+            )
+    except BaseException:
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise
+
+
+def _copy_log(log: BinaryIO, name: str, destination: Path, run: Run, at: datetime) -> int:
+    """Copy an opened log to destination and into the run's output chunks; its size.
+
+    Read a piece at a time, up to the bound: a file that grew past it since it was checked is
+    refused (ValueError) and leaves nothing behind."""
+    limit = max_log_bytes()
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.tmp")
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    size, chunks, seq = 0, [], 0
+    try:
+        with open(temporary, "wb") as out:
+            while piece := log.read(CHUNK):
+                size += len(piece)
+                if size > limit:
+                    raise UnsafePath(
+                        f"log file {name!r} is larger than the {size_in_words(limit)} an import "
+                        "reads"
+                    )
+                out.write(piece)
+                text = decoder.decode(piece)
+                if text:
+                    chunks.append(RunChunk(run=run, seq=seq, text=clean_text(text), created_at=at))
+                    seq += 1
+                if len(chunks) >= 64:
+                    RunChunk.objects.bulk_create(chunks)
+                    chunks = []
+            text = decoder.decode(b"", final=True)
+            if text:
+                chunks.append(RunChunk(run=run, seq=seq, text=clean_text(text), created_at=at))
+            RunChunk.objects.bulk_create(chunks)
+        os.replace(temporary, destination)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return size
 
 
 def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
@@ -210,12 +379,14 @@ def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
         requested = run.created_at.astimezone(UTC)
         folder = root / "runs" / f"{requested:%Y-%m-%d}"
         folder.mkdir(parents=True, exist_ok=True)
+        # The id import recognises (_already_there): the prototype's, or this run's number.
+        legacy_id = run.legacy_id or f"cronos-{run.pk}"
         stem = f"{run.agent.name}-{requested:%H%M%S}"
-        if (folder / f"{stem}.json").exists():
-            stem = f"{stem}-{run.pk}"
-        source = settings.CRONOS_LOG_DIR / run.log_path if run.log_path else None
+        if _exported_id(folder / f"{stem}.json") not in (None, legacy_id):
+            stem = f"{stem}-{run.pk}"  # another run of that second; this run's, written again
+        source = _log_source(run.log_path)
         data = {
-            "id": run.legacy_id or f"cronos-{run.pk}",
+            "id": legacy_id,
             "agent": run.agent.name,
             "trigger": "scheduled" if run.slot else "manual",
             "started_at": _iso(started),
@@ -225,16 +396,44 @@ def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
         }
         if run.reason and run.state != Run.State.SUCCEEDED:
             data["error"] = run.reason
-        if source is not None and source.is_file():
-            shutil.copyfile(source, folder / f"{stem}.log")
+        if source is not None:
+            # Through a temporary file, as the record: a file already there (even a symbolic
+            # link) is replaced, never written through.
+            tmp_log = folder / f".{stem}.log.tmp"
+            tmp_log.unlink(missing_ok=True)
+            shutil.copyfile(source, tmp_log)
+            os.replace(tmp_log, folder / f"{stem}.log")
             data["log_file"] = f"{stem}.log"
         tmp = folder / f".{stem}.json.tmp"
+        tmp.unlink(missing_ok=True)
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         os.replace(tmp, folder / f"{stem}.json")
         count += 1
     if count:
         record(actor, "run.export", message=f"exported {count} run(s) to {root}")
     return count
+
+
+def _exported_id(path: Path) -> str | None:
+    """The id of the record at path, "" for a file that is not one; None if there is none."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("id")) if isinstance(data, dict) else ""
+
+
+def _log_source(log_path: str) -> Path | None:
+    """A run's log file, if it is a regular file inside CRONOS_LOG_DIR."""
+    if not log_path:
+        return None
+    root = Path(settings.CRONOS_LOG_DIR).resolve()
+    source = (root / log_path).resolve()
+    if not source.is_relative_to(root) or not source.is_file():
+        return None
+    return source
 
 
 def _iso(value: datetime) -> str:

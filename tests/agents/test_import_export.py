@@ -745,12 +745,15 @@ def test_a_fault_in_one_folder_never_stops_the_others(actor, source, monkeypatch
 def test_an_unreadable_prompt_is_reported_and_the_others_imported(actor, source):
     prompt = source / "agents/cron-git/CLAUDE.md"
     prompt.unlink()
-    prompt.mkdir()  # is_file() is false: reported as missing, like any absent prompt
+    prompt.mkdir()  # not a regular file: refused, naming what it is
     (source / "agents/weekly-report/CLAUDE.md").write_bytes(b"\xff\xfe\x00")  # odd UTF-16
 
     report = import_directory(source, actor)
 
     assert [r.status for r in report.agents] == [Status.FAILED, Status.FAILED]
+    assert report.agents[0].problems == [
+        f"{prompt}: the file is not a regular file: it is a folder"
+    ]
     assert (
         report.agents[1]
         .problems[0]

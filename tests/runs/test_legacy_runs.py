@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime, timedelta
 from io import StringIO
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from agents.models import Agent
 from audit.actor import Actor
 from runs.legacy import import_runs
 from runs.models import Run
+from tests.factories import make_agent
 
 pytestmark = pytest.mark.django_db
 
@@ -107,3 +109,156 @@ def test_the_history_of_an_agent_imported_disabled_is_imported_with_it(tmp_path,
     assert Agent.objects.get(name="cron-git").enabled is False
     assert "imported disabled: working_dir '~/notes'" in out.getvalue()
     assert Run.objects.filter(agent__name="cron-git").count() == 2
+
+
+# --- Round trips: every run is recognised, whatever id it carries -------------------------------
+
+
+def cronos_runs(agent: Agent) -> list[Run]:
+    """Runs of Cronos's own (no prototype id), one finished in each exported status, two of them
+    asked for in the same second, started at times with microseconds."""
+    at = datetime(2026, 11, 23, 10, 0, 0, 123456, tzinfo=UTC)
+    made = []
+    for i, state in enumerate(["succeeded", "failed", "timed_out", "cancelled", "succeeded"]):
+        created = at + timedelta(hours=i) if i < 4 else at + timedelta(hours=3)
+        made.append(
+            Run.import_finished(
+                agent=agent,
+                trigger=Run.Trigger.MANUAL,
+                state=state,
+                reason="" if state == "succeeded" else f"it {state}",
+                exit_code=0 if state == "succeeded" else 1,
+                created_at=created,
+                started_at=created + timedelta(microseconds=987),
+                finished_at=created + timedelta(seconds=30),
+            )
+        )
+    return made
+
+
+def import_output(path: Path) -> str:
+    """What cronos_import says of the runs of path (import_runs alone if it has no agents/)."""
+    if not (path / "agents").is_dir():
+        return import_runs(path, Actor.system()).summary(dry_run=False)
+    out = StringIO()
+    call_command("cronos_import", str(path), stdout=out)
+    return out.getvalue()
+
+
+def records(path: Path) -> dict[str, dict]:
+    return {
+        str(p.relative_to(path)): json.loads(p.read_text()) for p in sorted(path.rglob("*.json"))
+    }
+
+
+def test_export_then_import_adds_no_run_whatever_its_id(tmp_path):
+    call_command("cronos_import", str(LEGACY))
+    cronos_runs(Agent.objects.get(name="cron-git"))
+    call_command("cronos_export", str(tmp_path / "exp"), "--agent", "cron-git")
+    assert "runs/ history: imported 0, already there 7, failed 0" in import_output(tmp_path / "exp")
+    assert Run.objects.count() == 7
+
+
+def test_a_round_trip_through_an_emptied_database_is_idempotent(tmp_path):
+    call_command("cronos_import", str(LEGACY))
+    cronos_runs(Agent.objects.get(name="cron-git"))
+    call_command("cronos_export", str(tmp_path / "a"))
+    Run.objects.all().delete()
+
+    assert "imported 7, already there 0" in import_output(tmp_path / "a")
+    assert "imported 0, already there 7" in import_output(tmp_path / "a")
+    call_command("cronos_export", str(tmp_path / "b"))
+    assert "imported 0, already there 7" in import_output(tmp_path / "b")
+    # The same records (a second run of one second is named with its number in this database).
+    key = json.dumps
+    assert sorted(map(key, records(tmp_path / "b").values())) == sorted(
+        map(key, records(tmp_path / "a").values())
+    )
+    assert Run.objects.count() == 7
+
+
+def test_an_old_export_with_cronos_ids_is_recognised(tmp_path):
+    # Written by an earlier cronos_export: "cronos-" and the run's number in that database.
+    agent = make_agent("cron-git")
+    [run, *_] = cronos_runs(agent)
+    day = tmp_path / "old/runs/2026-11-23"
+    day.mkdir(parents=True)
+    (day / "cron-git-100000.json").write_text(
+        json.dumps(
+            {
+                "id": f"cronos-{run.pk}",
+                "agent": "cron-git",
+                "trigger": "manual",
+                "started_at": "2026-11-23T10:00:00.124Z",
+                "finished_at": "2026-11-23T10:00:30.123Z",
+                "status": "success",
+                "exit_code": 0,
+            }
+        )
+    )
+    assert "imported 0, already there 1" in import_output(tmp_path / "old")
+
+
+def test_a_cronos_id_from_another_database_is_not_taken_for_the_run_of_that_number(tmp_path):
+    agent = make_agent("cron-git")
+    [run, *_] = cronos_runs(agent)
+    day = tmp_path / "elsewhere/runs/2026-11-01"
+    day.mkdir(parents=True)
+    (day / "cron-git-100000.json").write_text(
+        json.dumps(
+            {
+                "id": f"cronos-{run.pk}",  # the same number, another run: it started elsewhen
+                "agent": "cron-git",
+                "started_at": "2026-11-01T10:00:00.000Z",
+                "status": "success",
+            }
+        )
+    )
+    assert "imported 1, already there 0" in import_output(tmp_path / "elsewhere")
+    assert "imported 0, already there 1" in import_output(tmp_path / "elsewhere")
+    assert Run.objects.filter(legacy_id=f"cronos-{run.pk}").count() == 1
+
+
+def test_exporting_twice_into_one_folder_writes_each_run_once(tmp_path):
+    cronos_runs(make_agent("cron-git"))
+    call_command("cronos_export", str(tmp_path / "exp"))
+    first = records(tmp_path / "exp")
+    call_command("cronos_export", str(tmp_path / "exp"))
+    assert records(tmp_path / "exp") == first
+    assert len(first) == 5  # two runs of one second: one with the run's number in its name
+
+
+def test_a_record_with_a_byte_order_mark_reads_as_without(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(LEGACY, source)
+    record = source / "runs/2026-11-20/cron-git-080000.json"
+    record.write_bytes(b"\xef\xbb\xbf" + record.read_bytes())
+    call_command("cronos_import", str(source))
+    assert Run.objects.count() == 2
+
+
+def test_a_run_of_an_agent_refused_for_its_name_suggests_the_name_to_give(tmp_path):
+    source = tmp_path / "source"
+    (source / "runs/2026-11-20").mkdir(parents=True)
+    record = source / "runs/2026-11-20/Daily Report-080000.json"
+    record.write_text(
+        json.dumps(
+            {
+                "id": "x",
+                "agent": "Daily Report",
+                "status": "success",
+                "started_at": "2026-11-20T08:00:00Z",
+            }
+        )
+    )
+    [problem] = import_runs(source, Actor.system()).problems
+    assert problem == (
+        f"{record}: agent 'Daily Report' is not an agent name (letters, digits, - and _); "
+        "rename its agents/ folder to 'daily-report', set this record's \"agent\" to "
+        "'daily-report', and import again"
+    )
+    make_agent("daily-report")
+    [problem] = import_runs(source, Actor.system()).problems
+    assert problem.endswith(
+        "if this is a run of the agent 'daily-report', set its \"agent\" to 'daily-report'"
+    )
