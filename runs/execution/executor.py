@@ -232,6 +232,11 @@ class Execution:
         self.env = env
 
         cwd = os.path.expanduser(config.working_dir or "")
+        if cwd and not os.path.isabs(cwd):
+            # Never taken from wherever the worker runs (Cronos's own directory).
+            return self._fail_to_start(
+                f"working directory {cwd} is not a full path of this host (it must start with /)"
+            )
         if not cwd or not os.path.exists(cwd):
             return self._fail_to_start(f"working directory {cwd or '(none)'} does not exist")
         if not os.path.isdir(cwd):
@@ -387,7 +392,10 @@ class Execution:
                 return
             if result_at is None and self.runner is not None and self.runner.finished():
                 result_at = now  # the session reported its final result (DESIGN §4)
-            if result_at is not None:
+            if self.sink.limit_reached and self.sink.limit_action == "kill":
+                # First: past a `kill` output limit the run stops now, result or not.
+                self.ending = Ending(Run.State.KILLED, limits.output_limit_reason)
+            elif result_at is not None:
                 # Only the grace is left: a CLI kept alive by its children (MCP servers) after
                 # its result is ended, and the outcome comes from the result, never a timeout.
                 grace = settings.CRONOS_RESULT_GRACE_SECONDS
@@ -399,8 +407,6 @@ class Execution:
                         f"the CLI reached its {timeout} s timeout after its final result; ended it"
                     )
                     self.ending = Ending(RESULT_ENDING, why)
-            elif self.sink.limit_reached and self.sink.limit_action == "kill":
-                self.ending = Ending(Run.State.KILLED, limits.output_limit_reason)
             elif timeout and now - started >= timeout:
                 self.ending = Ending(Run.State.TIMED_OUT, limits.timeout_reason)
             if self.ending is None and now >= next_memory:
@@ -505,6 +511,11 @@ class Execution:
         state, reason = self._outcome(returncode)
         if self.ending is not None and self.stop_note:
             reason = f"{reason}; {self.stop_note}"
+        limits = effective_limits(self.config)
+        if self.sink.dropped_bytes and not reason.startswith(limits.output_limit_reason):
+            # Truncated (not killed for it): the run ends as its process says, and says so.
+            truncated = limits.truncation_note(self.sink.kept_bytes, self.sink.received_bytes)
+            reason = f"{reason}; {truncated}" if reason else truncated
         if state == Run.State.FAILED and returncode and returncode > 0 and _read_only(self.cwd):
             # The agent's own error is in its output; this says why it most likely failed.
             reason += f" (the working directory {self.cwd} is on a read-only file system)"
@@ -534,7 +545,12 @@ class Execution:
         )
 
     def _outcome(self, returncode: int | None) -> tuple[str, str]:
-        assert self.runner is not None
+        assert self.runner is not None and self.sink is not None
+        ended_itself = self.ending is None or self.ending.state == RESULT_ENDING
+        if ended_itself and self.sink.limit_reached and self.sink.limit_action == "kill":
+            # Output past a `kill` limit kills the run even when its process had exited (a fast
+            # writer) before the watchdog could stop it; its metrics still come from its output.
+            return Run.State.KILLED, effective_limits(self.config).output_limit_reason
         if self.ending is not None and self.ending.state == RESULT_ENDING:
             # Ended after its final result: the result decides, the note says what was done.
             self.notes.append(self.ending.reason)

@@ -44,6 +44,11 @@ class Limits:
         reason = f"output limit of {self.output_limit_bytes} bytes exceeded"
         return f"{reason} ({DEFAULT_OUTPUT_LIMIT_NOTE})" if self.output_limit_is_default else reason
 
+    def truncation_note(self, kept: int, received: int) -> str:
+        """What the reason of a run whose output this limit truncated adds."""
+        note = f"output truncated: {kept} bytes of {received} kept (head and tail)"
+        return f"{note} ({DEFAULT_OUTPUT_LIMIT_NOTE})" if self.output_limit_is_default else note
+
 
 def effective_limits(config: Any) -> Limits:
     """The limits of a run made from `config` (the agent, or the version the run pins): each

@@ -10,6 +10,14 @@ Secrets are masked before anything is stored (DESIGN.md: masked everywhere a fil
 them). A secret may arrive split across two reads, so the tail of the buffer that could be the
 start of a secret is held back until the next flush.
 
+An output limit caps what is stored, never what the parser reads (DESIGN.md §4 "Output"):
+`flush()` returns every byte the agent printed (masked, decoded) whatever the limit. What is
+stored is the head of the output, written as it arrives (about the first half of the limit),
+and its tail, the last bytes, kept in a rolling buffer of at most the rest of the limit and
+written when the output ends, after a marker line that says how many bytes were not kept.
+Secrets are masked before any of these cuts, so a secret across one never leaks a part of
+itself. Everything is measured as stored, secrets masked.
+
 Neither store may take the run down with it. Text the database would not take (locked, or
 away for a moment) is kept, in order, and stored with the next flush that gets through, under
 the same sequence numbers a viewer would have seen. A log file that cannot be written any more
@@ -25,6 +33,7 @@ import json
 import logging
 import os
 import threading
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +62,9 @@ MAX_UNSAVED_CHARS = 8 * 1024 * 1024
 NO_PROBE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
 MASK_BYTES = MASK.encode()
 NOTICE_PREFIX = "[cronos] "
+# A cut made by the output limit moves back to a line boundary when there is one this close, so
+# that the kept head ends, and the kept tail starts, with whole lines.
+LINE_WINDOW = 4096
 
 
 def log_path_for(run: Run, started: datetime) -> str:
@@ -111,6 +123,35 @@ def safe_cut(buf: bytes, patterns: list[bytes]) -> int:
     return cut
 
 
+def _char_start(data: bytes, i: int) -> int:
+    """`i`, or the start of the UTF-8 character it falls inside (at most 3 bytes back)."""
+    for _ in range(3):
+        if 0 < i < len(data) and data[i] & 0xC0 == 0x80:
+            i -= 1
+    return i
+
+
+def _head_end(data: bytes, room: int) -> int:
+    """Where the kept head ends in `data`, at most `room` bytes in: after a newline close to
+    it, else on a character boundary."""
+    line = data.rfind(b"\n", max(0, room - LINE_WINDOW), room)
+    if line != -1:
+        return line + 1
+    return _char_start(data, room)
+
+
+def _tail_start(data: bytes) -> int:
+    """Where the kept tail starts in `data`: after a newline close to its start, else on a
+    character boundary."""
+    line = data.find(b"\n", 0, min(len(data), LINE_WINDOW))
+    if line != -1 and line + 1 < len(data):
+        return line + 1
+    i = 0
+    while i < min(3, len(data)) and data[i] & 0xC0 == 0x80:
+        i += 1
+    return i
+
+
 def clean_text(text: str) -> str:
     """Text safe for any database: PostgreSQL text and jsonb refuse NUL characters."""
     return text.replace("\x00", "\ufffd")
@@ -158,9 +199,21 @@ class OutputSink:
         self._last_byte = b""
         # Counted as the child prints them, including what a limit discards.
         self.received_bytes = 0
-        self.captured_bytes = 0
+        # The output limit (None: none). The head is stored as it arrives; once it is full, the
+        # rest goes to the tail, at most `_tail_room` bytes (the limit less the head), the
+        # oldest dropped first.
+        self._head_room = limit_bytes // 2 if limit_bytes is not None else None
+        self._head_bytes = 0
+        self._head_full = False
+        self._tail: deque[bytes] = deque()
+        self._tail_bytes = 0
+        self._tail_room = 0
+        self._tail_kept = 0
+        self._dropped = 0  # bytes dropped before the tail now held, not yet in a marker
+        self._dropped_last = b""  # the last byte dropped: a newline means the tail starts a line
+        # The output passed the limit (bytes were dropped); how many bytes were not kept.
         self.limit_reached = False
-        self._limit_noted = False
+        self.dropped_bytes = 0
 
     # --- the reader's side ----------------------------------------------------------------
 
@@ -168,13 +221,8 @@ class OutputSink:
         """Take bytes the agent printed (any thread); waits while too much is unflushed."""
         with self._lock:
             self.received_bytes += len(data)
-            if self.limit_bytes is not None:
-                room = self.limit_bytes - self.captured_bytes
-                if len(data) > room:
-                    data = data[: max(room, 0)]
-                    self.limit_reached = True
+            # Everything is taken, past the limit too: the parser reads it all (see flush()).
             if data:
-                self.captured_bytes += len(data)
                 self._pending.append(data)
                 self._pending_size += len(data)
             while self._pending_size > MAX_PENDING_BYTES and not self._closed:
@@ -185,7 +233,8 @@ class OutputSink:
     def flush(self, final: bool = False) -> str:
         """Mask, write and store what arrived since the last flush; returns it as text.
 
-        The returned text is the agent's own output (notices excluded), for a parser.
+        The returned text is the agent's own output (notices excluded), for a parser: all of it,
+        whatever the output limit keeps.
         """
         if self._unsaved_chars > MAX_UNSAVED_CHARS and not final:
             # The database has been away for a while: try it, and until it takes the backlog
@@ -197,39 +246,62 @@ class OutputSink:
             data = b"".join(self._pending)
             self._pending.clear()
             self._pending_size = 0
-            limit_reached = self.limit_reached
             self._lock.notify_all()
         if self._closed:
             return ""
         buf = self._held + data
-        texts: list[str] = []
-        if limit_reached and not self._limit_noted:
-            # The cut at the limit may fall inside a secret: what could be its start is dropped.
-            cut = safe_cut(buf, self.patterns)
-            child_text = self._write(buf[:cut], final=True)
-            self._held = b""
-            self._limit_noted = True
-            texts.append(child_text)
+        cut = len(buf) if final else safe_cut(buf, self.patterns)
+        self._held = buf[cut:]
+        # Masked before any cut the limit makes: a secret across one cannot leak a part.
+        masked = mask_bytes(buf[:cut], self.patterns) if cut else b""
+        # The decoder's state before this output: the stored head may end inside it.
+        state = self._decoder.getstate()
+        text = self._decoder.decode(masked, final=final)
+        if self._head_room is None:
+            self._keep(masked, text)  # no limit: everything is stored
+            return text
+        if not self._head_full:
+            room = self._head_room - self._head_bytes
+            if len(masked) <= room:
+                self._keep(masked, text)
+                self._head_bytes += len(masked)
+                return text
+            # The head ends in this output; the rest goes to the tail.
+            end = _head_end(masked, room)
+            head = masked[:end]
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            decoder.setstate(state)
+            self._keep(head, decoder.decode(head, final=True))
+            self._head_bytes += len(head)
+            self._head_full = True
+            self._tail_room = (self.limit_bytes or 0) - self._head_bytes
+            masked = masked[end:]
+        self._to_tail(masked)
+        if self._dropped and not self.limit_reached:
+            self.limit_reached = True
             if self.limit_action == "kill":
                 note = f"output limit of {self.limit_bytes} bytes exceeded; stopping the run"
             else:
-                note = f"output limit of {self.limit_bytes} bytes reached; further output discarded"
-            texts.append(self._notice_text(note))
-        elif self._limit_noted:
-            child_text = ""  # everything after the limit is discarded
-        else:
-            cut = len(buf) if final else safe_cut(buf, self.patterns)
-            child_text = self._write(buf[:cut], final=final)
-            self._held = buf[cut:]
-            texts.append(child_text)
-        self._store("".join(texts))
-        return child_text
+                note = (
+                    f"output limit of {self.limit_bytes} bytes reached; the rest of the output "
+                    f"is not kept but for its last {self._tail_room} bytes, added when it ends"
+                )
+            self._store(self._notice_text(note))
+        return text
+
+    @property
+    def kept_bytes(self) -> int:
+        """How many bytes of the agent's output (secrets masked) are stored (once closed)."""
+        if self._head_room is None:
+            return self.received_bytes
+        return self._head_bytes + self._tail_kept
 
     def notice(self, message: str) -> None:
         """Add a line of Cronos's own to the output, after everything the agent printed."""
         if self._closed:
             return
         self.flush(final=True)
+        self._write_tail()
         self._store(self._notice_text(message))
 
     def close(self) -> None:
@@ -241,6 +313,7 @@ class OutputSink:
             return
         try:
             self.flush(final=True)
+            self._write_tail()
         finally:
             with self._lock:
                 self._closed = True
@@ -262,12 +335,58 @@ class OutputSink:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _write(self, raw: bytes, *, final: bool) -> str:
-        masked = mask_bytes(raw, self.patterns) if raw else b""
+    def _keep(self, masked: bytes, text: str) -> None:
+        """Store output of the agent: `masked` bytes in the file, their `text` as chunks."""
         if masked:
             self._write_file(masked)
             self._last_byte = masked[-1:]
-        return self._decoder.decode(masked, final=final)
+        self._store(text)
+
+    def _to_tail(self, data: bytes) -> None:
+        """Add output past the head to the tail, dropping its oldest bytes beyond the room."""
+        if not data:
+            return
+        self._tail.append(data)
+        self._tail_bytes += len(data)
+        excess = self._tail_bytes - self._tail_room
+        while excess > 0:
+            first = self._tail[0]
+            if len(first) <= excess:
+                self._tail.popleft()
+                self._dropped_last = first[-1:]
+                gone = len(first)
+            else:
+                self._tail[0] = first[excess:]
+                self._dropped_last = first[excess - 1 : excess]
+                gone = excess
+            self._tail_bytes -= gone
+            self._dropped += gone
+            excess -= gone
+
+    def _write_tail(self) -> None:
+        """Store the tail: after a marker line when bytes were dropped before it."""
+        if not self._tail_bytes and not self._dropped:
+            return
+        tail = b"".join(self._tail)
+        self._tail.clear()
+        self._tail_bytes = 0
+        if self._dropped:
+            # Whole lines when the tail's first line starts near its start, whole characters.
+            start = 0 if self._dropped_last == b"\n" else _tail_start(tail)
+            tail = tail[start:]
+            dropped = self._dropped + start
+            self.dropped_bytes += dropped
+            self._dropped = 0
+            self._store(
+                self._notice_text(
+                    f"{dropped} bytes not kept (output limit of {self.limit_bytes} bytes); "
+                    f"the last {len(tail)} bytes of the output follow"
+                )
+            )
+        self._tail_kept += len(tail)
+        # The head ended on a whole character, and a cut tail starts on one: decoded alone.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._keep(tail, decoder.decode(tail, final=True))
 
     def _notice_text(self, message: str) -> str:
         line = f"{NOTICE_PREFIX}{message}\n".encode()

@@ -346,7 +346,7 @@ def test_binary_output_is_stored_without_a_crash_and_shown_with_replacement_char
     assert "\ufffd" in chunk_text(run)
 
 
-def test_output_beyond_the_limit_is_discarded_with_a_notice_when_truncating(tmp_path, log_dir):
+def test_output_beyond_the_limit_keeps_its_head_and_tail_when_truncating(tmp_path, log_dir):
     agent = command_agent(
         "chatty",
         "yes | head -c 200000",
@@ -356,12 +356,17 @@ def test_output_beyond_the_limit_is_discarded_with_a_notice_when_truncating(tmp_
     )
     run = execute(new_run(agent).pk)
     assert run.state == Run.State.SUCCEEDED
+    assert run.reason == "output truncated: 1000 bytes of 200000 kept (head and tail)"
     assert run.output_bytes == 200000
-    raw = log_bytes(run, log_dir)
-    assert (
-        raw
-        == b"y\n" * 500 + b"[cronos] output limit of 1000 bytes reached; further output discarded\n"
+    marker = (
+        b"[cronos] output limit of 1000 bytes reached; the rest of the output is not kept "
+        b"but for its last 500 bytes, added when it ends\n"
+        b"[cronos] 199000 bytes not kept (output limit of 1000 bytes); "
+        b"the last 500 bytes of the output follow\n"
     )
+    raw = log_bytes(run, log_dir)
+    assert raw == b"y\n" * 250 + marker + b"y\n" * 250
+    assert chunk_text(run) == raw.decode()
 
 
 def test_output_beyond_the_limit_ends_the_run_when_the_action_is_kill(tmp_path):
@@ -593,3 +598,14 @@ def test_a_claude_agent_with_its_own_executable_path_uses_it(settings):
     assert claude_argv(config)[0] == "/opt/claude/bin/claude"
     config.command = ""
     assert claude_argv(config)[0] == "claude"
+
+
+@pytest.mark.parametrize("working_dir", [".", "notes/daily", "C:\\Users\\someone\\notes"])
+def test_a_run_never_starts_in_a_directory_that_is_not_a_full_path(working_dir):
+    # An imported agent may keep such a path while disabled; a run of it (manual, or after
+    # someone enabled it) must not start in the worker's own directory.
+    agent = make_agent("imported", working_dir=working_dir, enabled=False, schedule="")
+    run = execute(new_run(agent).pk)
+    assert run.state == "failed"
+    assert "is not a full path of this host" in run.reason
+    assert run.pid is None

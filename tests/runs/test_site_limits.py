@@ -149,9 +149,13 @@ def test_the_sites_default_output_limit_caps_what_is_kept(settings, tmp_path, lo
     run = execute(new_run(agent).pk)
     assert run.state == Run.State.SUCCEEDED
     assert run.output_bytes == 200000  # counted as printed
+    assert run.reason == (
+        "output truncated: 1000 bytes of 200000 kept (head and tail) "
+        "(the site's default output limit; set one on the agent)"
+    )
     raw = (log_dir / run.log_path).read_bytes()
-    assert raw.startswith(b"y\n" * 500)
-    assert b"output limit of 1000 bytes reached" in raw
+    assert raw.startswith(b"y\n" * 250 + b"[cronos] output limit of 1000 bytes reached")
+    assert raw.endswith(b"y\n" * 250)
     assert len(raw) < 2000
 
 
