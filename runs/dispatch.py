@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 # Runs of these triggers never skip for overlap: they wait for their turn.
 ALWAYS_WAIT = {Run.Trigger.CATCH_UP, Run.Trigger.RETRY}
 
+# What a jittered scheduled run says while it waits, released, for its own start (the
+# scheduler's `_fire`); `release` hands it over shortly before, where it meets the gates as a
+# new run would (DESIGN.md §4: never held in a worker for its offset).
+JITTER_REASON = "jitter: handed to a worker shortly before its start"
+
 
 def lock_holder(agent: Agent, exclude: int | None = None) -> Run | None:
     """The run holding the agent's lock: one handed to a worker and not yet ended."""
@@ -195,8 +200,14 @@ def release(
     if agent is not None:
         candidates = candidates.filter(agent_id=agent.pk)
     taken: list[Run] = []
+    jittered: list[Run] = []
     locked: set[int] = set()
     for run in candidates[:500]:
+        if run.reason == JITTER_REASON:
+            # Its start has come: it meets the agent's overlap policy now, as a new run.
+            if run.take_for_dispatch(new_dispatch_token()):
+                jittered.append(run)
+            continue
         concurrent = run.agent.allow_concurrent
         if not concurrent and (run.agent_id in locked or lock_holder(run.agent) is not None):
             continue  # first come, first served: the oldest waiting run goes first
@@ -208,6 +219,7 @@ def release(
     # The look above was without the agents' locks: admission proper is one step with them,
     # and a run whose agent became busy meanwhile waits on.
     handed = _admit(taken, locked=set(), fresh=False)
+    handed += _admit(jittered, locked={run.agent_id for run in handed}, fresh=True)
     _enqueue(handed, engine)
     for run in handed:
         log.info("run released", extra={"run_id": run.pk, "agent": run.agent.name})

@@ -444,17 +444,32 @@ class Run(models.Model):
     MISSED_DETAIL_LIMIT = 20
 
     @classmethod
-    def record_missed(cls, agent: Agent, slots: list[datetime], reason: str) -> int:
+    def record_missed(
+        cls, agent: Agent, slots: list[datetime], reason: str, *, count: int | None = None
+    ) -> int:
         """Skipped runs for slots nobody ran, so no slot disappears silently."""
+        rows = cls.missed_rows(agent, slots, reason, count=count)
+        # ignore_conflicts: another scheduler may have recorded (or run) the same slot.
+        return len(cls.objects.bulk_create(rows, ignore_conflicts=True))
+
+    @classmethod
+    def missed_rows(
+        cls, agent: Agent, slots: list[datetime], reason: str, *, count: int | None = None
+    ) -> list[Run]:
+        """The ledger rows (unsaved) for missed slots: one per slot, or beyond
+        MISSED_DETAIL_LIMIT one for the range. `count`: the slots are only the range's first and
+        last, and this many were missed (counted by arithmetic, never listed)."""
         now = timezone.now()
-        if len(slots) > cls.MISSED_DETAIL_LIMIT:
+        if count is None and len(slots) > cls.MISSED_DETAIL_LIMIT:
+            count = len(slots)
+        if count is not None and count > cls.MISSED_DETAIL_LIMIT:
             first, last = slots[0], slots[-1]
             reason = (
-                f"{reason}; {len(slots)} slots missed from {first.isoformat()} to "
+                f"{reason}; {count} slots missed from {first.isoformat()} to "
                 f"{last.isoformat()}, recorded as this one entry"
             )
             slots = [last]
-        rows = [
+        return [
             cls(
                 agent=agent,
                 slot=slot,
@@ -466,8 +481,6 @@ class Run(models.Model):
             )
             for slot in slots
         ]
-        # ignore_conflicts: another scheduler may have recorded (or run) the same slot.
-        return len(cls.objects.bulk_create(rows, ignore_conflicts=True))
 
     @classmethod
     def import_finished(cls, **values) -> Run:

@@ -47,7 +47,7 @@ from django.conf import settings
 if TYPE_CHECKING:
     from django.db.backends.postgresql.base import DatabaseWrapper as PostgresConnection
 
-BENCHMARKS = ("lateness", "crowd", "trigger", "throughput", "live")
+BENCHMARKS = ("lateness", "crowd", "trigger", "throughput", "live", "jitter")
 # Run only when asked by name: building a million runs takes minutes.
 OWN_BENCHMARKS = ("pages",)
 SHAPES = ("embedded", "scaled")
@@ -78,6 +78,9 @@ DEFAULTS: dict[str, dict[str, int]] = {
     "pages": {"agents": 10_000, "runs": 1_000_000},
     # An agent printing ten lines a second for this long, watched by one websocket viewer.
     "live": {"seconds": 10, "workers": 2},
+    # One unjittered every-second agent beside `agents` jittered ones (`*/10 * * * * *`, jitter
+    # 8 s) on django-q2's default 2 workers: a jittered run must not hold a worker for its offset.
+    "jitter": {"seconds": 20, "agents": 10, "workers": 2},
 }
 
 TARGETS = {
@@ -87,6 +90,8 @@ TARGETS = {
     "throughput": "trivial runs recorded end to end >= 50 % of bare django-q2 tasks, same broker",
     "live": "live output, line written -> websocket receipt, p95 <= 0.25 s embedded, "
     "<= 0.1 s on Redis",
+    "jitter": "an unjittered agent's start lateness p99 <= 0.05 s beside jittered ones on 2 "
+    "workers (jittered runs measured from their own start), 0 missing slots",
     "pages": "agents, runs and health pages p95 <= 0.2 s server time with 10,000 agents and "
     "1,000,000 runs (anchor: the admin changelist of runs)",
 }
@@ -435,6 +440,7 @@ def run_inner(benchmark: str, shape: str, params: dict[str, int], err: TextIO) -
         "throughput": measure_throughput,
         "pages": measure_pages,
         "live": measure_live,
+        "jitter": measure_jitter,
     }[benchmark]
     # Other work on the machine skews every figure here: say how busy it was.
     load_before = os.getloadavg()[0]
@@ -666,6 +672,83 @@ def measure_lateness(bench: Bench) -> tuple[dict, dict]:
     target = {
         "description": TARGETS["lateness"],
         "figure": "lateness_seconds.p99",
+        "limit": LATENESS_P99_LIMIT,
+        "value": p99,
+        "met": met,
+    }
+    return figures, target
+
+
+JITTER_SECONDS = 8
+
+
+def measure_jitter(bench: Bench) -> tuple[dict, dict]:
+    """DESIGN.md §6 "an unjittered agent beside jittered ones: same lateness as alone"."""
+    from runs.models import Run
+
+    seconds, count = bench.params["seconds"], bench.params["agents"]
+    bench.start_cluster(bench.params["workers"])
+    plain = create_agent("bench-jitter-plain", bench.working_dir(), schedule="* * * * * *")
+    jittered = [
+        create_agent(
+            f"bench-jitter-{i:02d}",
+            bench.working_dir(),
+            schedule="*/10 * * * * *",
+            jitter_seconds=JITTER_SECONDS,
+            allow_concurrent=True,
+        )
+        for i in range(count)
+    ]
+    bench.say("starting the scheduler")
+    bench.processes.start("scheduler", "cronos_scheduler")
+    bench.wait_for(
+        lambda: Run.objects.filter(trigger=Run.Trigger.SCHEDULE).exists(),
+        60,
+        "the scheduler's first run",
+    )
+    window_start = whole_second_after(now() + timedelta(seconds=LATENESS_WARMUP_SECONDS))
+    window_end = window_start + timedelta(seconds=seconds)
+    bench.say(f"jitter: warming up, then {seconds} s from {window_start.time()}")
+    window = Run.objects.filter(slot__gte=window_start, slot__lt=window_end)
+
+    def progress() -> str:
+        elapsed = (now() - window_start).total_seconds()
+        if elapsed < 0:
+            return f"jitter: warming up ({-elapsed:.0f} s left)"
+        return f"jitter: {min(int(elapsed), seconds)}/{seconds} s"
+
+    def window_done() -> bool:
+        end = window_end + timedelta(seconds=JITTER_SECONDS + 1)
+        return now() >= end and not window.active().exists()
+
+    bench.wait_for(window_done, seconds + LATENESS_WARMUP_SECONDS + JITTER_SECONDS + 30,
+                   "the window's runs", every=0.2, progress=progress)  # fmt: skip
+    bench.processes.stop("scheduler")
+
+    rows = list(window.values_list("agent_id", "slot", "not_before", "started_at"))
+    plain_late = [(r[3] - r[1]).total_seconds() for r in rows if r[0] == plain.pk and r[3] and r[1]]
+    jitter_late = [
+        (r[3] - r[2]).total_seconds() for r in rows if r[0] != plain.pk and r[3] and r[2]
+    ]
+    expected = seconds + count * len(range(0, seconds, 10))
+    started = {(r[0], r[1]) for r in rows if r[3] is not None}
+    missing = max(expected - len(started), 0)
+    figures: dict[str, Any] = {
+        "setup": f"1 agent every second, {count} agents `*/10 * * * * *` with jitter "
+        f"{JITTER_SECONDS} s, {bench.params['workers']} workers, all running `true`",
+        "expected_slots": expected,
+        "started": len(started),
+        "missing_slots": missing,
+        "unjittered_lateness_seconds": stats(plain_late, min_=True),
+        # Measured from each run's own start (slot + offset), not from its slot.
+        "jittered_lateness_seconds": stats(jitter_late, min_=True),
+        "jittered_agents": len(jittered),
+    }
+    p99 = figures["unjittered_lateness_seconds"]["p99"]
+    met = p99 is not None and p99 <= LATENESS_P99_LIMIT and missing == 0
+    target = {
+        "description": TARGETS["jitter"],
+        "figure": "unjittered_lateness_seconds.p99",
         "limit": LATENESS_P99_LIMIT,
         "value": p99,
         "met": met,
@@ -1101,6 +1184,12 @@ def summary(report: dict[str, Any]) -> list[str]:
         line = (
             f"{s['count']} runs, lateness p50 {s['p50']} s, p95 {s['p95']} s, p99 {s['p99']} s, "
             f"max {s['max']} s; {f['missing_slots']} missing slots"
+        )
+    elif name == "jitter":
+        s, j = f["unjittered_lateness_seconds"], f["jittered_lateness_seconds"]
+        line = (
+            f"unjittered lateness p50 {s['p50']} s, p99 {s['p99']} s; jittered (from their own "
+            f"start) p50 {j['p50']} s, p99 {j['p99']} s; {f['missing_slots']} missing slots"
         )
     elif name == "crowd":
         s = f["queued_after_slot_seconds"]

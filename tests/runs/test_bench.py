@@ -107,3 +107,17 @@ def test_the_live_benchmark_receives_every_stamped_line_over_a_real_websocket():
     assert report["target"]["limit"] == 0.25
     assert report["target"]["met"] is (latency["p95"] <= 0.25)
     assert Run.objects.count() == 0
+
+
+def test_the_jitter_benchmark_reports_the_unjittered_agents_lateness_beside_jittered_ones():
+    result = cronos_bench("jitter", "--seconds", "3", "--agents", "2", "--json", timeout=180)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["benchmark"] == "jitter"
+    assert report["parameters"] == {"seconds": 3, "agents": 2, "workers": 2}
+    figures = report["figures"]
+    assert figures["unjittered_lateness_seconds"]["count"] >= 1
+    assert "jittered_lateness_seconds" in figures
+    assert report["target"]["figure"] == "unjittered_lateness_seconds.p99"
+    assert Agent.objects.count() == 0

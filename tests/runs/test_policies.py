@@ -129,7 +129,9 @@ def test_a_week_of_downtime_is_one_entry_with_the_range_and_the_count(clock, eng
     assert Run.objects.filter(agent=agent).count() == 4
 
 
-def test_resuming_with_skip_fires_nothing_of_the_pause_but_run_once_does(clock, engine):
+def test_resuming_fires_nothing_of_the_pause_whatever_the_catch_up_policy(clock, engine):
+    # DESIGN.md §4: an agent that was disabled at a slot's time has not missed it; enabling
+    # counts from the moment it was saved, for run_once and run_all as for skip.
     quiet = make_agent("quiet", schedule="* * * * *", catch_up_policy="skip")
     eager = make_agent("eager", schedule="* * * * *", catch_up_policy="run_once")
     clock.move_to(T0 + timedelta(seconds=10))
@@ -140,9 +142,12 @@ def test_resuming_with_skip_fires_nothing_of_the_pause_but_run_once_does(clock, 
         set_enabled(agent, True, SYSTEM)
     Scheduler(engine).tick(T0 + timedelta(minutes=10, seconds=20))
     assert not Run.objects.filter(agent=quiet).exists()
-    # 09:10 is within the grace period (a normal run); 09:09 is the latest slot of the pause.
-    [run] = Run.objects.filter(agent=eager, trigger="catch_up")
-    assert run.slot == T0 + timedelta(minutes=9)
+    assert not Run.objects.filter(agent=eager).exists()
+    # 09:11 is the first slot after enabling, and it runs.
+    clock.move_to(T0 + timedelta(minutes=11))
+    Scheduler(engine).tick(T0 + timedelta(minutes=11))
+    [run] = Run.objects.filter(agent=eager)
+    assert (run.slot, run.trigger) == (T0 + timedelta(minutes=11), "schedule")
 
 
 # --- Overlap ---------------------------------------------------------------------------------
