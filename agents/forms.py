@@ -6,13 +6,15 @@ secret ones write-only: the form shows only their names and never sends a value 
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from agents import secrets
 from agents.models import Agent
 from agents.validation import VARIABLE_NAME
-from agents.versions import config_fields
+from agents.versions import config_field, config_fields
 
 
 class LinesField(forms.CharField):
@@ -45,6 +47,39 @@ def _parse_lines(text: str, field: str) -> list[tuple[str, str | None]]:
     return entries
 
 
+# Labels for the fields whose model name reads badly as a label ("Memory limit mb", "Cpu
+# nice"): the forms, the agent page and the version diff show these. Kept here rather than as
+# the model's verbose_name, which would need a migration for every wording change.
+LABELS = {
+    "working_dir": "Working directory",
+    "max_turns": "Maximum turns",
+    "max_retries": "Maximum retries",
+    "extra_args": "Extra arguments",
+    "jitter_seconds": "Jitter (seconds)",
+    "catch_up_policy": "Catch-up policy",
+    "catch_up_window_seconds": "Catch-up window (seconds)",
+    "catch_up_max_runs": "Catch-up: most runs",
+    "retry_delay_seconds": "Retry delay (seconds)",
+    "retry_max_delay_seconds": "Longest retry delay (seconds)",
+    "timeout_seconds": "Timeout (seconds)",
+    "memory_limit_mb": "Memory limit (MB)",
+    "cpu_nice": "CPU nice level",
+    "cpu_time_limit_seconds": "CPU time limit (seconds)",
+    "output_limit_bytes": "Output limit (bytes)",
+    "approval_auto_approve_seconds": "Approve automatically after (seconds)",
+    "approval_expire_seconds": "Approval expires after (seconds)",
+    "notify_emails": "Email addresses",
+    "notify_webhook_url": "Webhook URL",
+    "variables": "Variables",
+    "extra_config": "Other settings",
+}
+
+
+def label(name: str) -> str:
+    """How the pages name the agent's configuration field `name`."""
+    return LABELS.get(name) or config_field(name).verbose_name.capitalize()
+
+
 class AgentForm(forms.ModelForm):
     allowed_tools = LinesField(required=False, help_text="One tool per line, e.g. Bash(git:*).")
     disallowed_tools = LinesField(required=False, help_text="One tool per line.")
@@ -71,6 +106,7 @@ class AgentForm(forms.ModelForm):
         # Every configuration field but the two edited another way (variables above) or not
         # at all (keys kept from an import).
         fields = [f for f in config_fields() if f not in {"variables", "extra_config"}]
+        labels = LABELS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,12 +142,50 @@ class AgentForm(forms.ModelForm):
             self.instance.variables = self.build_variables()
         super()._post_clean()
 
+    def add_error(self, field: str | None, error: Any) -> None:  # Django's overloads
+        """Errors for the whole form (the model's validation, a service's refusal) land on the
+        fields the form shows: the model names fields this form shows under another name
+        (`variables` is edited as plain_variables and secret_variables) or not at all (the
+        wizard shows a few fields), and Django refuses a dict naming a field the form lacks."""
+        if field is None:
+            error = self._on_shown_fields(error)
+        super().add_error(field, error)
+
+    def _on_shown_fields(self, error: Any) -> ValidationError:
+        if not isinstance(error, ValidationError):
+            error = ValidationError(error)
+        if not hasattr(error, "error_dict"):
+            return error
+        placed: dict[str, list[ValidationError]] = {}
+        for name, errors in error.error_dict.items():
+            for one in errors:
+                target = self._shown_field(name, one)
+                if target == NON_FIELD_ERRORS and name != NON_FIELD_ERRORS:
+                    # Not on this form: say which setting, as the agent's page names it.
+                    shown = label(name) if _is_config(name) else name
+                    one = ValidationError(f"{shown}: {'; '.join(one.messages)}")
+                placed.setdefault(target, []).append(one)
+        return ValidationError(placed)
+
+    def _shown_field(self, name: str, error: ValidationError) -> str:
+        """The form field that shows the model field `name`'s `error`, or NON_FIELD_ERRORS."""
+        if name == "variables":
+            # A secret's problem goes on the secrets box; the others (a name defined twice,
+            # a bad name) on the plain variables, where most variables are.
+            secret = any(m.startswith("secret ") for m in error.messages)
+            name = "secret_variables" if secret else "plain_variables"
+        return name if name in self.fields else NON_FIELD_ERRORS
+
     def build_variables(self) -> list[dict]:
         current = {v["name"]: v for v in self.instance.variables or [] if v.get("secret")}
         variables = [secrets.plain(n, v) for n, v in self.cleaned_data["plain_variables"]]
         for name, value in self.cleaned_data["secret_variables"]:
             variables.append(current[name] if value is None else secrets.secret(name, value))
         return variables
+
+
+def _is_config(name: str) -> bool:
+    return name in config_fields()
 
 
 class TemplateChoiceForm(forms.Form):

@@ -115,6 +115,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "cronos_site.web.middleware.HtmxResponsesMiddleware",  # login redirects, messages in fragments
     # Records who made each agent version (django-simple-history).
     "simple_history.middleware.HistoryRequestMiddleware",
     # Every page requires login unless its view says @login_not_required (Django 5.1+).
@@ -122,6 +123,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "cronos_site.urls"
+CSRF_FAILURE_VIEW = "cronos_site.web.views.site.csrf_failure"  # a site page that says what to do
 ASGI_APPLICATION = "cronos_site.asgi.application"
 WSGI_APPLICATION = "cronos_site.wsgi.application"
 
@@ -241,10 +243,10 @@ CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
 # After a claude session's final `result`, how long the CLI has to exit before it is ended
 # (children such as MCP servers can keep it alive); the outcome comes from the result.
 CRONOS_RESULT_GRACE_SECONDS = float(env_str("CRONOS_RESULT_GRACE_SECONDS", "10"))
-# An agent without a timeout or an output limit of its own runs under these (0 = none), applied
-# at run time and never written into the agent, so its agent.yaml round-trips unchanged: a run
 # The largest run log `cronos_import` copies from a prototype folder (bytes).
 CRONOS_IMPORT_MAX_LOG_BYTES = env_int("CRONOS_IMPORT_MAX_LOG_BYTES", 64 * 1024 * 1024)
+# An agent without a timeout or an output limit of its own runs under these (0 = none), applied
+# at run time and never written into the agent, so its agent.yaml round-trips unchanged: a run
 # that hangs must not hold its agent's lock forever (runs/execution/limits.py).
 CRONOS_DEFAULT_TIMEOUT_SECONDS = env_int("CRONOS_DEFAULT_TIMEOUT_SECONDS", 2 * 3600)
 CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int("CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES", 50 * 1024 * 1024)

@@ -3,6 +3,8 @@ ids), whether HTMX asked for a fragment, where to go back to, and the 403 page i
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -10,6 +12,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.middleware import HtmxDetails
 
 from agents.models import Agent
+from audit import roles
 from audit.actor import Actor
 from runs.models import Run
 
@@ -22,6 +25,27 @@ ADD = "agents.add_agent"
 CHANGE = "agents.change_agent"
 DELETE = "agents.delete_agent"
 
+# What each permission lets a person do, in the words of the 403 page.
+DOING = {
+    VIEW_AGENT: "seeing agents",
+    VIEW_RUN: "seeing runs",
+    RUN: "starting runs",
+    TOGGLE: "pausing and resuming agents",
+    CANCEL: "cancelling runs",
+    ADD: "creating agents",
+    CHANGE: "editing agents",
+    DELETE: "deleting agents",
+    "agents.approve_run": "approving runs",
+}
+
+
+class MissingPermission(PermissionDenied):
+    """Refused for want of one permission, which the 403 page names with the roles that have it."""
+
+    def __init__(self, perm: str) -> None:
+        super().__init__(f"You may not do this: it needs the permission {perm}.")
+        self.perm = perm
+
 
 class HtmxHttpRequest(HttpRequest):
     """A request that went through django-htmx's middleware, for the views' type hints
@@ -33,7 +57,7 @@ class HtmxHttpRequest(HttpRequest):
 def require_perm(request: HttpRequest, perm: str) -> None:
     """Raises PermissionDenied (the 403 page says which permission) unless the person has it."""
     if not request.user.has_perm(perm):
-        raise PermissionDenied(f"You may not do this: it needs the permission {perm}.")
+        raise MissingPermission(perm)
 
 
 def agent_for(request: HttpRequest, name: str, perm: str = VIEW_AGENT) -> Agent:
@@ -74,7 +98,30 @@ def redirect_back(request: HttpRequest, default: str) -> HttpResponseRedirect:
     return HttpResponseRedirect(safe_next(request, default))
 
 
+# The services refuse with "... lacks the permission app.codename." (audit.actor).
+_PERMISSION = re.compile(r"permission ([a-z_]+\.[a-z_]+)")
+
+
 def forbidden(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """The 403 page (handler403): says why, inside the site's frame."""
-    message = str(exception) if exception and str(exception) else ""
-    return render(request, "agents/forbidden.html", {"message": message}, status=403)
+    """The 403 page (handler403): which permission was missing, and which roles have it
+    (audit.roles), apart from those the person already holds."""
+    perm = getattr(exception, "perm", None)
+    if perm is None:
+        found = _PERMISSION.search(str(exception or ""))
+        perm = found[1] if found else None
+    held: set[str] = set()
+    if request.user.is_authenticated:
+        held = set(request.user.groups.values_list("name", flat=True))
+    granting = [
+        role
+        for role, perms in roles.ROLES.items()
+        if (perms == ["*"] or perm in perms) and role not in held
+    ]
+    context = {
+        "perm": perm,
+        "doing": DOING.get(perm or "", ""),
+        "granting": granting if perm else [],
+        "held": sorted(held),
+        "message": "" if perm else str(exception or ""),
+    }
+    return render(request, "agents/forbidden.html", context, status=403)

@@ -136,8 +136,18 @@ class AgentRow:
 
     @property
     def lock(self) -> dict | None:
-        """The run holding the agent's lock, the oldest active one."""
-        return self.active_runs[0] if self.active_runs else None
+        """The run holding the agent's lock (queued or running), the oldest such."""
+        return next((r for r in self.active_runs if r["state"] in Run.HOLDING_STATES), None)
+
+    @property
+    def waiting(self) -> dict | None:
+        """The oldest active run that does not hold the lock (pending, awaiting approval)."""
+        return next((r for r in self.active_runs if r["state"] not in Run.HOLDING_STATES), None)
+
+    @property
+    def waiting_label(self) -> str:
+        waiting = self.waiting
+        return STATE_LABELS.get(waiting["state"], "").lower() if waiting else ""
 
 
 def filtered_agents(query: ListQuery) -> QuerySet[Agent]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents import cron
+from cronos_site.web.params import id_param
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 WEEKDAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
@@ -83,11 +84,12 @@ def from_params(params) -> Selection:
     for grid in GRID:
         allowed = {value for value, _ in grid.values}
         for raw in params.getlist(f"b_{grid.key}"):
-            if raw.isdigit() and int(raw) in allowed:
-                selection.ticked[grid.key].add(int(raw))
-        step = params.get(f"b_{grid.key}_step", "")
-        if step.isdigit() and int(step) in grid.steps:
-            selection.steps[grid.key] = int(step)
+            value = id_param(raw)
+            if value is not None and value in allowed:
+                selection.ticked[grid.key].add(value)
+        step = id_param(params.get(f"b_{grid.key}_step", ""))
+        if step is not None and step in grid.steps:
+            selection.steps[grid.key] = step
     return selection
 
 
@@ -108,8 +110,9 @@ def from_expression(expression: str) -> Selection:
     for grid, token in zip(GRID, schedule.fields.split(), strict=True):
         if token == "*":
             continue
-        if token.startswith("*/") and token[2:].isdigit() and int(token[2:]) in grid.steps:
-            selection.steps[grid.key] = int(token[2:])
+        step = id_param(token[2:]) if token.startswith("*/") else None
+        if step is not None and step in grid.steps:
+            selection.steps[grid.key] = step
             continue
         values = _values(grid, token)
         if values is None:
@@ -124,8 +127,8 @@ def _values(grid: GridField, token: str) -> set[int] | None:
     allowed = {value for value, _ in grid.values}
 
     def number(text: str) -> int | None:
-        if text.isdigit():
-            value = int(text)
+        value = id_param(text)
+        if value is not None:
             return 0 if grid.key == "weekday" and value == 7 else value
         return names.get(text.lower())
 

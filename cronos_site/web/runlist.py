@@ -3,6 +3,7 @@ order the indexes give without sorting, at a million runs."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from urllib.parse import urlencode
@@ -11,16 +12,10 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from agents.models import Agent
+from cronos_site.web.params import MAX_ID, Refused, day_param, in_range
 from runs.models import Run, RunQuerySet
 
 RUNS_PER_PAGE = 50
-
-
-def _parse_day(raw: str) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def cursor(run: Run) -> str:
@@ -28,15 +23,22 @@ def cursor(run: Run) -> str:
     return f"{int(run.created_at.timestamp() * 1_000_000)}_{run.pk}"
 
 
+_CURSOR = re.compile(r"(-?[0-9]{1,20})_([0-9]{1,19})")
+
+
 def parse_cursor(raw: str) -> tuple[datetime, int] | None:
-    stamp, _, pk = raw.partition("_")
-    if not (stamp.lstrip("-").isdigit() and pk.isdigit()):
+    """A cursor made by `cursor`, or None for anything else (a mangled or forged link)."""
+    match = _CURSOR.fullmatch(raw)
+    if match is None:
         return None
     try:
-        moment = datetime.fromtimestamp(int(stamp) / 1_000_000, tz=UTC)
+        moment = datetime.fromtimestamp(int(match[1]) / 1_000_000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
-    return moment, int(pk)
+    pk = int(match[2])
+    if not in_range(moment) or pk > MAX_ID:
+        return None
+    return moment, pk
 
 
 STATE_CHOICES = [("", "Any state"), *Run.State.choices]
@@ -57,18 +59,41 @@ class RunQuery:
     until: date | None = None
     before: str = ""  # keyset cursors: older than / newer than a row
     after: str = ""
+    # What the URL asked that the page cannot do, said to the person; those parts are ignored.
+    problems: tuple[str, ...] = ()
 
     @classmethod
     def from_params(cls, params) -> RunQuery:
         state, trigger = params.get("state", ""), params.get("trigger", "")
+        problems: list[str] = []
+
+        def day(name: str, what: str) -> date | None:
+            try:
+                return day_param(params.get(name, ""), what)
+            except Refused as exc:
+                problems.append(str(exc))
+                return None
+
+        def page_cursor(name: str) -> str:
+            raw = params.get(name, "")
+            if raw and parse_cursor(raw) is None:
+                problems.append(
+                    "That page link is damaged or out of date: the newest runs are shown."
+                )
+                return ""
+            return raw
+
+        since = day("since", "the From filter is")
+        until = day("until", "the To filter is")
         return cls(
             agent=params.get("agent", "").strip()[:100],
             state=state if state in dict(STATE_CHOICES) else "",
             trigger=trigger if trigger in dict(TRIGGER_CHOICES) else "",
-            since=_parse_day(params.get("since", "")),
-            until=_parse_day(params.get("until", "")),
-            before=params.get("before", "")[:40],
-            after=params.get("after", "")[:40],
+            since=since,
+            until=until,
+            before=page_cursor("before"),
+            after=page_cursor("after"),
+            problems=tuple(dict.fromkeys(problems)),
         )
 
     @property

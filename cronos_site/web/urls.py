@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from cronos_site.web.views import agents, runs
+from cronos_site.web.views import agents, runs, site
 
 agent_urls = (
     [
@@ -27,6 +27,7 @@ agent_urls = (
         ),
         path("cron/", agents.cron_page, name="cron"),
         path("cron/preview/", agents.cron_preview, name="cron_preview"),
+        path("favicon.ico", site.favicon),
     ],
     "agents",
 )

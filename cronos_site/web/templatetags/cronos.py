@@ -31,8 +31,11 @@ def until(value: datetime | None) -> str:
     """ "in 3 hours": the largest unit only (the exact time goes in a title)."""
     if value is None:
         return "—"
-    if value <= timezone.now():
+    left = value - timezone.now()
+    if left <= timedelta(0):
         return "due now"
+    if left < timedelta(minutes=1):
+        return "in less than a minute"  # timeuntil would say "in 0 minutes"
     return f"in {timeuntil(value, depth=1)}"
 
 
@@ -41,4 +44,6 @@ def ago(value: datetime | None) -> str:
     """ "4 hours ago": the largest unit only."""
     if value is None:
         return "—"
+    if timezone.now() - value < timedelta(minutes=1):
+        return "just now"  # timesince would say "0 minutes ago" (or that, for a clock ahead)
     return f"{timesince(value, depth=1)} ago"

@@ -8,6 +8,7 @@ here decide what a person is shown and refuse early with a 403.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from django_htmx.http import push_url
 
 from agents import agentfile as config
 from agents import catalogue
-from agents.forms import FIELDSETS, AgentForm
+from agents.forms import FIELDSETS, AgentForm, label
 from agents.models import Agent
 from agents.services import (
     free_name,
@@ -61,6 +62,7 @@ from cronos_site.web.access import (
     require_perm,
     wants_fragment,
 )
+from cronos_site.web.params import Refused, id_param, instant_param
 from runs import health
 from runs.models import Run
 from runs.services import (
@@ -151,7 +153,7 @@ def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
             else:
                 text = "" if value is None else str(value)
             block = name in ("prompt", "command") or isinstance(value, list)
-            rows.append((model_field.verbose_name.capitalize(), text or "—", block and bool(text)))
+            rows.append((label(name), text or "—", block and bool(text)))
         sections.append((title, rows))
     return sections
 
@@ -166,6 +168,13 @@ def agent_list(request: HtmxHttpRequest) -> HttpResponse:
     query = pages.ListQuery.from_params(request.GET)
     page, rows = pages.agent_page(query)
     home = reverse("agents:list")
+    if query.page not in ("", "1") and query.page != str(page.number):
+        # Paginator.get_page already fell back to a page that exists; say so, and the links
+        # below (and the address bar) name the page shown.
+        messages.warning(
+            request, f"There is no page {query.page[:20]}: page {page.number} is shown."
+        )
+        query = replace(query, page=str(page.number))
 
     def link(**changes) -> str:
         qs = query.querystring(**changes)
@@ -302,6 +311,8 @@ def status_context(agent: Agent) -> dict:
         "agent": agent,
         "runs": runs,
         "active_runs": active,
+        # The lock line tells the run holding the lock from those waiting for it.
+        "holding_states": Run.HOLDING_STATES,
         "stuck": pages.stuck_run(agent, active),  # the lock's run, if it looks stuck
         "health": health.health(agent).windows,  # the last 7 and 30 days
         "state": getattr(agent, "run_state", None),
@@ -401,9 +412,18 @@ def toggle(request: HttpRequest, name: str) -> HttpResponse:
 
 
 def _version(agent: Agent, raw: str | None):
-    if not raw or not raw.isdigit():
+    history_id = id_param(raw)
+    if history_id is None:
         return None
-    return agent.history.filter(history_id=int(raw)).select_related("history_user").first()
+    return agent.history.filter(history_id=history_id).select_related("history_user").first()
+
+
+def named_changes(old, new) -> list:
+    """The changes between two versions, their fields named as the pages name them."""
+    changes = diff_versions(old, new)
+    for change in changes:
+        change.label = label(change.name)
+    return changes
 
 
 @require_GET
@@ -425,7 +445,7 @@ def version_diff(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "new": new,
         "old_number": version_number(old),
         "new_number": version_number(new),
-        "changes": diff_versions(old, new),
+        "changes": named_changes(old, new),
         "can_rollback": request.user.has_perm(CHANGE),
     }
     template = "agents/diff_changes.html" if wants_fragment(request) else "agents/diff.html"
@@ -445,7 +465,7 @@ def rollback(request: HttpRequest, name: str, history_id: int) -> HttpResponse:
             "version": version,
             "number": number,
             # From what is current to what the rollback makes current.
-            "changes": diff_versions(agent, version),
+            "changes": named_changes(agent, version),
         }
         return render(request, "agents/rollback.html", context)
     try:
@@ -559,15 +579,15 @@ def agent_new(request: HttpRequest) -> HttpResponse:
 # --- Cron builder -------------------------------------------------------------------------
 
 
-def _after(raw: str) -> datetime | None:
-    """An aware ISO instant from the query (tests and links pin the clock), else None."""
-    if not raw:
-        return None
+def _after(request: HttpRequest) -> datetime | None:
+    """The aware ISO instant `after` from the query (tests and links pin the clock), else
+    None; one the previews cannot start from is refused with a message (agents.cron counts
+    years of slots ahead of it)."""
     try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
+        return instant_param(request.GET.get("after", ""), "the previews start from now")
+    except Refused as exc:
+        messages.warning(request, str(exc))
         return None
-    return moment if moment.tzinfo is not None else None
 
 
 @require_GET
@@ -575,7 +595,7 @@ def cron_preview(request: HttpRequest) -> HttpResponse:
     """The cron builder's preview fragment; with build=1 the grids make the expression."""
     require_perm(request, VIEW)
     tz = request.GET.get("timezone", "").strip() or settings.TIME_ZONE
-    after = _after(request.GET.get("after", "")) or timezone.now()
+    after = _after(request) or timezone.now()
     building = request.GET.get("build") == "1"
     if building:
         selection = cronbuilder.from_params(request.GET)
@@ -602,7 +622,7 @@ def cron_page(request: HttpRequest) -> HttpResponse:
     expression = request.GET.get("schedule", request.GET.get("expression", "0 */4 * * *"))
     tz = request.GET.get("timezone", "").strip() or settings.TIME_ZONE
     context = {"section": "agents", **cron_context(expression, tz)}
-    after = _after(request.GET.get("after", ""))
+    after = _after(request)
     if after is not None:
         context["preview"] = cronbuilder.preview(expression, tz, after)
     return render(request, "agents/cron.html", context)

@@ -31,6 +31,7 @@ from cronos_site.web.access import (
     safe_next,
     wants_fragment,
 )
+from cronos_site.web.params import EARLIEST_YEAR, LATEST_YEAR, id_param
 from cronos_site.web.runlist import STATE_CHOICES, TRIGGER_CHOICES, RunQuery, cursor, runs_page
 from cronos_site.web.runpage import output_window, timeline_events, version_info
 from runs import health, notifications
@@ -100,7 +101,11 @@ def run_output(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     it is a page of its own."""
     run = run_for(request, run_id)
     raw = request.GET.get("before", "")
-    before = int(raw) if raw.isdigit() else None
+    before = id_param(raw)
+    if raw and before is None:
+        messages.warning(
+            request, "That link to earlier output is damaged: the end of the log is shown."
+        )
     context = {"run": run, "output": output_window(run, before), "section": "runs"}
     template = "runs/output_window.html" if wants_fragment(request) else "runs/output.html"
     return render(request, template, context)
@@ -116,10 +121,10 @@ def run_cancel(
     of that agent's runs). Answers with the run's summary for HTMX, else goes back."""
     if name is not None:
         agent = agent_for(request, name, CANCEL)
-        raw = request.POST.get("run", "")
-        if not raw.isdigit():
+        picked = id_param(request.POST.get("run", ""))
+        if picked is None:
             return HttpResponseBadRequest("Which run? Give its id.")
-        run = get_object_or_404(Run.objects.select_related("agent"), pk=int(raw), agent=agent)
+        run = get_object_or_404(Run.objects.select_related("agent"), pk=picked, agent=agent)
         back = reverse("agents:detail", args=[agent.name])
     else:
         assert run_id is not None  # the other route, runs/<id>/cancel/, always names the run
@@ -148,6 +153,8 @@ def run_cancel(
 def run_list(request: HtmxHttpRequest) -> HttpResponse:
     require_perm(request, VIEW_RUN)
     query = RunQuery.from_params(request.GET)
+    for problem in query.problems:
+        messages.warning(request, problem)
     agent, missing_agent = None, False
     if query.agent:
         agent = Agent.objects.filter(name=query.agent).only("id", "name").first()
@@ -178,6 +185,9 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         "states": STATE_CHOICES,
         "triggers": TRIGGER_CHOICES,
         "here": link(),
+        # What the date fields let a person pick: the days the filters accept (params).
+        "date_min": f"{EARLIEST_YEAR}-01-01",
+        "date_max": f"{LATEST_YEAR}-12-31",
     }
     template = "runs/runs_results.html" if wants_fragment(request) else "runs/runs.html"
     return render(request, template, context)
@@ -294,7 +304,7 @@ def notifications_read(request: HtmxHttpRequest) -> HttpResponse:
     if request.POST.get("all") == "1":
         notifications.mark_read(request.user)
     else:
-        ids = [int(raw) for raw in request.POST.getlist("ids") if raw.isdigit()]
+        ids = [pk for pk in map(id_param, request.POST.getlist("ids")) if pk is not None]
         if ids:
             notifications.mark_read(request.user, ids)
     if wants_fragment(request):

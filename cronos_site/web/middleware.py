@@ -1,0 +1,89 @@
+"""What an HTMX request's answer needs beyond its view, for every page at once.
+
+- A request whose session is gone is answered by LoginRequiredMiddleware with a redirect to
+  the login page. The browser's XMLHttpRequest follows it silently, and HTMX would swap a
+  whole login page into the part of the page it refreshes (a poll, a button). Such an answer
+  becomes an `HX-Redirect`: the browser goes to the login page, whose `next` is the page the
+  person was on (not the fragment's URL).
+- A fragment answering an action does not draw the page's messages area, so a message the
+  action added ("Asked run #8 to stop…") would wait for the next full page. It is sent along
+  as an out-of-band swap of the messages area.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.contrib.messages import get_messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import resolve_url
+from django.template.loader import render_to_string
+from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django_htmx.http import HttpResponseClientRedirect
+
+from cronos_site.web.access import HtmxHttpRequest
+
+
+class HtmxResponsesMiddleware:
+    """Login redirects as full navigations, and the messages an HTMX request added."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HtmxHttpRequest) -> HttpResponse:
+        if not getattr(request, "htmx", False):
+            return self.get_response(request)
+        storage = get_messages(request)
+        pending = len(storage)  # left by earlier requests: a full page will show those
+        response = self.get_response(request)
+        if _to_login(response):
+            redirect = HttpResponseClientRedirect(_login_url(request))
+            patch_vary_headers(redirect, ("HX-Request",))  # a page asked for without HTMX: a 302
+            return redirect
+        # A fragment that drew the messages itself (or a full page) has used them already.
+        used = getattr(storage, "used", False)
+        if len(storage) > pending and not used and _is_swapped_html(response):
+            _add_messages(request, response)
+        return response
+
+
+def _to_login(response: HttpResponse) -> bool:
+    if not 300 <= response.status_code < 400 or "Location" not in response:
+        return False
+    return urlsplit(response["Location"]).path == resolve_url(settings.LOGIN_URL)
+
+
+def _login_url(request: HtmxHttpRequest) -> str:
+    """The login page, coming back to the page in the address bar (HX-Current-URL)."""
+    current = request.htmx.current_url or ""
+    if current and url_has_allowed_host_and_scheme(
+        current, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        parts = urlsplit(current)
+        back = parts.path + (f"?{parts.query}" if parts.query else "")
+    else:
+        back = request.get_full_path()
+    return redirect_to_login(back)["Location"]
+
+
+def _is_swapped_html(response: HttpResponse) -> bool:
+    """A fragment HTMX will swap in: HTML, successful, not a redirect or a stream."""
+    return (
+        200 <= response.status_code < 300
+        and not response.streaming
+        and response.get("Content-Type", "").startswith("text/html")
+        and not any(h in response for h in ("HX-Redirect", "HX-Location", "HX-Refresh"))
+    )
+
+
+def _add_messages(request: HttpRequest, response: HttpResponse) -> None:
+    html = render_to_string(
+        "messages.html", {"messages": get_messages(request), "oob": True}, request=request
+    )
+    response.content = response.content + html.encode(response.charset)
+    if "Content-Length" in response:
+        response["Content-Length"] = str(len(response.content))
