@@ -6,11 +6,14 @@ every message names the field and says what is wrong.
 
 from __future__ import annotations
 
+import os
 import re
 import zoneinfo
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import EmailValidator
 
 from agents import cron
 
@@ -21,6 +24,12 @@ VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 AGENT_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
 # Names that are pages of their own under /agents/ (the new-agent wizard).
 RESERVED_NAMES = {"new"}
+# A Windows path as the desktop prototype may have written it: `C:\x`, `\\nas\share`.
+WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")
+# The demo agents' repository (cronos_site.demo), made under the data directory until it moves
+# to the agents' own work directory (DESIGN.md §4 "Isolation from Cronos"): the one path there
+# an agent may use.
+DEMO_REPOSITORY = "demo-repo"
 
 
 def validate_timezone(value: str) -> None:
@@ -37,6 +46,100 @@ def validate_schedule(value: str) -> None:
         cron.parse(value)
     except cron.CronError as exc:
         raise ValidationError(str(exc)) from exc
+
+
+def working_dir_problem(value: str, *, enabled: bool = True) -> str:
+    """Why `value` cannot be an agent's working directory ("" if it can): it must be a full
+    path of this host (or start with ~), outside Cronos's install, data and log directories.
+    A disabled agent may keep a path that cannot work here (a Windows or a relative one): the
+    importer brings such agents in disabled, naming the path (agents.host), to be fixed before
+    they run; the executor refuses to start a run in a directory that is not a full path."""
+    text = value if isinstance(value, str) else ""
+    if not text.strip():
+        return "A working directory is required."
+    if text != text.strip():
+        return f"{_quoted(text)} starts or ends with a space; remove it."
+    if "\x00" in text:
+        return "The working directory contains a NUL character."
+    if not (text.startswith("/") or text.startswith("~")):
+        if not enabled:
+            return ""
+        if WINDOWS_PATH.match(text) or ("\\" in text and "/" not in text):
+            return (
+                f"{_quoted(text)} is a Windows path; give the full path of the directory on this "
+                "host, starting with / or ~."
+            )
+        return (
+            f"{_quoted(text)} is a relative path, which would be taken from wherever the worker "
+            "happens to run (Cronos's own directory); give the full path, starting with / or ~."
+        )
+    expanded = os.path.expanduser(text)
+    if expanded.startswith("~"):
+        return ""  # ~user of another host: the import notice names it; not Cronos's own.
+    resolved = os.path.realpath(expanded)
+    data = os.path.realpath(settings.DATA_DIR)
+    if resolved == os.path.join(data, DEMO_REPOSITORY):
+        return ""
+    for place, root in (
+        ("data directory", data),
+        ("log directory", os.path.realpath(settings.CRONOS_LOG_DIR)),
+        ("installation", os.path.realpath(settings.BASE_DIR)),
+    ):
+        if resolved == root or resolved.startswith(root.rstrip(os.sep) + os.sep):
+            shown = _quoted(text) if resolved == text else f"{_quoted(text)} ({resolved})"
+            return (
+                f"{shown} is inside Cronos's {place} ({root}); agents stay out of Cronos's own "
+                "files: choose a directory elsewhere."
+            )
+    return ""
+
+
+def _quoted(path: str) -> str:
+    """A path as it was written, in quotes: repr() would double a Windows path's backslashes."""
+    return f"'{path}'"
+
+
+def jitter_problem(schedule: str, jitter_seconds: int) -> str:
+    """Why `jitter_seconds` is too long for `schedule` ("" if it is not): DESIGN.md §4 "Schedule
+    changes", a jitter is at most the shortest interval minus one second."""
+    if not jitter_seconds or not schedule:
+        return ""
+    try:
+        # The bound the scheduler applies to a stored jitter (cron.effective_jitter).
+        interval = cron.shortest_interval(schedule)
+    except (cron.CronError, ValueError):
+        return ""  # the schedule is refused on its own
+    if jitter_seconds < interval:
+        return ""
+    return (
+        f"A jitter of {jitter_seconds} seconds is too long for this schedule: its runs can be "
+        f"{_seconds(interval)} apart, so the jitter must be at most {interval - 1} seconds "
+        "(the shortest interval minus one second)."
+    )
+
+
+def _seconds(value: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if value >= size and value % size == 0:
+            count = value // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{value} second{'s' if value != 1 else ''}"
+
+
+def email_problems(addresses) -> list[str]:
+    """One message per address that is not an email address."""
+    if not isinstance(addresses, list):
+        return []
+    check = EmailValidator()
+    problems = []
+    for address in addresses:
+        if not isinstance(address, str) or not address:
+            continue  # reported as "must be a list of non-empty strings"
+        try:
+            check(address)
+        except ValidationError:
+            problems.append(f"{address!r} is not an email address.")
+    return problems
 
 
 def _string_list(value, field: str, errors: dict) -> None:
@@ -80,19 +183,26 @@ def validate_agent(agent: Agent) -> None:
         add("command", "The command runner needs a command line to run.")
     if agent.runner == "claude" and not agent.prompt.strip():
         add("prompt", "The claude runner needs a prompt (the agent's CLAUDE.md).")
-    if not agent.working_dir or not agent.working_dir.strip():
-        add("working_dir", "A working directory is required.")
+    problem = working_dir_problem(agent.working_dir, enabled=bool(agent.enabled))
+    if problem:
+        add("working_dir", problem)
     if agent.schedule:
         try:
             validate_schedule(agent.schedule)
         except ValidationError as exc:
             add("schedule", exc.messages[0])
+        else:
+            problem = jitter_problem(agent.schedule, agent.jitter_seconds)
+            if problem:
+                add("jitter_seconds", problem)
     try:
         validate_timezone(agent.timezone)
     except ValidationError as exc:
         add("timezone", exc.messages[0])
     for field in ("allowed_tools", "disallowed_tools", "extra_args", "notify_emails"):
         _string_list(getattr(agent, field), field, errors)
+    for problem in email_problems(agent.notify_emails):
+        add("notify_emails", problem)
     if isinstance(agent.depends_on, list):
         for dep in agent.depends_on:
             if not isinstance(dep, str) or not AGENT_NAME.match(dep):

@@ -5,6 +5,7 @@ import subprocess
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from agents.models import Agent
 from audit.models import AuditEntry
@@ -74,3 +75,17 @@ def test_the_demo_cron_git_command_commits_pending_changes(tmp_path):
         ["sh", "-c", CRON_GIT_COMMAND], cwd=repo, capture_output=True, text=True, check=True
     )
     assert second.stdout.strip() == "no changes"
+
+
+def test_an_admin_password_from_the_environment_keeps_the_site_rules(monkeypatch):
+    monkeypatch.setenv("CRONOS_ADMIN_PASSWORD", "1")
+    with pytest.raises(CommandError, match="CRONOS_ADMIN_PASSWORD was refused: .*too short"):
+        call_command("cronos_init", "--no-demo")
+    assert not get_user_model().objects.exists()
+
+
+def test_an_admin_username_the_admin_would_refuse_is_named(monkeypatch):
+    monkeypatch.setenv("CRONOS_ADMIN_USERNAME", "bad name!")
+    with pytest.raises(CommandError, match="CRONOS_ADMIN_USERNAME 'bad name!': Enter a valid"):
+        call_command("cronos_init", "--no-demo")
+    assert not get_user_model().objects.exists()

@@ -157,3 +157,203 @@ def test_a_manual_run_is_handed_to_the_engine_once(tmp_path, settings):
     assert engine.enqueued == [run.pk]
     assert run.state == "queued"
     assert run.agent_version == agent.history.latest()
+
+
+# --- User errors, endings and quiet logs (DESIGN.md §4: bad input gets a clear error) --------
+
+
+def manage_py(*args: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=process_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_a_viewer_cancelling_gets_one_line_naming_the_permission(viewer, tmp_path):
+    agent = make_agent("slow", command="sleep 30", working_dir=str(tmp_path))
+    run = Run.objects.create(agent=agent, trigger="manual")
+    with pytest.raises(CommandError, match="vera lacks the permission agents.cancel_run"):
+        run_command("cronos_cancel", str(run.pk), "--user", "vera")
+    run.refresh_from_db()
+    assert run.state == "pending"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cronos_cancel", "{run}", "--user", "vera"],
+        ["cronos_run", "slow", "--user", "vera"],
+        ["cronos_run", "slow", "--user", "nobody"],
+        ["cronos_run", "ghost"],
+        ["cronos_cancel", "999999"],
+        ["cronos_runs", "--limit", "0"],
+        ["cronos_scheduler", "--once", "--now", "yesterday"],
+    ],
+)
+def test_a_user_error_is_one_line_and_exit_status_1_as_a_real_process(viewer, tmp_path, args):
+    agent = make_agent("slow", command="sleep 30", working_dir=str(tmp_path))
+    run = Run.objects.create(agent=agent, trigger="manual")
+    result = manage_py(*[arg.format(run=run.pk) for arg in args])
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("CommandError: ")
+    assert result.stderr.strip().count("\n") <= 1, result.stderr
+
+
+def test_the_errors_of_services_and_models_become_command_errors():
+    from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+
+    from audit.commands import user_errors
+
+    cases = [
+        (PermissionDenied("vera lacks the permission x."), "vera lacks the permission x."),
+        (ValidationError({"schedule": ["bad field"]}), "schedule: bad field"),
+        (ValidationError("plain"), "plain"),
+        (ObjectDoesNotExist("Run matching query does not exist."), "Run matching query"),
+        (ValueError("a service says no"), "a service says no"),
+        (FileNotFoundError(2, "No such file or directory", "/nowhere"), "/nowhere"),
+    ]
+    for error, message in cases:
+        with pytest.raises(CommandError, match=message) as caught:
+            with user_errors():
+                raise error
+        assert caught.value.__cause__ is error
+
+
+def test_wait_prints_how_the_run_ended(tmp_path):
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path))
+    _, err = run_command("cronos_run", "hello", "--inline", "--wait")
+    first, last = err.strip().splitlines()
+    assert first.startswith("run #") and first.endswith("of hello: queued")
+    assert " of hello succeeded (ran " in last and last.endswith(" s)")
+
+
+def test_wait_fails_with_one_line_giving_state_reason_and_duration(tmp_path):
+    make_agent("broken", command="exit 3", working_dir=str(tmp_path))
+    with pytest.raises(CommandError, match=r"of broken failed: exit code 3 \(ran [0-9.]+ s\)"):
+        run_command("cronos_run", "broken", "--inline", "--wait")
+
+
+def test_inline_without_wait_still_says_how_the_run_ended(tmp_path):
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path))
+    _, err = run_command("cronos_run", "hello", "--inline")
+    assert " of hello succeeded (ran " in err
+
+
+def test_the_final_line_names_a_retry_waiting(tmp_path):
+    from runs.management.commands.cronos_run import final_line
+
+    agent = make_agent("flaky", working_dir=str(tmp_path))
+    run = Run.objects.create(agent=agent, trigger="manual")
+    run.claim("here", 1)
+    run.finish("failed", exit_code=1, reason="exit code 1")
+    retry = Run.objects.create(agent=agent, trigger="retry", retry_of=run)
+    line = final_line(Run.objects.get(pk=run.pk))
+    assert line.startswith(f"run #{run.pk} of flaky failed: exit code 1 (ran ")
+    assert line.endswith(f"; retry run #{retry.pk} is pending")
+
+
+def test_ctrl_c_while_following_leaves_quietly_saying_how_to_cancel(tmp_path):
+    import signal
+    import time
+
+    make_agent("slow", command="sleep 30", working_dir=str(tmp_path))
+    # No cluster in this test: the run stays queued, and --follow waits for it.
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "cronos_run", "slow", "--follow"],
+        cwd=ROOT,
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not Run.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    run = Run.objects.get()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert f"run #{run.pk} goes on" in err
+    assert f"cronos_cancel {run.pk}" in err
+    # A person did not ask for the log lines of what the command called (django-q, services).
+    assert "INFO" not in err and "Enqueued" not in err
+    assert run.state == "queued"
+
+
+def test_commands_print_no_info_log_lines_unless_verbosity_2(tmp_path, settings):
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path))
+    quiet = manage_py("cronos_run", "hello", "--inline", "--wait")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "INFO" not in quiet.stderr
+    assert [line for line in quiet.stderr.splitlines() if line] == [
+        line for line in quiet.stderr.splitlines() if line.startswith("run #")
+    ]
+    loud = manage_py("cronos_run", "hello", "--inline", "--wait", "-v", "2")
+    assert "INFO runs." in loud.stderr
+
+
+def test_quiet_logs_restores_the_logging_it_found():
+    import logging
+
+    from audit.commands import quiet_logs
+
+    before = logging.root.manager.disable
+    with quiet_logs(1):
+        assert not logging.getLogger("django-q").isEnabledFor(logging.INFO)
+        assert logging.getLogger("runs.services").isEnabledFor(logging.WARNING)
+    assert logging.root.manager.disable == before
+    with quiet_logs(2):
+        assert logging.root.manager.disable == before
+
+
+def test_the_scheduler_loop_keeps_its_info_log_lines():
+    from runs.management.commands.cronos_scheduler import Command
+
+    command = Command()
+    assert command.quiet_logs({"once": True, "dry_run": False, "now": None})
+    assert command.quiet_logs({"once": False, "dry_run": True, "now": None})
+    assert not command.quiet_logs({"once": False, "dry_run": False, "now": None})
+
+
+def test_a_dry_run_with_nothing_due_says_so_and_when_the_next_slot_is(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    make_agent("yearly", schedule="0 0 1 1 *", working_dir=str(tmp_path))
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+    out, _ = run_command("cronos_scheduler", "--dry-run", "--now", now.isoformat())
+    new_year = datetime(now.year + 1, 1, 1, tzinfo=UTC)
+    first, second = out.strip().splitlines()
+    assert first == f"Nothing is due at {now.isoformat()}."
+    assert second.startswith(f"Next slot: {new_year.isoformat()} (yearly), in ")
+    assert not Run.objects.exists()
+
+
+def test_a_dry_run_without_scheduled_agents_says_there_is_no_slot(tmp_path):
+    make_agent("manual", schedule="", working_dir=str(tmp_path))
+    out, _ = run_command("cronos_scheduler", "--dry-run")
+    assert "Nothing is due at " in out
+    assert "No enabled agent has a scheduled slot to come." in out
+
+
+def test_cronos_status_shows_a_stored_schedule_that_no_longer_parses(tmp_path):
+    agent = make_agent("old", working_dir=str(tmp_path))
+    # Stored before a rule refused it: the status still lists every agent.
+    type(agent).objects.filter(pk=agent.pk).update(schedule="every day at noon")
+    out, _ = run_command("cronos_status", "--json")
+    [row] = json.loads(out)
+    assert row["next"] is None
+    assert row["schedule_words"].startswith("unusable schedule: ")
+    text, _ = run_command("cronos_status")
+    assert "unusable schedule" in text

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import getpass
+import sys
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand, CommandError
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from audit import roles
 from audit.actor import Actor
+from audit.commands import CronosCommand
 from audit.log import record
 
 
-class Command(BaseCommand):
-    help = "Create a user or set their roles: cronos_user NAME --role operator --role approver"
+class Command(CronosCommand):
+    help = (
+        "Create a user or set their roles: cronos_user NAME --role operator --role approver. "
+        "A password is asked on the terminal (--password) or read as one line from standard "
+        "input (--password-stdin), and must pass the site's password rules."
+    )
+    # call_command(..., stdin=...) in tests, as Django's createsuperuser allows.
+    stealth_options = ("stdin",)
 
     def add_arguments(self, parser):
         parser.add_argument("username")
@@ -26,26 +35,62 @@ class Command(BaseCommand):
             choices=list(roles.ROLES),
             help="A role to hold (repeat for several). Replaces current roles.",
         )
-        parser.add_argument(
-            "--password", action="store_true", help="Ask for a password (interactive)."
+        given = parser.add_mutually_exclusive_group()
+        given.add_argument(
+            "--password",
+            action="store_true",
+            help="Ask for a password on the terminal (twice).",
+        )
+        given.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="Read the password from the first line of standard input (for scripts: "
+            "printf '%%s\\n' \"$PASSWORD\" | manage.py cronos_user NAME --password-stdin).",
         )
         parser.add_argument("--deactivate", action="store_true", help="Stop the user logging in.")
 
     def handle(
-        self, *args, username: str, role: list[str], password: bool, deactivate: bool, **options
+        self,
+        *args,
+        username: str,
+        role: list[str],
+        password: bool,
+        password_stdin: bool,
+        deactivate: bool,
+        **options,
     ):
+        stdin = options.get("stdin") or sys.stdin
         User = get_user_model()
         actor = Actor.cli()
+        existing = User.objects.filter(username=username).first()
+        user = existing or User(username=username, is_staff=True)
+        if existing is None:
+            # The rules the admin's form keeps (the characters of a username, its length).
+            user.set_unusable_password()
+            user.full_clean(exclude=["password"])
+        # Asked before anything is written, and checked against the site's rules
+        # (AUTH_PASSWORD_VALIDATORS): a refused password changes nothing.
+        new_password = None
+        if password:
+            new_password = _ask_password(stdin)
+        elif password_stdin:
+            new_password = _read_password(stdin)
+        if new_password == "":
+            raise CommandError("The password is empty; nothing was changed.")
+        if new_password is not None:
+            try:
+                password_validation.validate_password(new_password, user)
+            except ValidationError as exc:
+                raise CommandError(
+                    "The password was refused: " + " ".join(exc.messages) + " Nothing was changed."
+                ) from exc
         with transaction.atomic():
-            user, created = User.objects.get_or_create(
-                username=username, defaults={"is_staff": True}
-            )
-            before = sorted(user.groups.values_list("name", flat=True))
-            if password:
-                first = getpass.getpass("Password: ")
-                if first != getpass.getpass("Again: "):
-                    raise CommandError("The two passwords differ; nothing was changed.")
-                user.set_password(first)
+            created = existing is None
+            if not created:
+                user = User.objects.select_for_update().get(pk=user.pk)
+            before = sorted(user.groups.values_list("name", flat=True)) if not created else []
+            if new_password is not None:
+                user.set_password(new_password)
             if deactivate:
                 user.is_active = False
             user.save()
@@ -57,10 +102,41 @@ class Command(BaseCommand):
                 "user.create" if created else "user.update",
                 user,
                 changes={"roles": [before, after]} if before != after else {},
-                message="password set" if password else "",
+                message="password set" if new_password is not None else "",
             )
+        notes = []
+        if deactivate:
+            notes.append("deactivated")
+        if new_password is not None:
+            notes.append("password set")
+        elif created:
+            notes.append("no password yet: set one with --password or --password-stdin")
         self.stdout.write(
             f"{'Created' if created else 'Updated'} {username}: "
             f"roles {', '.join(after) or 'none'}"
-            f"{' (deactivated)' if deactivate else ''}."
+            f"{' (' + '; '.join(notes) + ')' if notes else ''}."
         )
+
+
+def _ask_password(stdin) -> str:
+    if not (hasattr(stdin, "isatty") and stdin.isatty()):
+        raise CommandError(
+            "--password asks on a terminal, and standard input is not one: give the password "
+            "on standard input with --password-stdin instead. Nothing was changed."
+        )
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Again: ")
+    except EOFError:
+        raise CommandError("No password was entered; nothing was changed.") from None
+    if first != again:
+        raise CommandError("The two passwords differ; nothing was changed.")
+    return first
+
+
+def _read_password(stdin) -> str:
+    line = stdin.readline()
+    if not line:
+        raise CommandError("--password-stdin found nothing on standard input; nothing was changed.")
+    # Only the line's end is not part of it: spaces are characters of a password.
+    return line.rstrip("\r\n")

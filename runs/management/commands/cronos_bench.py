@@ -13,8 +13,9 @@ import argparse
 import json
 import sys
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from audit.commands import CronosCommand
 from runs.bench import harness as bench
 
 
@@ -28,7 +29,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = (
         "Benchmark Cronos against the targets of DESIGN.md section 6, in a throw-away sandbox "
         "(temporary directory and database): start lateness, a crowd of slots, manual trigger "

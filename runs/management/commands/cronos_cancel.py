@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from audit.actor import Actor
+from audit.commands import CronosCommand
 from runs.models import Run
 from runs.services import cancel_run
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = "Cancel a waiting run at once, or ask a running one to stop."
 
     def add_arguments(self, parser):

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from agents.legacy import export_directory
 from agents.models import Agent
 from audit.actor import Actor
+from audit.commands import CronosCommand
 from runs.legacy import export_runs
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = (
         "Write agents as a Cronos directory (agents/{name}/agent.yaml and CLAUDE.md) that "
         "cronos_import and the desktop prototype can read. Secret values are never written."

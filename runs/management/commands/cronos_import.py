@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from agents.legacy import LegacyError, import_directory
 from audit.actor import Actor
+from audit.commands import CronosCommand
 from runs.legacy import import_runs
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = (
         "Import the agents of a Cronos prototype directory (agents/{name}/agent.yaml and "
         "CLAUDE.md). Good agents are imported even when others fail; the exit status is "
         "non-zero if any failed. An agent that cannot run on this host (a Windows path, a "
-        "directory or executable missing here) is imported disabled, with a notice naming it."
+        "directory or executable missing here) is imported disabled, with a notice naming it. "
+        "Then the run history (runs/{date}/*.json and their logs), each run once however often "
+        "it is imported. Only regular files inside the directory are read: a path that leads "
+        "out of it (.., an absolute path, a symbolic link) or a pipe, device or over-large file "
+        "is refused by name, and nothing of its agent or run is imported."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.exceptions import PermissionDenied
+from django.core.management.base import CommandError
 
 from agents.models import Agent
 from audit.actor import Actor
-from runs.engines import Engine
-from runs.engines.inline import InlineEngine
+from audit.commands import INTERRUPTED, CronosCommand
 from runs.engines.tasks import execute_run
 from runs.models import Run, RunChunk
-from runs.services import trigger_run
+from runs.services import cancel_run, trigger_run
 from runs.summary import run_summary
 
 HINT_AFTER_SECONDS = 10
+# After Ctrl-C, how long an --inline run (it lives in this process) is given to be cancelled.
+INLINE_CANCEL_WAIT_SECONDS = 60
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = "Trigger a manual run of an agent now."
 
     def add_arguments(self, parser):
@@ -28,7 +32,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--wait",
             action="store_true",
-            help="Wait for the end; the exit status says whether it succeeded.",
+            help="Wait for the end and print how it ended; the exit status says whether it "
+            "succeeded. Ctrl-C stops waiting, not the run.",
         )
         parser.add_argument(
             "--follow", action="store_true", help="Print the output as it arrives (implies --wait)."
@@ -40,7 +45,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--inline",
             action="store_true",
-            help="Run in this process instead of the cluster (no workers needed).",
+            help="Run in this process instead of the cluster (no workers needed); the command "
+            "lasts as long as the run, and Ctrl-C cancels it.",
         )
         parser.add_argument("--user", help="Act as this Cronos user (default: the shell account).")
 
@@ -59,21 +65,37 @@ class Command(BaseCommand):
         target = Agent.objects.filter(name=agent).first()
         if target is None:
             raise CommandError(f"There is no agent named {agent!r}.")
-        engine: Engine | None = InlineEngine() if inline and not follow else None
-        if inline and follow:
-            engine = _BackgroundInline()
-        run = trigger_run(target, Actor.cli(user), force=force, engine=engine)
+        actor = Actor.cli(user)
+        # Inline, the run goes on in a thread of this process, so that this one can print its
+        # output and answer Ctrl-C (by cancelling it: it cannot outlive the process).
+        engine = _BackgroundInline() if inline else None
+        run = trigger_run(target, actor, force=force, engine=engine)
         if not json:
             self.stderr.write(f"run #{run.pk} of {target.name}: {run.state}")
-        if follow:
-            self._follow(run)
-        elif wait:
-            self._wait(run)
+        try:
+            if follow:
+                self._follow(run)
+            elif wait or inline:
+                self._wait(run)
+        except KeyboardInterrupt:
+            if engine is None:
+                self.stderr.write(
+                    f"\nStopped waiting; run #{run.pk} goes on. To cancel it: "
+                    f"python manage.py cronos_cancel {run.pk}"
+                )
+            else:
+                self.stderr.write(f"\nInterrupted: cancelling run #{run.pk}, which runs here…")
+                self.stderr.write(_cancel_inline(run, actor, engine))
+            sys.exit(INTERRUPTED)
         run.refresh_from_db()
         if json:
             self.stdout.write(_json_dumps(run_summary(run)))
-        if (wait or follow) and run.state != Run.State.SUCCEEDED:
-            raise CommandError(f"run #{run.pk} {run.state}: {run.reason or 'no reason recorded'}")
+        if wait or follow or inline:
+            line = final_line(run)
+            if (wait or follow) and run.state != Run.State.SUCCEEDED:
+                raise CommandError(line)
+            if not json:
+                self.stderr.write(line)
 
     def _wait(self, run: Run) -> None:
         started = time.monotonic()
@@ -116,11 +138,12 @@ class Command(BaseCommand):
 
 
 class _BackgroundInline:
-    """Inline execution in a thread, so --follow can print while the run goes on."""
+    """Inline execution in a thread, so the command can print while the run goes on."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
 
     def enqueue(self, run_ids):
-        import threading
-
         from django.db import connection
 
         ids = list(run_ids)
@@ -132,7 +155,53 @@ class _BackgroundInline:
             finally:
                 connection.close()
 
-        threading.Thread(target=work, daemon=True).start()
+        self.thread = threading.Thread(target=work, daemon=True)
+        self.thread.start()
+
+
+def _cancel_inline(run: Run, actor: Actor, engine: _BackgroundInline) -> str:
+    """Cancel a run that lives in this process and wait for its executor to end it."""
+    try:
+        try:
+            cancel_run(run, actor)
+        except PermissionDenied:
+            # The run cannot outlive this process, which is ending: it is stopped all the same.
+            cancel_run(run, Actor.system())
+        if engine.thread is not None:
+            engine.thread.join(INLINE_CANCEL_WAIT_SECONDS)
+    except KeyboardInterrupt:
+        pass
+    run.refresh_from_db()
+    if run.is_final:
+        return final_line(run)
+    return (
+        f"run #{run.pk} had not ended when this process stopped; the reaper will mark it lost "
+        "and end what it left behind."
+    )
+
+
+def final_line(run: Run) -> str:
+    """How a run ended, in one line: state, duration, reason (and a retry waiting)."""
+    line = f"run #{run.pk} of {run.agent.name} {run.state}"
+    if run.reason:
+        line += f": {run.reason}"
+    if run.duration is not None:
+        line += f" (ran {_duration(run.duration)})"
+    retry = Run.objects.filter(retry_of=run).order_by("pk").first()
+    if retry is not None:
+        line += f"; retry run #{retry.pk} is {retry.state}"
+    return line
+
+
+def _duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
 
 
 def _json_dumps(data: dict) -> str:

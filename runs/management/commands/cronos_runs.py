@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from agents.models import Agent
+from audit.commands import CronosCommand
 from runs.models import Run
 from runs.summary import run_line, run_summary
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = "List runs, newest first."
 
     def add_arguments(self, parser):

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
 from django.db.models import Max
 from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
+from audit.commands import CronosCommand
 from runs.models import Run
 from runs.summary import _iso
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = "Show every agent: enabled, schedule, next slot, last run, and the run holding its lock."
 
     def add_arguments(self, parser):
@@ -37,9 +37,9 @@ class Command(BaseCommand):
                 else "never ran"
             )
             state = "enabled" if row["enabled"] else "disabled"
-            self.stdout.write(
-                f"{row['name']:<24} {state:<9} next {row['next'] or '—':<26} {last:<24} {lock}"
-            )
+            problem = row["schedule_words"] if row["schedule_words"].startswith("unusable") else ""
+            line = f"{row['name']:<24} {state:<9} next {row['next'] or '—':<26} {last:<24} {lock}"
+            self.stdout.write(f"{line} {problem}".rstrip())
 
 
 def agent_status(now) -> list[dict]:
@@ -60,18 +60,23 @@ def agent_status(now) -> list[dict]:
     rows = []
     for agent in agents:
         nxt = None
-        if agent.enabled and agent.schedule:
-            upcoming = cron.next_runs(agent.schedule, agent.timezone, now, 1)
-            nxt = upcoming[0].at if upcoming else None
+        words = "manual only"
+        if agent.schedule:
+            # A schedule stored before a rule refused it still shows, with the problem.
+            try:
+                words = cron.describe(agent.schedule, agent.timezone)
+                if agent.enabled:
+                    upcoming = cron.next_runs(agent.schedule, agent.timezone, now, 1)
+                    nxt = upcoming[0].at if upcoming else None
+            except (cron.CronError, ValueError, LookupError) as exc:
+                words = f"unusable schedule: {exc}"
         lock = active.get(agent.pk)
         rows.append(
             {
                 "name": agent.name,
                 "enabled": agent.enabled,
                 "schedule": agent.schedule,
-                "schedule_words": cron.describe(agent.schedule, agent.timezone)
-                if agent.schedule
-                else "manual only",
+                "schedule_words": words,
                 "next": _iso(nxt),
                 "last_run": {
                     "id": last[agent.pk].pk,

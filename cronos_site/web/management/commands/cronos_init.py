@@ -5,18 +5,20 @@ from __future__ import annotations
 import os
 import secrets
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from audit import roles
 from audit.actor import Actor
+from audit.commands import CronosCommand
 from audit.log import record
 from cronos_site.demo import create_demo_agents
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = "Create the first admin user (once) and the demo agents (unless --no-demo)."
 
     def add_arguments(self, parser):
@@ -30,6 +32,9 @@ class Command(BaseCommand):
             password = os.environ.get("CRONOS_ADMIN_PASSWORD")
             generated = not password
             password = password or secrets.token_urlsafe(12)
+            _check_admin(User(username=username, email=os.environ.get("CRONOS_ADMIN_EMAIL", "")))
+            if not generated:
+                _check_password(password, User(username=username))
             with transaction.atomic():
                 user = User.objects.create_superuser(
                     username, os.environ.get("CRONOS_ADMIN_EMAIL", ""), password
@@ -43,3 +48,28 @@ class Command(BaseCommand):
         if not no_demo:
             for name in create_demo_agents(actor):
                 self.stdout.write(f"Created the demo agent {name}.")
+
+
+def _check_admin(user) -> None:
+    """CRONOS_ADMIN_USERNAME and CRONOS_ADMIN_EMAIL keep the rules the admin's form keeps."""
+    try:
+        user.set_unusable_password()
+        user.full_clean(exclude=["password"])
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"CRONOS_ADMIN_{field.upper()} {value!r}: {' '.join(messages)}"
+            for field, messages in exc.message_dict.items()
+            for value in [getattr(user, field, "")]
+        )
+        raise CommandError(f"{problems} Nothing was created.") from exc
+
+
+def _check_password(password: str, user) -> None:
+    """CRONOS_ADMIN_PASSWORD passes the site's password rules (AUTH_PASSWORD_VALIDATORS)."""
+    try:
+        password_validation.validate_password(password, user)
+    except ValidationError as exc:
+        raise CommandError(
+            "CRONOS_ADMIN_PASSWORD was refused: " + " ".join(exc.messages) + " Nothing was "
+            "created; set a stronger one, or unset it to have a password generated."
+        ) from exc

@@ -1,0 +1,137 @@
+"""cronos_user: roles, and a password that keeps the site's rules, given on a terminal or on
+standard input; never a traceback."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from audit.models import AuditEntry
+from tests.processes import ROOT, process_env
+
+pytestmark = pytest.mark.django_db
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def user_command(*args: str, stdin: io.StringIO | None = None) -> str:
+    out = io.StringIO()
+    call_command("cronos_user", *args, stdout=out, stdin=stdin or io.StringIO(""))
+    return out.getvalue()
+
+
+def test_a_password_from_stdin_is_set_and_audited():
+    out = user_command("nina", "--role", "operator", "--password-stdin",
+                       stdin=io.StringIO("a long and fine phrase\n"))  # fmt: skip
+    nina = get_user_model().objects.get(username="nina")
+    assert nina.check_password("a long and fine phrase")
+    assert out == "Created nina: roles operator (password set).\n"
+    assert AuditEntry.objects.get(action="user.create").message == "password set"
+
+
+@pytest.mark.parametrize(
+    ("password", "why"),
+    [
+        ("1", "This password is too short"),
+        ("password", "This password is too common"),
+        ("nina-the-user", "too similar to the username"),
+    ],
+)
+def test_a_password_the_site_rules_refuse_changes_nothing_and_says_why(password, why):
+    with pytest.raises(CommandError, match="The password was refused: .*" + why):
+        user_command("nina-the-user", "--password-stdin", stdin=io.StringIO(password + "\n"))
+    assert not get_user_model().objects.filter(username="nina-the-user").exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_a_refused_password_leaves_an_existing_user_as_they_were(django_user_model):
+    user = django_user_model.objects.create_user("nina", password="the old phrase 42")
+    with pytest.raises(CommandError, match="too short"):
+        user_command("nina", "--role", "admin", "--password-stdin", stdin=io.StringIO("1\n"))
+    user.refresh_from_db()
+    assert user.check_password("the old phrase 42")
+    assert not user.groups.exists()
+
+
+def test_an_empty_stdin_or_an_empty_line_is_refused():
+    with pytest.raises(CommandError, match="found nothing on standard input"):
+        user_command("nina", "--password-stdin", stdin=io.StringIO(""))
+    with pytest.raises(CommandError, match="The password is empty"):
+        user_command("nina", "--password-stdin", stdin=io.StringIO("\n"))
+    assert not get_user_model().objects.exists()
+
+
+def test_password_without_a_terminal_says_to_use_stdin():
+    with pytest.raises(CommandError, match="--password-stdin"):
+        user_command("nina", "--password", stdin=io.StringIO("whatever\n"))
+    assert not get_user_model().objects.exists()
+
+
+def test_password_on_a_terminal_is_asked_twice(monkeypatch):
+    answers = iter(["a long and fine phrase", "a long and fine phrase"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    user_command("nina", "--password", stdin=Terminal())
+    assert get_user_model().objects.get(username="nina").check_password("a long and fine phrase")
+
+
+def test_two_different_passwords_on_a_terminal_change_nothing(monkeypatch):
+    answers = iter(["a long and fine phrase", "another phrase"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    with pytest.raises(CommandError, match="differ"):
+        user_command("nina", "--password", stdin=Terminal())
+    assert not get_user_model().objects.exists()
+
+
+def test_a_new_user_without_a_password_cannot_log_in_and_is_told_so():
+    out = user_command("nina", "--role", "viewer")
+    assert "no password yet" in out
+    assert not get_user_model().objects.get(username="nina").has_usable_password()
+
+
+def test_a_username_the_admin_would_refuse_is_refused():
+    with pytest.raises(CommandError, match="username: Enter a valid username"):
+        user_command("bad name!")
+    assert not get_user_model().objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_password_without_a_terminal_is_one_line_as_a_real_process():
+    result = subprocess.run(
+        [sys.executable, "manage.py", "cronos_user", "nina", "--password"],
+        cwd=ROOT,
+        env=process_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "EOFError" not in result.stderr
+    assert result.stderr.startswith("CommandError: --password asks on a terminal")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_password_stdin_as_a_real_process(settings):
+    # The other process hashes with the site's hasher, which this test must know to check.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "cronos_user", "nina", "--password-stdin"],
+        cwd=ROOT,
+        env=process_env(),
+        input="a long and fine phrase\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert get_user_model().objects.get(username="nina").check_password("a long and fine phrase")
