@@ -11,15 +11,16 @@ import zoneinfo
 from datetime import datetime
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
 from agents import cron
+from audit.commands import CronosCommand
 
 MAX_COUNT = 1000  # enough for any screen; stops a typo from walking a seconds schedule for hours
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = "Describe a cron schedule in words and list its next run times in a time zone."
 
     # A calculator: it reads no models, so it should work even while the rest of the project is

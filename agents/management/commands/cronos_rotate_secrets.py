@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db import transaction
 
 from agents import secrets
 from agents.models import Agent
 from audit.actor import Actor
+from audit.commands import CronosCommand
 from audit.log import record
 
 
-class Command(BaseCommand):
+class Command(CronosCommand):
     help = (
         "Rotate the keys of agent secrets. To rotate: put a new key first in CRONOS_SECRET_KEYS "
         "(keep the old ones after it), run this command, then remove the old keys."
