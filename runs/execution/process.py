@@ -184,10 +184,16 @@ def _running(process: psutil.Process) -> bool:
 
 def group_members(pgid: int) -> list[int]:
     """Pids of the live processes in a process group (a zombie leader excluded)."""
+    return _live_members(os.getpgid, pgid)
+
+
+def _live_members(id_of, wanted: int) -> list[int]:
+    """Pids of the live (not zombie) processes whose `id_of(pid)` (os.getpgid, os.getsid)
+    is `wanted`."""
     members = []
     for pid in psutil.pids():
         try:
-            if os.getpgid(pid) != pgid:
+            if id_of(pid) != wanted:
                 continue
             if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
                 continue
@@ -227,17 +233,7 @@ def pipe_holders(fd: int) -> list[int]:
 def session_members(sid: int) -> list[int]:
     """Pids of the live processes in a session (a process that left the group but not the
     session, e.g. a job of a shell with job control); like group_members."""
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getsid(pid) != sid:
-                continue
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                continue
-        except (OSError, psutil.Error):
-            continue
-        members.append(pid)
-    return members
+    return _live_members(os.getsid, sid)
 
 
 def describe(pids: Iterable[int]) -> str:
