@@ -48,8 +48,8 @@ def notify_run_ended(run: Run) -> list[Notification]:
                     kind=Notification.Kind.ATTENTION,
                     agent=agent,
                     run=run,
-                    title=f"{agent.name} needs attention: {state.consecutive_failures} failures "
-                    "in a row",
+                    title=f"{agent.name} needs attention: {state.consecutive_failures} "
+                    f"failure{'' if state.consecutive_failures == 1 else 's'} in a row",
                 )
             )
     elif run.state == Run.State.SUCCEEDED and (

@@ -96,3 +96,14 @@ def test_new_notifications_are_pushed_to_a_connected_panel(viewer):
     message = async_to_sync(scenario)()
     assert message["type"] == "notification"
     assert message["kind"] == "finished" and message["agent"] == "pushy"
+
+
+def test_an_agent_alerting_after_one_failure_says_one_failure():
+    agent = make_agent("touchy", failure_alert_threshold=1)
+    run = Run.objects.create(agent=agent, trigger="manual")
+    run.claim("here", 1)
+    run.finish("failed", exit_code=1, reason="broke")
+    after_run(run)
+    assert Notification.objects.get(kind="attention").title == (
+        "touchy needs attention: 1 failure in a row"
+    )
