@@ -538,6 +538,23 @@ class Bench:
             lambda: Success.objects.filter(id=probe).exists(), 90, "the cluster's first task"
         )
 
+    def start_scheduler(self, name: str, seconds: int) -> tuple[datetime, datetime]:
+        """Start `cronos_scheduler`, wait for its first run, and return the measured window:
+        `seconds` of slots from a whole second after a warm-up (the start fires the slots
+        since the agents were made, all at once)."""
+        from runs.models import Run
+
+        self.say("starting the scheduler")
+        self.processes.start("scheduler", "cronos_scheduler")
+        self.wait_for(
+            lambda: Run.objects.filter(trigger=Run.Trigger.SCHEDULE).exists(),
+            60,
+            "the scheduler's first run",
+        )
+        start = whole_second_after(now() + timedelta(seconds=LATENESS_WARMUP_SECONDS))
+        self.say(f"{name}: warming up, then {seconds} s from {start.time()}")
+        return start, start + timedelta(seconds=seconds)
+
     def working_dir(self) -> str:
         path = self.root / "work"
         path.mkdir(exist_ok=True)
@@ -618,16 +635,7 @@ def measure_lateness(bench: Bench) -> tuple[dict, dict]:
         )
         for i in range(count)
     ]
-    bench.say("starting the scheduler")
-    bench.processes.start("scheduler", "cronos_scheduler")
-    bench.wait_for(
-        lambda: Run.objects.filter(trigger=Run.Trigger.SCHEDULE).exists(),
-        60,
-        "the scheduler's first run",
-    )
-    window_start = whole_second_after(now() + timedelta(seconds=LATENESS_WARMUP_SECONDS))
-    window_end = window_start + timedelta(seconds=seconds)
-    bench.say(f"lateness: warming up, then {seconds} s from {window_start.time()}")
+    window_start, window_end = bench.start_scheduler("lateness", seconds)
     window = Run.objects.filter(agent__in=agents, slot__gte=window_start, slot__lt=window_end)
 
     def progress() -> str:
@@ -699,16 +707,7 @@ def measure_jitter(bench: Bench) -> tuple[dict, dict]:
         )
         for i in range(count)
     ]
-    bench.say("starting the scheduler")
-    bench.processes.start("scheduler", "cronos_scheduler")
-    bench.wait_for(
-        lambda: Run.objects.filter(trigger=Run.Trigger.SCHEDULE).exists(),
-        60,
-        "the scheduler's first run",
-    )
-    window_start = whole_second_after(now() + timedelta(seconds=LATENESS_WARMUP_SECONDS))
-    window_end = window_start + timedelta(seconds=seconds)
-    bench.say(f"jitter: warming up, then {seconds} s from {window_start.time()}")
+    window_start, window_end = bench.start_scheduler("jitter", seconds)
     window = Run.objects.filter(slot__gte=window_start, slot__lt=window_end)
 
     def progress() -> str:
