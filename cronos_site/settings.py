@@ -14,24 +14,66 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
+class SettingError(ImproperlyConfigured):
+    """A variable of the environment that Cronos cannot use; the message names it."""
+
+
+def env_value(name: str) -> str | None:
+    """NAME's value with surrounding spaces removed, or None when unset or empty.
+
+    Empty means unset for every setting (`DATABASE_URL=` in a .env file or a compose file is
+    a common way of writing "not given"): the default applies instead of a crash.
+    """
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+    value = env_value(name)
+    return default if value is None else value
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
+    value = env_value(name)
+    if value is None:
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingError(f"{name} must be true or false (got {value!r}).")
 
 
 def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    return int(value) if value not in (None, "") else default
+    value = env_value(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SettingError(f"{name} must be a whole number (got {value!r}).") from None
+
+
+def env_float(name: str, default: float) -> float:
+    """A number of seconds (or any real number) from NAME; SettingError when it is not one."""
+    value = env_value(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise SettingError(f"{name} must be a number (got {value!r}).") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise SettingError(f"{name} must be a finite number (got {value!r}).")
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -40,10 +82,16 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 def env_secret(name: str) -> str | None:
     """A secret from NAME, or from the file named by NAME_FILE (docker/k8s secrets)."""
-    path = os.environ.get(f"{name}_FILE")
+    path = env_value(f"{name}_FILE")
     if path:
-        return Path(path).read_text().strip()
-    return os.environ.get(name) or None
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise SettingError(
+                f"{name}_FILE names {path}, which cannot be read: {reason}."
+            ) from None
+    return env_value(name)
 
 
 def kept_secret(path: Path, make) -> str:
@@ -68,7 +116,7 @@ DEBUG = env_bool("DEBUG")
 SECRET_KEY = env_secret("SECRET_KEY")
 if SECRET_KEY is None:
     if PRODUCTION:
-        raise RuntimeError("CRONOS_PRODUCTION is set: give SECRET_KEY (or SECRET_KEY_FILE).")
+        raise SettingError("CRONOS_PRODUCTION is set: give SECRET_KEY (or SECRET_KEY_FILE).")
     SECRET_KEY = kept_secret(DATA_DIR / "secret_key", lambda: secrets.token_urlsafe(50))
 
 # Keys for agent secrets (Fernet, comma separated; the first encrypts, all decrypt), so that
@@ -78,7 +126,7 @@ CRONOS_SECRET_KEYS = [
 ]
 if not CRONOS_SECRET_KEYS:
     if PRODUCTION:
-        raise RuntimeError("CRONOS_PRODUCTION is set: give CRONOS_SECRET_KEYS.")
+        raise SettingError("CRONOS_PRODUCTION is set: give CRONOS_SECRET_KEYS.")
     from cryptography.fernet import Fernet
 
     CRONOS_SECRET_KEYS = [
@@ -152,7 +200,10 @@ SQLITE_OPTIONS = {
     "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"),
 }
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'cronos.sqlite3'}")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+try:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+except (ValueError, KeyError) as exc:  # an unknown scheme is a KeyError-like ValueError
+    raise SettingError(f"DATABASE_URL is not a database URL Cronos can use: {exc}") from None
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
     # Tests that start other processes (cluster, schedulers, browser) need a file database;
@@ -181,7 +232,7 @@ Q_CLUSTER: dict[str, Any] = {
     "ack_failures": True,
     "save_limit": 1000,
     "catch_up": False,
-    "poll": float(env_str("CRONOS_Q_POLL", "0.05")),
+    "poll": env_float("CRONOS_Q_POLL", 0.05),
     "label": "Task engine",
 }
 if REDIS_URL:
@@ -230,19 +281,19 @@ CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
 # 0.75 rather than a whole second: with a lead equal to an every-second schedule's period, the
 # pass for the next slot would run exactly while this slot's agents start (measured: p99 36 ms
 # against 79 ms on 2 cores).
-CRONOS_DISPATCH_LEAD_SECONDS = float(env_str("CRONOS_DISPATCH_LEAD_SECONDS", "0.75"))
+CRONOS_DISPATCH_LEAD_SECONDS = env_float("CRONOS_DISPATCH_LEAD_SECONDS", 0.75)
 # Executors heartbeat this often; a running run silent for CRONOS_STALE_AFTER_SECONDS is lost.
-CRONOS_HEARTBEAT_SECONDS = float(env_str("CRONOS_HEARTBEAT_SECONDS", "5"))
+CRONOS_HEARTBEAT_SECONDS = env_float("CRONOS_HEARTBEAT_SECONDS", 5)
 CRONOS_STALE_AFTER_SECONDS = env_int("CRONOS_STALE_AFTER_SECONDS", 30)
 # A queued run no worker claimed for this long is handed over again (its cluster may have died
 # holding the task); a run created but never handed over is reclaimed after the orphan delay.
 CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300)
 CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
-CRONOS_KILL_GRACE_SECONDS = float(env_str("CRONOS_KILL_GRACE_SECONDS", "5"))
+CRONOS_KILL_GRACE_SECONDS = env_float("CRONOS_KILL_GRACE_SECONDS", 5)
 # After a claude session's final `result`, how long the CLI has to exit before it is ended
 # (children such as MCP servers can keep it alive); the outcome comes from the result.
-CRONOS_RESULT_GRACE_SECONDS = float(env_str("CRONOS_RESULT_GRACE_SECONDS", "10"))
+CRONOS_RESULT_GRACE_SECONDS = env_float("CRONOS_RESULT_GRACE_SECONDS", 10)
 # The largest run log `cronos_import` copies from a prototype folder (bytes).
 CRONOS_IMPORT_MAX_LOG_BYTES = env_int("CRONOS_IMPORT_MAX_LOG_BYTES", 64 * 1024 * 1024)
 # An agent without a timeout or an output limit of its own runs under these (0 = none), applied
@@ -253,7 +304,7 @@ CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int("CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES",
 # Live output: how often a viewer of a running run reads the database when nothing woke it.
 # Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed
 # (runs/live.py) and this is only the safety net for a missed message.
-CRONOS_LIVE_POLL_SECONDS = float(env_str("CRONOS_LIVE_POLL_SECONDS", "1.0" if REDIS_URL else "0.1"))
+CRONOS_LIVE_POLL_SECONDS = env_float("CRONOS_LIVE_POLL_SECONDS", 1.0 if REDIS_URL else 0.1)
 # The engine adapter (runs.engines): django-q2 today.
 CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.q2.DjangoQEngine")
 # The `claude` executable; tests and demos put a stand-in here.

@@ -134,3 +134,58 @@ def test_the_sqlite_database_is_in_wal_mode():
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
         assert cursor.fetchone()[0] == "wal"
+
+
+def variables_cronos_reads() -> set[str]:
+    """Every environment variable named in settings.py's env_* calls (and cronos_init's)."""
+    import re
+
+    sources = [
+        ROOT / "cronos_site" / "settings.py",
+        ROOT / "cronos_site" / "web" / "management" / "commands" / "cronos_init.py",
+    ]
+    names: set[str] = set()
+    for source in sources:
+        names |= set(re.findall(r'(?:env_\w*|_env)\(\s*"([A-Z][A-Z0-9_]+)"', source.read_text()))
+    return names
+
+
+def test_every_variable_set_empty_means_unset(tmp_path):
+    names = variables_cronos_reads()
+    # The list is read from the code, so a new setting is covered without touching this test.
+    assert {"DATABASE_URL", "REDIS_URL", "CRONOS_WORKERS", "CRONOS_ADMIN_PASSWORD"} <= names
+    empty = {name: "" for name in names} | {f"{name}_FILE": "" for name in names}
+    empty["CRONOS_DATA_DIR"] = str(tmp_path / "data")  # where the test's files go
+    assert settings_with(empty, tmp_path) == settings_with({}, tmp_path)
+
+
+def test_every_variable_set_to_spaces_means_unset_too(tmp_path):
+    spaces = {"DATABASE_URL": "  ", "TIME_ZONE": " ", "CRONOS_HEARTBEAT_SECONDS": "\t"}
+    assert settings_with(spaces, tmp_path) == settings_with({}, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("CRONOS_WORKERS", "two", "CRONOS_WORKERS must be a whole number (got 'two')"),
+        ("CRONOS_HEARTBEAT_SECONDS", "5s", "CRONOS_HEARTBEAT_SECONDS must be a number"),
+        ("CRONOS_KILL_GRACE_SECONDS", "inf", "CRONOS_KILL_GRACE_SECONDS must be a finite"),
+        ("DEBUG", "maybe", "DEBUG must be true or false (got 'maybe')"),
+        ("DATABASE_URL", "mysqlx://db/cronos", "DATABASE_URL is not a database URL"),
+        ("SECRET_KEY_FILE", "/nonexistent/key", "SECRET_KEY_FILE names /nonexistent/key"),
+    ],
+)
+def test_a_setting_cronos_cannot_use_is_one_line_naming_it(tmp_path, variable, value, words):
+    env = {"CRONOS_DATA_DIR": str(tmp_path / "data"), variable: value}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "cronos_site.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("cronos: ")
+    assert words in result.stderr
+    assert "Traceback" not in result.stderr

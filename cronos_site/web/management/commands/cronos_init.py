@@ -28,17 +28,16 @@ class Command(CronosCommand):
         actor = Actor.cli()
         User = get_user_model()
         if not User.objects.filter(is_superuser=True).exists():
-            username = os.environ.get("CRONOS_ADMIN_USERNAME", "admin")
-            password = os.environ.get("CRONOS_ADMIN_PASSWORD")
+            username = _env("CRONOS_ADMIN_USERNAME") or "admin"
+            email = _env("CRONOS_ADMIN_EMAIL") or ""
+            password = _env("CRONOS_ADMIN_PASSWORD")
             generated = not password
             password = password or secrets.token_urlsafe(12)
-            _check_admin(User(username=username, email=os.environ.get("CRONOS_ADMIN_EMAIL", "")))
+            _check_admin(User(username=username, email=email))
             if not generated:
                 _check_password(password, User(username=username))
             with transaction.atomic():
-                user = User.objects.create_superuser(
-                    username, os.environ.get("CRONOS_ADMIN_EMAIL", ""), password
-                )
+                user = User.objects.create_superuser(username, email, password)
                 user.groups.add(Group.objects.get(name=roles.ADMIN))
                 record(actor, "user.create", user, message="first admin user")
             self.stdout.write(self.style.SUCCESS(f"Created the admin user {username!r}."))
@@ -48,6 +47,11 @@ class Command(CronosCommand):
         if not no_demo:
             for name in create_demo_agents(actor):
                 self.stdout.write(f"Created the demo agent {name}.")
+
+
+def _env(name: str) -> str | None:
+    """A first-run input from the environment; empty means unset, as for every setting."""
+    return (os.environ.get(name) or "").strip() or None
 
 
 def _check_admin(user) -> None:
