@@ -206,8 +206,55 @@ class Parsed:
 # --- Reading ------------------------------------------------------------------------------------
 
 
+# Deeper than any agent.yaml; composing and reading a document recurse once per level.
+MAX_YAML_DEPTH = 32
+# Longer than any agent.yaml (the largest catalogue one is 2 KB): the pure-Python parser would
+# be busy for minutes with a hostile one. Imports read at most this many bytes of the file.
+MAX_YAML_BYTES = 256 * 1024
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Well-formed YAML that an agent.yaml may not use (its `problem` says what and why)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice: PyYAML would silently keep the last one."""
+    """SafeLoader that refuses anchors and aliases, deep nesting, and a key given twice.
+
+    An alias is expanded wherever it is used, so a few hundred bytes of aliases of aliases (a
+    "billion laughs") build gigabytes; an agent.yaml has no use for them. They are refused while
+    the document is composed, at the first anchor, before anything is built or expanded. A key
+    given twice is refused because PyYAML would silently keep the last one.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Refused(
+                problem=f"YAML aliases are not accepted (*{event.anchor}); write the value out",
+                problem_mark=event.start_mark,
+            )
+        if getattr(event, "anchor", None) is not None:
+            raise _Refused(
+                problem=(
+                    f"YAML anchors and aliases are not accepted (&{event.anchor}); "
+                    "write each value out"
+                ),
+                problem_mark=event.start_mark,
+            )
+        if self.depth >= MAX_YAML_DEPTH:
+            raise _Refused(
+                problem=f"nested more than {MAX_YAML_DEPTH} levels deep",
+                problem_mark=event.start_mark,
+            )
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -267,14 +314,24 @@ def _normalised(value: Any) -> Any:
 
 
 def load_yaml(text: str) -> Any:
-    """The YAML document in `text`; ConfigError names the line and column of a syntax error."""
+    """The YAML document in `text`, read by the one loader of agent.yaml files (_Loader).
+
+    ConfigError names the line and column of a syntax error, of an anchor or alias, of nesting
+    deeper than MAX_YAML_DEPTH, and says which value cannot be read (an integer of thousands of
+    digits), and refuses a text longer than MAX_YAML_BYTES before parsing it."""
+    if len(text) > MAX_YAML_BYTES:  # each character is a byte or more
+        raise ConfigError([f"longer than the {MAX_YAML_BYTES // 1024} KB an agent.yaml may be"])
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"invalid YAML{where}: {problem}"]) from exc
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if isinstance(exc, _Refused):
+            raise ConfigError([f"{where}: {problem}"]) from exc
+        raise ConfigError([f"invalid YAML{' at ' + where if where else ''}: {problem}"]) from exc
+    except ValueError as exc:  # a value SafeLoader cannot build: int("9" * 5000) is refused
+        raise ConfigError([f"a value cannot be read ({exc})"]) from exc
 
 
 def parse(

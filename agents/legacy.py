@@ -10,9 +10,10 @@ reported with its file and reasons and writes nothing (no row, no version, no au
 the good ones beside it are still imported. Agents are matched by name; importing the same
 directory twice changes nothing the second time.
 
-Nothing outside the directory is read (agents.importfiles): an agents/ folder, agent folder,
-agent.yaml or CLAUDE.md that is a symbolic link leading out of it, or a file that is not a
-regular one (a FIFO, a device, a folder) or too big, is refused naming it.
+Only the directory's own files are read (agents.importfiles): an agents/ folder, agent folder,
+agent.yaml or CLAUDE.md that is a symbolic link (wherever it leads) or a hard link, a file that is
+not a regular one (a FIFO, a device, a folder), over its bound, or not text, and an agent.yaml
+with YAML anchors or aliases, is refused naming it, and nothing of that agent is written.
 
 The folder name is the agent's identity: a `name:` that disagrees with its folder is an error
 rather than a warning, because matching by the wrong one of the two would overwrite another
@@ -42,7 +43,7 @@ from django.utils.text import slugify
 
 from agents import agentfile as config
 from agents import host, services, versions
-from agents.importfiles import ImportFolder, UnsafePath
+from agents.importfiles import MAX_PROMPT_BYTES, ImportFolder, UnsafePath
 from agents.models import Agent
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
@@ -138,30 +139,29 @@ def import_directory(
     if not root.is_dir():
         raise LegacyError(f"{root} does not exist or is not a directory.")
     agents_dir = root / "agents"
-    if not agents_dir.is_dir():
-        raise LegacyError(
-            f"{root} has no agents/ folder: a Cronos directory holds agents/{{name}}/agent.yaml."
-        )
-    # Nothing is read from outside the directory: a symbolic link that leads out of it, or a
-    # file that is not a regular one, is refused with its name (agents.importfiles).
+    # Only the directory's own files are read: a symbolic link anywhere in it, or a file that
+    # is not a regular one, is refused with its name (agents.importfiles).
     within = ImportFolder(root)
     try:
-        within.locate(agents_dir, "the agents/ folder")
+        if not within.is_folder(agents_dir, "the agents/ folder"):
+            raise LegacyError(
+                f"{root} has no agents/ folder: a Cronos directory holds "
+                "agents/{name}/agent.yaml."
+            )
+        names = within.listdir(agents_dir, "the agents/ folder")
     except UnsafePath as exc:
         raise LegacyError(f"{agents_dir}: {exc}; nothing was imported.") from exc
     report = ImportReport(source=root, dry_run=dry_run)
     folders = []
-    for entry in sorted(agents_dir.iterdir()):
-        if entry.name.startswith("."):
-            continue
+    for entry in (agents_dir / name for name in names if not name.startswith(".")):
         try:
-            within.locate(entry, "the folder")
+            is_folder = within.is_folder(entry, "the folder")
         except UnsafePath as exc:
-            outside = AgentResult(name=entry.name, folder=entry)
-            outside.problems = [f"{entry}: {exc}; not imported"]
-            report.agents.append(outside)
+            refused = AgentResult(name=entry.name, folder=entry)
+            refused.problems = [f"{entry}: {exc}; not imported"]
+            report.agents.append(refused)
             continue
-        if entry.is_dir():
+        if is_folder:
             folders.append(entry)
         else:
             report.notices.append(f"{entry}: ignored, not an agent folder")
@@ -326,18 +326,14 @@ def _fail(path: Path, problems: list[str]) -> config.ConfigError:
     return config.ConfigError([f"{path}: {problem}" for problem in problems])
 
 
-def _read_text(path: Path, within: ImportFolder) -> tuple[str, list[str]]:
+def _read_text(path: Path, within: ImportFolder, limit: int) -> tuple[str, list[str]]:
     """A file's text as agents keep it (agentfile.decode_text), or ConfigError saying why not.
 
-    Only a regular file inside the import folder, and only up to a bound, is read."""
+    Only a regular file of the import folder, up to `limit` bytes, is read (ImportFolder)."""
     try:
-        return config.decode_text(within.read(path, "the file"))
-    except UnsafePath as exc:
+        return within.read_text(path, "the file", limit=limit)
+    except UnsafePath as exc:  # NotText too: binary, or neither UTF-8 nor UTF-16
         raise _fail(path, [str(exc)]) from exc
-    except UnicodeDecodeError as exc:
-        raise _fail(path, [f"not UTF-8 text ({exc.reason} at byte {exc.start})"]) from exc
-    except OSError as exc:
-        raise _fail(path, [f"cannot be read ({exc.strerror or exc})"]) from exc
 
 
 def _parse(
@@ -351,9 +347,15 @@ def _parse(
 
 def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path, within: ImportFolder) -> _Read:
     """The agent in a folder; ConfigError with "path: reason" lines if it cannot be read."""
-    if not os.path.lexists(yaml_path):
+    try:
+        yaml_missing = not within.exists(yaml_path, "the file")
+        prompt_missing = not within.exists(prompt_path, "the file")
+    except UnsafePath as exc:
+        raise _fail(folder, [str(exc)]) from exc
+    if yaml_missing:
         raise _fail(yaml_path, ["missing; every agent folder holds an agent.yaml"])
-    text, _ = _read_text(yaml_path, within)  # YAML reads CRLF itself; nothing to tell
+    # YAML reads CRLF itself; nothing to tell
+    text, _ = _read_text(yaml_path, within, config.MAX_YAML_BYTES)
     try:
         mapping = config.load_yaml(text)
     except config.ConfigError as exc:
@@ -369,14 +371,13 @@ def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path, within: Import
             ],
         )
 
-    # Something else named CLAUDE.md (a folder, a pipe, a link out) is refused by _read_text.
-    prompt_missing = not os.path.lexists(prompt_path)
+    # Something else named CLAUDE.md (a folder, a pipe, a link) is refused by _read_text.
     prompt = ""
     prompt_changes: list[str] = []
     if not prompt_missing:
         # A prompt written on Windows: its byte-order mark and CRs would reach the model and
         # make every later edit a change of every line; UTF-8 and a missing last newline stay.
-        prompt, prompt_changes = _read_text(prompt_path, within)
+        prompt, prompt_changes = _read_text(prompt_path, within, MAX_PROMPT_BYTES)
 
     existing = Agent.objects.filter(name=folder.name).first()
     parsed = _parse(mapping, prompt, folder, yaml_path, existing)

@@ -6,11 +6,21 @@ same layout back for finished runs, so a directory round-trips: a run of Cronos'
 exported as `cronos-{number}`, and that id is recognised on import as the run itself (same
 number and start) or as one imported with it before, so export -> import adds nothing.
 
-A hostile folder reads nothing outside itself (agents.importfiles): a record or a log file that
-leads out of the folder (`..`, an absolute path, a symbolic link), that is not a regular file
-(a FIFO, a device) or that is over its bound is refused by name, and nothing of its run is
-written. The log is copied under CRONOS_LOG_DIR with a name made from the run (as Cronos names
-its own logs), never from the record.
+Only the folder's own files are read (agents.importfiles). A record's `log_file` is the bare
+name of a file in the record's own folder: an absolute path or one that leads elsewhere (`..`,
+`sub/x.log`) is refused without being looked at. A date folder, record or log that is a symbolic
+link (wherever it leads) or a hard link, that is not a regular file (a FIFO, a device, a folder),
+over its bound or (a record) not text is refused by name.
+
+A record whose log is refused is refused whole, with the reason on its report line, and nothing
+of its run is written: imported without its log, the run would be "already there" at every later
+import and its log could never follow, while a refused record is imported whole once its
+log_file is fixed (or removed, to import the run without a log).
+
+The log is copied under CRONOS_LOG_DIR with a name made from the run (as Cronos names its own
+logs), never from the record, into a file created for it alone (O_EXCL, mode 0600): a file
+already there (the log of another run, of an earlier database) is never written through or
+replaced, and the copy takes a name with a random part instead.
 
 Status mapping: success -> succeeded; failure -> failed, or timed_out when its error says it
 timed out (the prototype recorded timeouts as failures with exit 124); cancelled -> cancelled;
@@ -24,6 +34,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -36,8 +47,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils.text import slugify
 
-from agents.agentfile import decode_text
-from agents.importfiles import MAX_TEXT_BYTES, ImportFolder, UnsafePath, size_in_words
+from agents.importfiles import MAX_RUN_RECORD_BYTES, ImportFolder, UnsafePath, size_in_words
 from agents.models import Agent
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
@@ -71,6 +81,11 @@ EXPORT_STATUS: dict[str, str] = {
     Run.State.CANCELLED: "cancelled",
 }
 CHUNK = 64 * 1024
+# An exit status as a process reports it; a number beyond it is not one (and Run.exit_code, an
+# IntegerField, cannot keep it).
+EXIT_CODE_RANGE = range(-(2**31), 2**31)
+# A new log file: only this import writes it, nobody else reads it, and it replaces nothing.
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass
@@ -101,16 +116,14 @@ def max_log_bytes() -> int:
 
 
 def _read_record(folder: ImportFolder, path: Path) -> dict:
-    raw = folder.read(path, "the record", limit=MAX_TEXT_BYTES)
+    """The record at path, checked; ValueError (UnsafePath among them) saying what is wrong."""
+    # UTF-8 with or without a byte-order mark (a record saved on Windows), or UTF-16.
+    text, _ = folder.read_text(path, "the record", limit=MAX_RUN_RECORD_BYTES)
     try:
-        # UTF-8 with or without a byte-order mark (a record saved on Windows), or UTF-16.
-        text, _ = decode_text(raw)
         data = json.loads(text)
-    except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"not valid JSON (not UTF-8 text: {exc.reason} at byte {exc.start})"
-        ) from exc
-    except json.JSONDecodeError as exc:
+    except RecursionError as exc:  # [[[[... : the parser recurses once per level
+        raise ValueError("not valid JSON (nested too deeply)") from exc
+    except ValueError as exc:  # JSONDecodeError, or a number of thousands of digits
         raise ValueError(f"not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
         raise ValueError(f"holds a JSON {type(data).__name__}, not an object")
@@ -125,8 +138,13 @@ def _read_record(folder: ImportFolder, path: Path) -> dict:
         raise ValueError(f"status {data['status']!r} is not one of {', '.join(STATUS)}")
     if data.get("trigger", "manual") not in TRIGGER:
         raise ValueError(f"trigger {data['trigger']!r} is not one of {', '.join(TRIGGER)}")
-    if data.get("exit_code") is not None and not isinstance(data["exit_code"], int):
-        raise ValueError("exit_code must be a whole number")
+    exit_code = data.get("exit_code")
+    if exit_code is not None and (
+        not isinstance(exit_code, int)
+        or isinstance(exit_code, bool)
+        or exit_code not in EXIT_CODE_RANGE
+    ):
+        raise ValueError("exit_code must be a whole number, as a process exits with")
     if data.get("log_file") is not None and not isinstance(data["log_file"], str):
         raise ValueError("log_file must be the name of the log file beside the record")
     return data
@@ -149,24 +167,22 @@ def _slot(path: Path, agent: str) -> datetime | None:
 def _records(folder: ImportFolder, runs_dir: Path, report: RunsReport) -> Iterator[Path]:
     """The run records under runs/, as runs/{date}/{name}.json paths inside the import folder.
 
-    A date folder that leads outside the import folder is reported, and nothing in it read."""
+    A date folder that is a symbolic link (wherever it leads) is reported, and nothing in it
+    read; a file beside the date folders is passed over."""
     try:
-        days = sorted(runs_dir.iterdir())
-    except OSError as exc:
-        report.problems.append(f"{runs_dir}: cannot be read ({exc.strerror or exc})")
+        days = [runs_dir / name for name in folder.listdir(runs_dir, "the runs/ folder")]
+    except UnsafePath as exc:
+        report.problems.append(f"{runs_dir}: {exc}")
         return
     for day in days:
         if day.name.startswith("."):
             continue
         try:
-            if folder.directory(day, "the folder") is None:
+            if not folder.is_folder(day, "the folder"):
                 continue  # a file beside the date folders: not a record
-            names = sorted(entry.name for entry in day.iterdir())
+            names = folder.listdir(day, "the folder")
         except UnsafePath as exc:
             report.problems.append(f"{day}: {exc}; none of its runs were imported")
-            continue
-        except OSError as exc:
-            report.problems.append(f"{day}: cannot be read ({exc.strerror or exc})")
             continue
         for name in names:
             if name.endswith(".json") and not name.startswith("."):
@@ -221,13 +237,14 @@ def import_runs(
     """Import every run record under root/runs/; returns counts and per-file problems.
 
     `incoming` names agents a dry run would create, so their runs are checked, not refused.
-    Every file a record names, and every record, must be a regular file inside root: one
-    that is not is reported and nothing of its run imported (agents.importfiles)."""
+    Every record, and the log each names, must be a regular file of root's own, the log beside
+    its record: one that is not is reported and nothing of its run imported (module docstring).
+    """
     report = RunsReport()
     folder = ImportFolder(root)
     runs_dir = folder.root / "runs"
     try:
-        if folder.directory(runs_dir, "the runs/ folder") is None:
+        if not folder.is_folder(runs_dir, "the runs/ folder"):
             return report
     except UnsafePath as exc:
         report.problems.append(f"{runs_dir}: {exc}; no run of it was imported")
@@ -249,9 +266,7 @@ def import_runs(
                     else None
                 )
                 if data.get("log_file"):
-                    shown = f"log file {data['log_file']!r}"
-                    log_path = folder.relative(path.parent, data["log_file"], shown)
-                    log, _ = folder.open(log_path, shown, limit=max_log_bytes())
+                    log = _open_log(folder, path, data["log_file"])
             except ValueError as exc:  # UnsafePath is one: the file is named in its message
                 report.problems.append(f"{path}: {exc}")
                 continue
@@ -278,6 +293,22 @@ def import_runs(
             if log is not None:
                 log.close()
     return report
+
+
+def _open_log(folder: ImportFolder, record: Path, name: str) -> BinaryIO:
+    """The log file `name` beside `record`, opened for reading.
+
+    UnsafePath if it is refused (ImportFolder.beside and open), saying that the record is not
+    imported and how to import it."""
+    shown = f"log file {name!r}"
+    try:
+        log, _ = folder.open(folder.beside(record, name, shown), shown, limit=max_log_bytes())
+    except UnsafePath as exc:
+        raise UnsafePath(
+            f"not imported: {exc}; fix its log_file (or remove it, to import the run without a "
+            "log) and import again"
+        ) from exc
+    return log
 
 
 def _write_run(agent, path, data, started, finished, log, actor) -> None:
@@ -313,9 +344,10 @@ def _write_run(agent, path, data, started, finished, log, actor) -> None:
             if log is not None:
                 # Named as Cronos names its own logs, from the run: nothing of the record's
                 # log_file reaches a path under CRONOS_LOG_DIR.
-                relative = log_path_for(run, started)
+                relative, out = _create_log(log_path_for(run, started))
                 written = settings.CRONOS_LOG_DIR / relative
-                size = _copy_log(log, data["log_file"], written, run, finished or started)
+                with out:
+                    size = _copy_log(log, data["log_file"], out, run, finished or started)
                 Run.objects.filter(pk=run.pk).update(log_path=relative, output_bytes=size)
             record(
                 actor,
@@ -330,41 +362,53 @@ def _write_run(agent, path, data, started, finished, log, actor) -> None:
         raise
 
 
-def _copy_log(log: BinaryIO, name: str, destination: Path, run: Run, at: datetime) -> int:
-    """Copy an opened log to destination and into the run's output chunks; its size.
+def _create_log(relative: str) -> tuple[str, BinaryIO]:
+    """A new, empty log file under CRONOS_LOG_DIR: its path relative to it, and the file.
+
+    Created with O_EXCL and mode 0600 (the data folder's files are 0600): a file already at
+    `relative` (another run's log, one left by an earlier database, a link) is never written
+    through or replaced; the new file takes `relative` with a random part added instead."""
+    root = Path(settings.CRONOS_LOG_DIR)
+    (root / relative).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    stem, suffix = os.path.splitext(relative)
+    candidate = relative
+    for _ in range(16):
+        try:
+            handle = os.open(root / candidate, LOG_FLAGS, 0o600)
+        except FileExistsError:
+            candidate = f"{stem}-{secrets.token_hex(4)}{suffix}"
+            continue
+        return candidate, os.fdopen(handle, "wb")
+    # 16 random names taken: something is making them on purpose.
+    raise FileExistsError(f"no free name for the log beside {root / relative}")
+
+
+def _copy_log(log: BinaryIO, name: str, out: BinaryIO, run: Run, at: datetime) -> int:
+    """Copy an opened log into `out` and into the run's output chunks; its size.
 
     Read a piece at a time, up to the bound: a file that grew past it since it was checked is
-    refused (ValueError) and leaves nothing behind."""
+    refused (UnsafePath); the caller removes what was written."""
     limit = max_log_bytes()
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.tmp")
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
     size, chunks, seq = 0, [], 0
-    try:
-        with open(temporary, "wb") as out:
-            while piece := log.read(CHUNK):
-                size += len(piece)
-                if size > limit:
-                    raise UnsafePath(
-                        f"log file {name!r} is larger than the {size_in_words(limit)} an import "
-                        "reads"
-                    )
-                out.write(piece)
-                text = decoder.decode(piece)
-                if text:
-                    chunks.append(RunChunk(run=run, seq=seq, text=clean_text(text), created_at=at))
-                    seq += 1
-                if len(chunks) >= 64:
-                    RunChunk.objects.bulk_create(chunks)
-                    chunks = []
-            text = decoder.decode(b"", final=True)
-            if text:
-                chunks.append(RunChunk(run=run, seq=seq, text=clean_text(text), created_at=at))
+    while piece := log.read(CHUNK):
+        size += len(piece)
+        if size > limit:
+            raise UnsafePath(
+                f"log file {name!r} is larger than the {size_in_words(limit)} an import reads"
+            )
+        out.write(piece)
+        text = decoder.decode(piece)
+        if text:
+            chunks.append(RunChunk(run=run, seq=seq, text=clean_text(text), created_at=at))
+            seq += 1
+        if len(chunks) >= 64:
             RunChunk.objects.bulk_create(chunks)
-        os.replace(temporary, destination)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+            chunks = []
+    text = decoder.decode(b"", final=True)
+    if text:
+        chunks.append(RunChunk(run=run, seq=seq, text=clean_text(text), created_at=at))
+    RunChunk.objects.bulk_create(chunks)
     return size
 
 

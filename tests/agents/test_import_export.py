@@ -757,7 +757,10 @@ def test_an_unreadable_prompt_is_reported_and_the_others_imported(actor, source)
     assert (
         report.agents[1]
         .problems[0]
-        .startswith(f"{source / 'agents/weekly-report/CLAUDE.md'}: not UTF-8 text (")
+        .startswith(
+            f"{source / 'agents/weekly-report/CLAUDE.md'}: the file is not UTF-16 text, though "
+            "it starts with a UTF-16 byte-order mark ("
+        )
     )
 
 
