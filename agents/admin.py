@@ -25,8 +25,10 @@ from agents.models import Agent
 from agents.services import (
     DeleteRefused,
     clone_agent,
+    enabled_kept,
     free_name,
     full_delete,
+    may_enable,
     rollback_agent,
     save_agent,
     set_enabled,
@@ -97,12 +99,26 @@ class AgentAdmin(admin.ModelAdmin):
     # --- permissions -------------------------------------------------------------------------
 
     def has_toggle_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("agents.toggle_agent")
+        return may_enable(admin_actor(request))
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if self.has_toggle_permission(request):
+            return form
+        # `enabled` shown but not taken (AgentForm.may_enable). The admin builds its form
+        # without our arguments, so the flag goes on the class it builds.
+        return type(form.__name__, (form,), {"may_enable": False})
 
     # --- saving through the services -----------------------------------------------------------
 
     def save_model(self, request, obj, form, change):
+        asked = form.cleaned_data.get("enabled", obj.enabled)
         save_agent(obj, admin_actor(request))
+        # The form does not take `enabled` from someone who may not change it; the service
+        # keeps it too (another way in, or an operator's change since the form was drawn).
+        kept = enabled_kept(obj, asked)
+        if kept:
+            self.message_user(request, kept, messages.WARNING)
 
     # --- deleting: the same path as the pages ---------------------------------------------
     # Deleting an agent takes its runs with it, so its active runs are cancelled and waited
@@ -226,6 +242,7 @@ class AgentAdmin(admin.ModelAdmin):
             "title": f"Versions of {agent.name}",
             "versions": versions,
             "can_rollback": self.has_change_permission(request, agent),
+            "may_enable": self.has_toggle_permission(request),
         }
         return render(request, "admin/agents/agent/versions.html", context)
 
@@ -239,14 +256,17 @@ class AgentAdmin(admin.ModelAdmin):
         except ValidationError as exc:
             messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
         else:
+            kept = enabled_kept(agent, version.enabled)
             if changes:
                 messages.success(
                     request,
                     f"Rolled {agent.name} back to version "
                     f"{version_number(version)}: a new version was made.",
                 )
-            else:
+            elif not kept:
                 messages.info(request, "That version is the same as the current one.")
+            if kept:
+                messages.warning(request, f"Enabled was not rolled back. {kept}")
         return HttpResponseRedirect(reverse("admin:agents_agent_versions", args=[agent.pk]))
 
     def from_template_view(self, request: HttpRequest):

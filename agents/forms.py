@@ -13,6 +13,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from agents import secrets
 from agents.models import Agent
+from agents.services import ENABLE_PERMISSION
 from agents.validation import VARIABLE_NAME
 from agents.versions import config_field, config_fields
 
@@ -108,8 +109,17 @@ class AgentForm(forms.ModelForm):
         fields = [f for f in config_fields() if f not in {"variables", "extra_config"}]
         labels = LABELS
 
-    def __init__(self, *args, **kwargs):
+    # Whether the person may enable or pause agents (the operator's permission). Without it
+    # `enabled` is shown but not taken: the pages pass `may_enable`, the admin sets it on the
+    # form class it builds (AgentAdmin.get_form), and agents.services keeps it in any case.
+    may_enable = True
+
+    def __init__(self, *args, may_enable: bool | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        if may_enable is not None:
+            self.may_enable = may_enable
+        if not self.may_enable and "enabled" in self.fields:
+            self._keep_enabled()
         current = self.instance.variables or []
         self.initial.setdefault(
             "plain_variables",
@@ -118,6 +128,19 @@ class AgentForm(forms.ModelForm):
         # Names only: a secret value never goes back to the browser.
         self.initial.setdefault(
             "secret_variables", "\n".join(v["name"] for v in current if v.get("secret"))
+        )
+
+    def _keep_enabled(self) -> None:
+        """Show `enabled` as it is and ignore whatever is posted for it (a crafted POST
+        included): Django's disabled field takes its initial value, the rest saves as usual."""
+        field = self.fields["enabled"]
+        field.disabled = True
+        if self.instance.pk is None:
+            self.initial["enabled"] = False  # a new agent starts paused, as the service makes it
+        state = "enabled" if self.initial.get("enabled") else "paused"
+        field.help_text = (
+            f"Stays {state}: enabling or pausing an agent needs the operator's permission "
+            f"({ENABLE_PERMISSION})."
         )
 
     def clean_plain_variables(self):

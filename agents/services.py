@@ -17,18 +17,62 @@ from agents.versions import changes_between, config_fields, snapshot, version_nu
 from audit.actor import Actor
 from audit.log import record
 
+# Enabling an agent lets its schedule fire, so it is the operator's permission, not the
+# editor's (DESIGN.md §4 "People"): set_enabled requires it, and save_agent, which every other
+# path takes (edit form, admin, rollback, import, clone, templates), keeps `enabled` as it was
+# for anyone without it, the rest of the save going ahead.
+ENABLE_PERMISSION = "agents.toggle_agent"
+
+
+def may_enable(actor: Actor) -> bool:
+    """Whether `actor` may enable or pause agents (the operator's permission)."""
+    return actor.has_perm(ENABLE_PERMISSION)
+
+
+def keep_enabled_unless_permitted(agent: Agent, was: bool | None, actor: Actor) -> bool:
+    """Put `agent.enabled` back to `was` (None: a new agent, which starts paused) unless `actor`
+    may enable or pause agents; returns whether it was put back."""
+    if may_enable(actor):
+        return False
+    kept = bool(was)
+    if agent.enabled == kept:
+        return False
+    agent.enabled = kept
+    return True
+
+
+def enabled_kept(agent: Agent, asked: bool) -> str:
+    """What to tell a person who asked for `enabled=asked` and got the agent as it was (no
+    permission, see save_agent); empty when the agent is as they asked."""
+    if agent.enabled == asked:
+        return ""
+    state = "enabled" if agent.enabled else "paused"
+    return (
+        f"{agent.name} stays {state}: enabling or pausing an agent needs the operator's "
+        f"permission ({ENABLE_PERMISSION})."
+    )
+
 
 def save_agent(
     agent: Agent, actor: Actor, *, reason: str = "", action: str = ""
 ) -> dict[str, list]:
-    """Validate and save an agent as a new version; returns the changes (empty: nothing saved)."""
+    """Validate and save an agent as a new version; returns the changes (empty: nothing saved).
+
+    Without the operator's permission, `enabled` stays as it is in the database (a new agent
+    starts paused) and everything else is saved: compare `agent.enabled` with what was asked
+    (`enabled_kept`) to say so.
+    """
     creating = agent.pk is None
     actor.require("agents.add_agent" if creating else "agents.change_agent")
-    agent.full_clean()
     with transaction.atomic():
         old = None
         if not creating:
+            # Locked, so the `enabled` kept is the one saved last, not a form's stale copy.
             old = snapshot(Agent.objects.select_for_update().get(pk=agent.pk))
+        keep_enabled_unless_permitted(agent, old["enabled"] if old else None, actor)
+        # After the line above: validation depends on `enabled` (a missing working directory
+        # is refused only for an enabled agent).
+        agent.full_clean()
         changes = changes_between(old, snapshot(agent))
         if not creating and not changes:
             return {}
@@ -47,7 +91,7 @@ def _save_version(agent: Agent, actor: Actor, reason: str) -> None:
 
 def set_enabled(agent: Agent, enabled: bool, actor: Actor) -> bool:
     """Enable or pause an agent; returns whether anything changed."""
-    actor.require("agents.toggle_agent")
+    actor.require(ENABLE_PERMISSION)
     if agent.enabled == enabled:
         return False
     with transaction.atomic():
@@ -145,7 +189,10 @@ def free_name(base: str) -> str:
 
 
 def rollback_agent(agent: Agent, history_id: int, actor: Actor) -> dict[str, list]:
-    """Make an earlier version current again; the rollback is itself a new version."""
+    """Make an earlier version current again; the rollback is itself a new version.
+
+    Someone without the operator's permission gets everything back but `enabled`, which stays
+    as it is (save_agent); `enabled_kept(agent, version.enabled)` says so."""
     actor.require("agents.change_agent")
     version = agent.history.get(history_id=history_id)
     for name in config_fields():

@@ -34,7 +34,9 @@ from agents import catalogue
 from agents.forms import FIELDSETS, AgentForm, label
 from agents.models import Agent
 from agents.services import (
+    enabled_kept,
     free_name,
+    may_enable,
     rollback_agent,
     save_agent,
     set_enabled,
@@ -353,11 +355,13 @@ VERSIONS_SHOWN = 50
 @require_http_methods(["GET", "POST"])
 def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
     agent = agent_for(request, name, CHANGE)
+    who = actor(request)
     if request.method == "POST":
-        form = AgentForm(request.POST, instance=agent)
+        form = AgentForm(request.POST, instance=agent, may_enable=may_enable(who))
         if form.is_valid():
+            asked = form.cleaned_data["enabled"]
             try:
-                changes = save_agent(form.instance, actor(request))
+                changes = save_agent(form.instance, who)
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
@@ -366,9 +370,14 @@ def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
                     messages.success(request, f"Saved {agent.name}: version {number}.")
                 else:
                     messages.info(request, "Nothing changed.")
+                # The form does not take `enabled` from someone who may not change it; the
+                # service keeps it too (an operator's change since the form was drawn).
+                kept = enabled_kept(agent, asked)
+                if kept:
+                    messages.warning(request, kept)
                 return HttpResponseRedirect(agent_url(agent))
     else:
-        form = AgentForm(instance=agent)
+        form = AgentForm(instance=agent, may_enable=may_enable(who))
     original = Agent.objects.get(pk=agent.pk)  # the form may have changed the instance
     context = {
         "section": "agents",
@@ -458,28 +467,39 @@ def rollback(request: HttpRequest, name: str, history_id: int) -> HttpResponse:
     agent = agent_for(request, name, CHANGE)
     version = get_object_or_404(agent.history, history_id=history_id)
     number = version_number(version)
+    who = actor(request)
     if request.method == "GET":
+        # From what is current to what the rollback makes current: without the operator's
+        # permission `enabled` stays as it is (agents.services), so it is not in the list.
+        shown = named_changes(agent, version)
+        kept = ""
+        if not may_enable(who):
+            kept = enabled_kept(agent, version.enabled)
+            shown = [change for change in shown if change.name != "enabled"]
         context = {
             "section": "agents",
             "agent": agent,
             "version": version,
             "number": number,
-            # From what is current to what the rollback makes current.
-            "changes": named_changes(agent, version),
+            "changes": shown,
+            "enabled_kept": kept,
         }
         return render(request, "agents/rollback.html", context)
     try:
-        changes = rollback_agent(agent, history_id, actor(request))
+        changes = rollback_agent(agent, history_id, who)
     except ValidationError as exc:
         messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
     else:
+        kept = enabled_kept(agent, version.enabled)
         if changes:
             current = version_number(agent.history.latest())
             messages.success(
                 request, f"Rolled {agent.name} back to version {number}: now version {current}."
             )
-        else:
+        elif not kept:
             messages.info(request, f"Version {number} is the same as the current one.")
+        if kept:
+            messages.warning(request, f"Enabled was not rolled back. {kept}")
     return HttpResponseRedirect(agent_url(agent))
 
 
@@ -553,14 +573,16 @@ def agent_new(request: HttpRequest) -> HttpResponse:
         if form.is_valid():
             agent = form.instance
             agent.enabled = False
+            who = actor(request)
             try:
-                save_agent(agent, actor(request), reason=source["reason"], action=source["action"])
+                save_agent(agent, who, reason=source["reason"], action=source["action"])
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
+                then = "resume it" if may_enable(who) else "ask an operator to resume it"
                 messages.success(
                     request,
-                    f"Created {agent.name}. It is disabled: review it, then resume it "
+                    f"Created {agent.name}. It is disabled: review it, then {then} "
                     "to let its schedule fire.",
                 )
                 return HttpResponseRedirect(agent_url(agent))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.core.management.base import CommandError, CommandParser
 
 from agents.legacy import LegacyError, import_directory
+from agents.services import ENABLE_PERMISSION, may_enable
 from audit.actor import Actor
 from audit.commands import CronosCommand
 from runs.legacy import import_runs
@@ -31,6 +32,14 @@ class Command(CronosCommand):
 
     def handle(self, *args, **options) -> None:
         actor = Actor.cli(options["user"])
+        if not may_enable(actor):
+            # A named user's role applies (the shell account may do anything): without the
+            # operator's permission the agents' `enabled` is not taken (agents.services).
+            self.stdout.write(
+                f"note: {actor.username} may not enable or pause agents ({ENABLE_PERMISSION}): "
+                "the files' enabled: is not applied; new agents are imported paused, "
+                "existing ones stay enabled or paused as they are."
+            )
         try:
             report = import_directory(options["path"], actor, dry_run=options["dry_run"])
         except LegacyError as exc:
