@@ -6,6 +6,7 @@ newcomer sees real runs at once. The claude-runner example is created disabled.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -33,9 +34,15 @@ You look after the git repository in the current directory.
 """
 
 
+# Where earlier versions made the demo repository: inside the data folder, which agents no
+# longer see (DESIGN.md §4 "Isolation from Cronos").
+OLD_DEMO_REPOSITORY = "demo-repo"
+
+
 def demo_repository() -> Path:
-    """A small git repository with one uncommitted note, made once under the data directory."""
-    repo = settings.DATA_DIR / "demo-repo"
+    """A small git repository with one uncommitted note, made once under CRONOS_WORK_DIR (the
+    agents' own folder, outside Cronos's data)."""
+    repo = settings.CRONOS_WORK_DIR / "demo-repository"
     if not (repo / ".git").exists():
         repo.mkdir(parents=True, exist_ok=True)
         git = ["git", "-C", str(repo)]
@@ -85,6 +92,29 @@ def demo_agents(repo: Path) -> list[Agent]:
             permission_mode=Agent.PermissionMode.ACCEPT_EDITS,
         ),
     ]
+
+
+def move_old_demo_repository(actor: Actor) -> list[str]:
+    """Move a demo repository that an earlier version made under the data folder to the work
+    directory, and point the agents that work in it (or below it) there: each gets a new
+    version, audited as `actor`'s. Returns their names; nothing is deleted (an existing new
+    repository is kept, and the old one then stays where it is)."""
+    old = settings.DATA_DIR / OLD_DEMO_REPOSITORY
+    if not old.is_dir():
+        return []
+    new = settings.CRONOS_WORK_DIR / "demo-repository"
+    if not new.exists():
+        new.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(old, new)
+    moved = []
+    for agent in Agent.objects.filter(working_dir__startswith=str(old)).order_by("name"):
+        rest = agent.working_dir[len(str(old)) :]
+        if rest and not rest.startswith("/"):
+            continue  # demo-repo-other: another folder
+        agent.working_dir = f"{new}{rest}"
+        save_agent(agent, actor, reason="The demo repository moved out of Cronos's data folder")
+        moved.append(agent.name)
+    return moved
 
 
 def create_demo_agents(actor: Actor) -> list[str]:

@@ -8,6 +8,7 @@ scaled-out shape (DESIGN.md section 2). Every key is listed in the README.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
@@ -104,9 +105,21 @@ def kept_secret(path: Path, make) -> str:
     return path.read_text().strip()
 
 
-# Where Cronos keeps its own files: run logs, generated keys, the demo repository.
+# Where Cronos keeps its own files: the database, generated keys, run logs. Private to Cronos
+# (0700, files 0600) and hidden from agents (DESIGN.md §4 "Isolation from Cronos").
 DATA_DIR = Path(env_str("CRONOS_DATA_DIR", str(BASE_DIR / "data"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+with contextlib.suppress(OSError):  # a folder someone else owns keeps its mode; isolation hides it
+    DATA_DIR.chmod(0o700)
+# Where agents' own files live, outside data/: each run's folder (CRONOS_RUN_DIR), the demo
+# repository, and later review worktrees. Agents see this; they never see DATA_DIR.
+CRONOS_WORK_DIR = Path(env_str("CRONOS_WORK_DIR", str(BASE_DIR / "work"))).resolve()
+for _inner, _outer in ((CRONOS_WORK_DIR, DATA_DIR), (DATA_DIR, CRONOS_WORK_DIR)):
+    if _inner == _outer or _outer in _inner.parents:
+        raise SettingError(
+            f"CRONOS_WORK_DIR ({CRONOS_WORK_DIR}) and CRONOS_DATA_DIR ({DATA_DIR}) must not "
+            "contain each other: agents see the first and must never see the second."
+        )
 
 # The production flag turns on every hardening that `manage.py check --deploy` asks for and
 # refuses generated keys: a production site must be given its keys.
@@ -185,6 +198,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                # Admins see on every page when agents run unisolated (DESIGN.md §4).
+                "cronos_site.web.context_processors.isolation_warning",
             ],
         },
     },
@@ -274,6 +289,11 @@ STATIC_ROOT = DATA_DIR / "static"
 # Run logs live under here, as runs/{YYYY-MM-DD}/... (the prototype's layout). With workers on
 # several hosts, point every host at the same shared directory.
 CRONOS_LOG_DIR = Path(env_str("CRONOS_LOG_DIR", str(DATA_DIR))).resolve()
+if CRONOS_LOG_DIR == CRONOS_WORK_DIR or CRONOS_WORK_DIR in CRONOS_LOG_DIR.parents:
+    raise SettingError(
+        f"CRONOS_LOG_DIR ({CRONOS_LOG_DIR}) is inside CRONOS_WORK_DIR ({CRONOS_WORK_DIR}), which "
+        "agents can read: keep run logs elsewhere."
+    )
 # A slot counts as missed when the scheduler sees it later than this (DESIGN.md section 4).
 CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
 # The scheduler hands a run to the engine this long before its slot; the worker then waits
@@ -307,6 +327,13 @@ CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int("CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES",
 CRONOS_LIVE_POLL_SECONDS = env_float("CRONOS_LIVE_POLL_SECONDS", 1.0 if REDIS_URL else 0.1)
 # The engine adapter (runs.engines): django-q2 today.
 CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.q2.DjangoQEngine")
+# Isolation of agents from Cronos (runs/execution/isolation.py): user, mount and pid
+# namespaces hide the data folder where the host allows them; CRONOS_AGENT_USER (a user name,
+# Cronos running as root) runs agents as that separate account. Without either, agents are
+# refused unless CRONOS_ALLOW_UNISOLATED is true (then admins see a warning on every page).
+CRONOS_AGENT_NAMESPACES = env_bool("CRONOS_AGENT_NAMESPACES", True)
+CRONOS_AGENT_USER = env_str("CRONOS_AGENT_USER")
+CRONOS_ALLOW_UNISOLATED = env_bool("CRONOS_ALLOW_UNISOLATED")
 # The `claude` executable; tests and demos put a stand-in here.
 CRONOS_CLAUDE_BIN = env_str("CRONOS_CLAUDE_BIN", "claude")
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 from django.apps import AppConfig
 
 
@@ -13,3 +15,15 @@ class RunsConfig(AppConfig):
         from runs.services import delete_agents_with_runs, describe_deletion
 
         provide_full_delete(FullDelete(describe=describe_deletion, delete=delete_agents_with_runs))
+
+        # Agents stay out of Cronos (DESIGN.md §4): no Cronos process is dumpable, and
+        # Cronos's own files are private; the start-up statement is a system check.
+        from runs import checks  # noqa: F401  (registers the check)
+        from runs.execution import isolation
+
+        isolation.protect_this_process()
+        isolation.make_private(isolation.private_files())
+        if "qcluster" in sys.argv[1:2]:
+            # The process that runs agents states at start-up how they are kept out of Cronos
+            # (isolation.current() logs it); the check above warns on every command.
+            isolation.current()

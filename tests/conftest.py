@@ -13,6 +13,28 @@ from django.contrib.auth.models import Group
 from audit import roles
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_work_dir(tmp_path_factory):
+    """Each test session has its own CRONOS_WORK_DIR (run folders are named by run id, and
+    every session's database counts ids from 1); processes the tests start inherit it."""
+    from django.conf import settings
+
+    path = tmp_path_factory.mktemp("work")
+    os.environ["CRONOS_WORK_DIR"] = str(path)
+    settings.CRONOS_WORK_DIR = path
+    return path
+
+
+@pytest.fixture
+def unisolated(settings):
+    """Agents started without namespaces (CRONOS_ALLOW_UNISOLATED), as on a host that has none
+    or with CRONOS_AGENT_USER alone: for tests of the subreaper containment that then applies,
+    whose process ids must be the host's (inside a pid namespace they are the run's own)."""
+    settings.CRONOS_AGENT_NAMESPACES = False
+    settings.CRONOS_ALLOW_UNISOLATED = True
+    return settings
+
+
 def _user(django_user_model, username: str, *role_names: str):
     if role_names and not Group.objects.filter(name=role_names[0]).exists():
         # A transactional test before this one flushed the tables the migration filled.

@@ -29,6 +29,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -37,7 +38,7 @@ from django.utils import timezone
 
 from agents import secrets
 from runs import live
-from runs.execution import gitinfo, workdir
+from runs.execution import gitinfo, isolation, workdir
 from runs.execution.launcher import Launch, launch
 from runs.execution.limits import effective_limits
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
@@ -47,21 +48,6 @@ from runs.execution.runners import Command, Runner, runner_for
 from runs.models import Run
 
 log = logging.getLogger(__name__)
-
-# Cronos's own secrets: an agent is someone else's program and must never see them.
-CRONOS_OWN_SECRETS = frozenset(
-    {
-        "SECRET_KEY",
-        "SECRET_KEY_FILE",
-        "CRONOS_SECRET_KEYS",
-        "CRONOS_SECRET_KEYS_FILE",
-        "DATABASE_URL",
-        "REDIS_URL",
-        "CRONOS_ADMIN_PASSWORD",
-        "CRONOS_ADMIN_PASSWORD_FILE",
-        "DJANGO_SETTINGS_MODULE",
-    }
-)
 
 # The watchdog's rhythm: output is flushed every TICK (a live viewer's latency), the process
 # tree's memory is read every MEMORY_EVERY, the database asked for a cancel every CANCEL_EVERY.
@@ -153,6 +139,8 @@ class Execution:
     command: Command | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
+    isolated: isolation.Isolation | None = None  # how the agent is kept out of Cronos
+    run_dir: Path | None = None  # the run's own folder (CRONOS_RUN_DIR)
     secret_values: list[str] = field(default_factory=list)
     git_before: gitinfo.Snapshot | None = None
     is_git: bool = False
@@ -203,6 +191,8 @@ class Execution:
         finally:
             if self.tree is not None:
                 self.tree.close()
+            if self.run_dir is not None:
+                isolation.remove_run_dir_if_empty(self.run_dir)
 
     # --- before the agent starts ---------------------------------------------------------
 
@@ -219,17 +209,29 @@ class Execution:
         except secrets.SecretKeyError as exc:
             return self._fail_to_start(str(exc))
 
+        # Isolation from Cronos (DESIGN.md §4): a host that offers none refuses agents unless
+        # told otherwise, before anything of the run is made.
+        self.isolated = isolation.current()
+        if not self.isolated.can_run:
+            return self._fail_to_start(self.isolated.problem)
+        try:
+            self.run_dir = isolation.run_dir(run.pk, self.isolated.agent_user)
+        except OSError as exc:
+            return self._fail_to_start(
+                f"cannot make the run's folder under {settings.CRONOS_WORK_DIR}: "
+                f"{exc.strerror or exc}"
+            )
         builtins = {
             "CRONOS_RUN_ID": str(run.pk),
             "CRONOS_AGENT": run.agent.name,
             "CRONOS_TRIGGER": run.trigger,
             "CRONOS_ATTEMPT": str(run.attempt),
             "CRONOS_SLOT": run.slot.isoformat() if run.slot else "",
+            "CRONOS_RUN_DIR": str(self.run_dir),
         }
-        env = {k: v for k, v in os.environ.items() if k not in CRONOS_OWN_SECRETS}
-        env.update(variables)
-        env.update(builtins)  # facts about the run: an agent's variable cannot fake them
-        self.env = env
+        # An allow-list, never Cronos's own environment: facts about the run come last, so an
+        # agent's variable cannot fake them.
+        self.env = isolation.agent_environment(variables, builtins, self.isolated.agent_user)
 
         cwd = os.path.expanduser(config.working_dir or "")
         if cwd and not os.path.isabs(cwd):
@@ -244,6 +246,13 @@ class Execution:
         if not os.access(cwd, os.R_OK | os.X_OK):
             return self._fail_to_start(
                 f"working directory {cwd} is not accessible (permission denied)"
+            )
+        hidden = isolation.hiding(cwd)
+        if hidden:
+            # Saved before the rule existed, or a symlink: the agent would see Cronos's files.
+            return self._fail_to_start(
+                f"working directory {cwd} is inside {hidden}, which is Cronos's own and hidden "
+                "from agents; choose a directory elsewhere"
             )
         self.cwd = cwd
 

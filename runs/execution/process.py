@@ -299,6 +299,9 @@ class ProcessTree:
     pss_unreadable: dict[int, str] = field(default_factory=dict)
     # Another tree ran in this process at the same time: adopted orphans are nobody's for sure.
     crowded: bool = False
+    # The leader is an isolation init (runs/execution/isolation.py) that reports the agent's
+    # death by signal N as the exit status 128 + N, the way a shell does: read it back as -N.
+    status_from_init: bool = False
     _leader: psutil.Process | None = field(default=None, init=False, repr=False)
     _worker: psutil.Process | None = field(default=None, init=False, repr=False)
     _pidfd: int | None = field(default=None, init=False, repr=False)
@@ -306,6 +309,7 @@ class ProcessTree:
         default_factory=dict, init=False, repr=False
     )
     _zombies: set[int] = field(default_factory=set, init=False, repr=False)  # at the last find
+    _launcher: set[int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         pid = self.proc.pid
@@ -542,11 +546,16 @@ class ProcessTree:
             # A process outside the group (setsid) gets the same chance to clean up.
             _signal(process, signal.SIGTERM)
 
+        # An isolation init and the `unshare` above it (status_from_init) ignore TERM by design
+        # and exit once the agent has: they are waited for like the leader, never counted as
+        # processes that ignored TERM, and KILLed with the group if still there.
+        launcher = self._launcher_pids()
         deadline = time.monotonic() + grace
         next_search = time.monotonic() + RESCAN_SECONDS
         while time.monotonic() < deadline:
-            leader_alive = leader is not None and _running(leader)
-            if not leader_alive and not any(_running(p) for p in members.values()):
+            leader_alive = leader is not None and _running(leader) and not launcher
+            agents = (p for pid, p in members.items() if pid not in launcher)
+            if not leader_alive and not any(_running(p) for p in agents):
                 break
             time.sleep(0.02)
             if time.monotonic() >= next_search:
@@ -557,8 +566,12 @@ class ProcessTree:
                         _signal(process, signal.SIGTERM)  # forked or adopted meanwhile
 
         killed: set[int] = set()
-        if leader is not None and _running(leader):
+        if leader is not None and _running(leader) and not launcher:
             killed.add(self.pid)
+        if launcher:
+            # KILL to the init ends its whole pid namespace at once: what is alive now is what
+            # ignored TERM, and no later round would see it alive.
+            killed |= {p for p, proc in members.items() if p not in launcher and _running(proc)}
         if group:
             # Unconditional: it also reaches group members that no search saw.
             _signal_group(group, signal.SIGKILL)
@@ -578,11 +591,24 @@ class ProcessTree:
                 _signal(process, signal.SIGKILL)
             _wait_exited(alive, EXIT_WAIT_SECONDS)
         self._reap(members.values(), wait=EXIT_WAIT_SECONDS)
+        killed -= launcher
         if killed:
             log.info(
                 "killed after the grace period", extra={"pids": sorted(killed), "grace": grace}
             )
         return sorted(killed)
+
+    def _launcher_pids(self) -> set[int]:
+        """The isolation's own processes (the leader `unshare` and the init it forked), when
+        the leader is one (status_from_init); empty otherwise."""
+        if not self.status_from_init:
+            return set()
+        if self._launcher is None:
+            self._launcher = {self.pid}
+            with contextlib.suppress(psutil.Error):
+                if self._leader is not None:
+                    self._launcher |= {child.pid for child in self._leader.children()}
+        return self._launcher
 
     def _reap(self, processes: Iterable[psutil.Process], wait: float = 0.0) -> None:
         """Collect the exit status of the run's processes that this worker adopted and that
@@ -619,9 +645,12 @@ class ProcessTree:
         that of the run's adopted processes that exited."""
         self._reap(self.find().values())  # first: the leader's ids still name its processes
         try:
-            return self.proc.wait(timeout)
+            status = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+        if self.status_from_init and status is not None and 128 < status < 128 + signal.NSIG:
+            return -(status - 128)
+        return status
 
     def close(self) -> None:
         _trees.discard(self)

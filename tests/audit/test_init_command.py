@@ -9,13 +9,15 @@ from django.core.management.base import CommandError
 
 from agents.models import Agent
 from audit.models import AuditEntry
+from tests.factories import make_agent
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
 def data_dir(settings, tmp_path):
-    settings.DATA_DIR = tmp_path
+    settings.DATA_DIR = tmp_path / "data"
+    settings.CRONOS_WORK_DIR = tmp_path / "work"
 
 
 def test_first_run_creates_an_admin_with_a_generated_password_shown_once(capsys, monkeypatch):
@@ -50,7 +52,8 @@ def test_demo_agents_are_created_once_with_a_real_git_repository(tmp_path):
         "cron-git-claude",
     }
     cron_git = Agent.objects.get(name="cron-git")
-    assert cron_git.working_dir == str(tmp_path / "demo-repo")
+    # The agents' own folder, never Cronos's data folder (which agents cannot see).
+    assert cron_git.working_dir == str(tmp_path / "work" / "demo-repository")
     status = subprocess.run(
         ["git", "status", "--porcelain"],
         cwd=cron_git.working_dir,
@@ -89,3 +92,28 @@ def test_an_admin_username_the_admin_would_refuse_is_named(monkeypatch):
     with pytest.raises(CommandError, match="CRONOS_ADMIN_USERNAME 'bad name!': Enter a valid"):
         call_command("cronos_init", "--no-demo")
     assert not get_user_model().objects.exists()
+
+
+def test_a_demo_repository_left_in_the_data_folder_moves_and_its_agents_follow(tmp_path):
+    from cronos_site.demo import demo_agents
+
+    old = tmp_path / "data" / "demo-repo"
+    (old / "sub").mkdir(parents=True)
+    (old / "notes.md").write_text("kept\n")
+    # As an earlier version left them: validation then allowed this one folder of data/.
+    for agent in demo_agents(old)[:2]:
+        agent.save()
+    Agent.objects.filter(name="disk-report").update(working_dir=str(old / "sub"))
+    other = make_agent("elsewhere", working_dir=str(tmp_path))
+    Agent.objects.filter(pk=other.pk).update(working_dir=f"{old}-other")
+
+    call_command("cronos_init", "--no-demo")
+
+    new = tmp_path / "work" / "demo-repository"
+    assert (new / "notes.md").read_text() == "kept\n"
+    assert not old.exists()
+    assert Agent.objects.get(name="cron-git").working_dir == str(new)
+    assert Agent.objects.get(name="disk-report").working_dir == str(new / "sub")
+    assert Agent.objects.get(name="elsewhere").working_dir == f"{old}-other"  # not the demo's
+    moved = AuditEntry.objects.filter(action="agent.update", object_name="cron-git")
+    assert moved.exists()

@@ -89,10 +89,13 @@ def test_a_child_that_closes_its_output_is_waited_for_until_it_exits(stack, tmp_
 # --- what an agent leaves running (DESIGN.md §4 "Process trees") --------------------------------
 
 LEFT_RUNNING = re.compile(r"stopped 1 process\(es\) the agent left running \(pids (\d+): (\S+)\)")
+# The subreaper's containment, as on a host without namespaces (tests/runs/test_isolation.py
+# has the same faults inside them): its sweep names host pids, which these tests check.
+UNISOLATED = {"CRONOS_AGENT_NAMESPACES": "false", "CRONOS_ALLOW_UNISOLATED": "true"}
 
 
 def test_a_setsid_daemon_that_closed_its_output_is_ended_with_the_run(stack, tmp_path):
-    stack.cluster()
+    stack.cluster(**UNISOLATED)
     agent = make_agent(
         "daemonizer",
         command="setsid -f sleep 600 </dev/null >/dev/null 2>&1; echo started",
@@ -108,7 +111,7 @@ def test_a_setsid_daemon_that_closed_its_output_is_ended_with_the_run(stack, tmp
 
 
 def test_a_double_forked_daemon_without_its_environment_is_ended_with_the_run(stack, tmp_path):
-    stack.cluster()
+    stack.cluster(**UNISOLATED)
     (tmp_path / "daemon.py").write_text(DAEMON)
     pidfile = tmp_path / "daemon.pid"
     agent = make_agent(
@@ -134,7 +137,7 @@ def cluster_as_pid_1(tmp_path) -> Iterator[psutil.Process]:
         proc = subprocess.Popen(
             [*pid_namespace(), sys.executable, "manage.py", "qcluster"],
             cwd=ROOT,
-            env=process_env(CRONOS_HEARTBEAT_SECONDS="0.2"),
+            env=process_env(CRONOS_HEARTBEAT_SECONDS="0.2", **UNISOLATED),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

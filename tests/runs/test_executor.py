@@ -179,8 +179,6 @@ def test_the_claude_runner_gets_its_flags_and_the_prompt_on_stdin_with_variables
     tmp_path, monkeypatch
 ):
     args_file = tmp_path / "args.json"
-    monkeypatch.setenv("FAKE_CLAUDE_ARGS_FILE", str(args_file))
-    monkeypatch.setenv("FAKE_CLAUDE_SAMPLE", str(SAMPLES / "success.stream.jsonl"))
     agent = claude_agent(
         "notes-bot",
         tmp_path,
@@ -190,7 +188,11 @@ def test_the_claude_runner_gets_its_flags_and_the_prompt_on_stdin_with_variables
         disallowed_tools=["WebFetch"],
         permission_mode="acceptEdits",
         extra_args=["--append-system-prompt", "Be brief."],
-        variables=[secrets.plain("REPO", "my notes")],
+        variables=[
+            secrets.plain("REPO", "my notes"),
+            secrets.plain("FAKE_CLAUDE_ARGS_FILE", str(args_file)),
+            secrets.plain("FAKE_CLAUDE_SAMPLE", str(SAMPLES / "success.stream.jsonl")),
+        ],
     )
     run = execute(new_run(agent).pk)
 
@@ -221,8 +223,8 @@ def test_the_claude_runner_gets_its_flags_and_the_prompt_on_stdin_with_variables
 
 
 def test_a_successful_claude_session_records_its_metrics_and_timeline(tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_CLAUDE_SAMPLE", str(SAMPLES / "success.stream.jsonl"))
-    run = execute(new_run(claude_agent("notes-bot", tmp_path)).pk)
+    sample = secrets.plain("FAKE_CLAUDE_SAMPLE", str(SAMPLES / "success.stream.jsonl"))
+    run = execute(new_run(claude_agent("notes-bot", tmp_path, variables=[sample])).pk)
 
     assert run.state == Run.State.SUCCEEDED
     assert run.model == "claude-sonnet-4-5"
@@ -249,9 +251,11 @@ def test_a_successful_claude_session_records_its_metrics_and_timeline(tmp_path, 
 def test_a_claude_session_that_did_not_succeed_fails_with_the_reason(
     tmp_path, monkeypatch, sample, exit_code, reason
 ):
-    monkeypatch.setenv("FAKE_CLAUDE_SAMPLE", str(SAMPLES / sample))
-    monkeypatch.setenv("FAKE_CLAUDE_EXIT", str(exit_code))
-    run = execute(new_run(claude_agent("notes-bot", tmp_path)).pk)
+    variables = [
+        secrets.plain("FAKE_CLAUDE_SAMPLE", str(SAMPLES / sample)),
+        secrets.plain("FAKE_CLAUDE_EXIT", str(exit_code)),
+    ]
+    run = execute(new_run(claude_agent("notes-bot", tmp_path, variables=variables)).pk)
     assert run.state == Run.State.FAILED
     assert run.reason.startswith(reason)
     assert run.exit_code == exit_code
@@ -276,8 +280,14 @@ def test_a_secret_printed_by_claude_is_masked_in_the_log_the_chunks_and_the_resu
     result["result"] = "Pushed with token tok-12345-abc, done."
     sample = tmp_path / "leaky.jsonl"
     sample.write_text("\n".join([*lines[:-1], json.dumps(result)]) + "\n")
-    monkeypatch.setenv("FAKE_CLAUDE_SAMPLE", str(sample))
-    agent = claude_agent("leaky", tmp_path, variables=[secrets.secret("GH_TOKEN", "tok-12345-abc")])
+    agent = claude_agent(
+        "leaky",
+        tmp_path,
+        variables=[
+            secrets.secret("GH_TOKEN", "tok-12345-abc"),
+            secrets.plain("FAKE_CLAUDE_SAMPLE", str(sample)),
+        ],
+    )
 
     run = execute(new_run(agent).pk)
 
@@ -292,7 +302,7 @@ def test_a_secret_printed_by_claude_is_masked_in_the_log_the_chunks_and_the_resu
 
 
 def test_variables_and_secrets_reach_the_agent_but_cronos_own_secrets_do_not(
-    tmp_path, monkeypatch, log_dir
+    tmp_path, monkeypatch, log_dir, settings
 ):
     monkeypatch.setenv("SECRET_KEY", "cronos-own-key")
     monkeypatch.setenv("CRONOS_SECRET_KEYS", "cronos-fernet-keys")
@@ -319,8 +329,16 @@ def test_variables_and_secrets_reach_the_agent_but_cronos_own_secrets_do_not(
     assert env["CRONOS_TRIGGER"] == "manual"
     assert env["CRONOS_ATTEMPT"] == "1"
     assert env["CRONOS_SLOT"] == ""
+    assert env["CRONOS_RUN_DIR"] == str(settings.CRONOS_WORK_DIR / "runs" / str(run.pk))
     for name in ("SECRET_KEY", "CRONOS_SECRET_KEYS", "DATABASE_URL", "DJANGO_SETTINGS_MODULE"):
         assert name not in env
+    # An allow-list (DESIGN.md §4), not Cronos's environment minus a few names: nothing else
+    # of the worker's environment (a test runner's, a CI's) reaches the agent.
+    builtins = {"CRONOS_RUN_ID", "CRONOS_AGENT", "CRONOS_TRIGGER", "CRONOS_ATTEMPT", "CRONOS_SLOT"}
+    inherited = {"PATH", "HOME", "LANG", "TERM"}
+    # A shell adds PWD, SHLVL and "_" to what it passes on; the agent's command runs in one.
+    shell = {"PWD", "SHLVL", "_", "OLDPWD"}
+    assert set(env) - shell <= {"PLAIN", "TOKEN", "CRONOS_RUN_DIR"} | builtins | inherited
     expected = f'plain=it\'s "quoted" & spaced token={MASK}\n'
     assert log_bytes(run, log_dir).decode() == expected
     assert chunk_text(run) == expected
@@ -399,7 +417,9 @@ def test_an_agent_that_closes_its_output_still_times_out(tmp_path):
     assert time.monotonic() - started < 10
 
 
-def test_a_daemon_left_behind_after_a_normal_exit_is_stopped_and_noted(tmp_path, log_dir):
+def test_a_daemon_left_behind_after_a_normal_exit_is_stopped_and_noted(
+    tmp_path, log_dir, unisolated
+):
     pidfile = tmp_path / "daemon.pid"
     agent = command_agent("leaves-daemon", f"sleep 60 & echo $! > {pidfile}; echo done", tmp_path)
     run = execute(new_run(agent).pk)
@@ -408,7 +428,9 @@ def test_a_daemon_left_behind_after_a_normal_exit_is_stopped_and_noted(tmp_path,
     assert b"[cronos] stopped 1 process(es) the agent left running" in log_bytes(run, log_dir)
 
 
-def test_a_process_that_escaped_unseen_but_holds_the_output_is_stopped_too(tmp_path, log_dir):
+def test_a_process_that_escaped_unseen_but_holds_the_output_is_stopped_too(
+    tmp_path, log_dir, unisolated
+):
     pidfile = tmp_path / "escaped.pid"
     # The subshell exits at once, so its setsid child is orphaned outside the group, probably
     # before the watchdog ever saw it; it still holds the output pipe.
@@ -430,7 +452,9 @@ def test_a_process_that_escaped_unseen_but_holds_the_output_is_stopped_too(tmp_p
 # --- timeout, cancel, limits -----------------------------------------------------------------
 
 
-def test_a_timeout_ends_the_whole_tree_including_a_grandchild_that_escaped_with_setsid(tmp_path):
+def test_a_timeout_ends_the_whole_tree_including_a_grandchild_that_escaped_with_setsid(
+    tmp_path, unisolated
+):
     child, escaped = tmp_path / "child.pid", tmp_path / "escaped.pid"
     agent = command_agent(
         "slow",

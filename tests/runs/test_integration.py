@@ -265,3 +265,26 @@ def test_two_schedulers_and_two_clusters_run_every_slot_exactly_once(tmp_path):
             assert len(lines) == 1, f"run #{run.pk} executed {len(lines)} times"
     hosts_pids = {r.worker_pid for r in Run.objects.filter(state="succeeded")}
     assert len(hosts_pids) >= 2  # the work was shared between workers
+
+
+def test_an_agent_of_the_real_cluster_sees_no_database_broker_or_key_of_cronos(
+    cluster, tmp_path, settings
+):
+    # On the scaled lane the cluster has DATABASE_URL and REDIS_URL (tests/processes.py); on the
+    # embedded one its database file and keys: none of it may reach the agent.
+    agent = make_agent(
+        "inspector",
+        command=(
+            'env; ls -A "$CRONOS_DATA" 2>&1 | head -3; cat "$CRONOS_DATA/secret_key" 2>&1; true'
+        ),
+        working_dir=str(tmp_path),
+        variables=[{"name": "CRONOS_DATA", "value": str(settings.DATA_DIR)}],
+    )
+    run = finished(trigger_run(agent, Actor.system()))
+    assert run.state == "succeeded", run.reason
+    text = output(run)
+    assert f"CRONOS_RUN_ID={run.pk}" in text  # the agent's environment was printed
+    for word in ("postgres://", "redis://", "sqlite://", "DATABASE_URL", "REDIS_URL", "DJANGO_"):
+        assert word not in text
+    assert settings.SECRET_KEY not in text
+    assert "Permission denied" in text  # the data folder is there, and closed

@@ -127,7 +127,7 @@ def test_pages_shared_by_forked_children_count_once_against_the_memory_limit(tmp
     assert 55 < run.peak_memory_mb < 120  # near the tree's PSS, not five times it
 
 
-def test_forked_children_with_private_copies_are_still_killed_for_memory(tmp_path):
+def test_forked_children_with_private_copies_are_still_killed_for_memory(tmp_path, unisolated):
     agent, ready = forking_agent(tmp_path, "private-pages", "private")
     run = execute(new_run(agent).pk)
     assert run.state == Run.State.KILLED

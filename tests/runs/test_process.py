@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from runs.execution import process
+from runs.execution.isolation import NONE
 from runs.execution.launcher import Launch, launch
 from runs.execution.process import ProcessTree, is_alive, spawn, terminate_tree
 from tests.processes import ROOT, wait_for
@@ -197,7 +198,10 @@ def marker() -> Iterator[str]:
 
 def launched(command: str, tmp_path: Path, marker: str) -> ProcessTree:
     env = dict(os.environ, CRONOS_RUN_ID=marker)
-    return launch(Launch(["/bin/sh", "-c", command], cwd=str(tmp_path), env=env, stdin=False))
+    # The subreaper's containment, as without namespaces (whose pids would be the run's own).
+    return launch(
+        Launch(["/bin/sh", "-c", command], cwd=str(tmp_path), env=env, stdin=False, isolation=NONE)
+    )
 
 
 def marked(marker: str) -> list[int]:
@@ -389,9 +393,11 @@ PID_ONE = """
 import json, os, sys
 import psutil
 sys.path.insert(0, sys.argv[1])
+from runs.execution.isolation import NONE
 from runs.execution.launcher import Launch, launch
 env = dict(os.environ, CRONOS_RUN_ID="1")
-tree = launch(Launch(["/bin/sh", "-c", "(sleep 1 &); echo spawned"], cwd="/", env=env, stdin=False))
+argv = ["/bin/sh", "-c", "(sleep 1 &); echo spawned"]
+tree = launch(Launch(argv, cwd="/", env=env, stdin=False, isolation=NONE))
 while not tree.exited(0.1):
     tree.scan()
 left = tree.leftovers()

@@ -15,7 +15,7 @@ from audit import roles
 from audit.actor import Actor
 from audit.commands import CronosCommand
 from audit.log import record
-from cronos_site.demo import create_demo_agents
+from cronos_site.demo import create_demo_agents, move_old_demo_repository
 
 
 class Command(CronosCommand):
@@ -44,6 +44,8 @@ class Command(CronosCommand):
             if generated:
                 # Shown once and stored nowhere else: write it down now.
                 self.stdout.write(self.style.WARNING(f"  password: {password}  (shown once)"))
+        for name in move_old_demo_repository(actor):
+            self.stdout.write(f"Moved the demo repository out of the data folder for {name}.")
         if not no_demo:
             for name in create_demo_agents(actor):
                 self.stdout.write(f"Created the demo agent {name}.")

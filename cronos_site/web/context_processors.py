@@ -1,0 +1,22 @@
+"""Template context every page gets (settings.TEMPLATES "context_processors")."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from audit import roles
+from runs.execution import isolation
+
+
+def isolation_warning(request: HttpRequest) -> dict[str, str]:
+    """`isolation_warning`: for admins, on every page (and the admin's), the sentence saying that
+    agents run unisolated or are refused (DESIGN.md §4); "" when agents are isolated."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {"isolation_warning": ""}
+    if not (user.is_superuser or user.groups.filter(name=roles.ADMIN).exists()):
+        return {"isolation_warning": ""}
+    current = isolation.current()
+    if current.isolated and current.can_run:
+        return {"isolation_warning": ""}
+    return {"isolation_warning": current.describe()}

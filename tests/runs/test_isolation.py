@@ -1,0 +1,375 @@
+"""Agents stay out of Cronos (DESIGN.md §4 "One launcher, and isolation from Cronos").
+
+Real agents, started by the real executor, try every way in that a hostile agent's author
+would: Cronos's key files, its database, its data and log folders, the worker's environment
+and root through /proc, undoing the mount that hides the data. Each attack is first shown to
+work without isolation (the control), so the test can fail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+import pytest
+from django.core import checks
+from django.db import connection
+
+from agents import secrets
+from agents.models import Agent
+from runs import checks as runs_checks
+from runs.execution import isolation
+from runs.execution.executor import execute
+from runs.models import Run, RunChunk
+from tests.factories import make_agent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# The attacker: tries each path it is given, every process it can see, and undoing the mount;
+# prints one JSON object of everything it managed to read.
+ATTACK = r"""
+import json, os, subprocess, sys
+paths, data = json.loads(sys.argv[1]), sys.argv[2]
+got = {}
+def read(label, path):
+    try:
+        if os.path.isdir(path):
+            got[label] = "dir:" + ",".join(sorted(os.listdir(path)))
+        else:
+            with open(path, "rb") as handle:
+                got[label] = handle.read(4096).decode("latin-1")
+    except OSError as exc:
+        pass
+for path in paths:
+    read(path, path)
+for pid in os.listdir("/proc"):
+    if pid.isdigit() and int(pid) != os.getpid():
+        read(f"/proc/{pid}/environ", f"/proc/{pid}/environ")
+        read(f"/proc/{pid}/root{data}", f"/proc/{pid}/root{data}")
+        read(f"/proc/{pid}/root{data}/secret_key", f"/proc/{pid}/root{data}/secret_key")
+for argv in (["umount", "-l", data], ["unshare", "-Urm", "sh", "-c", f"umount -l {data}; cat {data}/secret_key"]):
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=10)
+        got[" ".join(argv[:2])] = done.stdout.decode("latin-1")
+    except (OSError, subprocess.SubprocessError):
+        pass
+read("after umount", f"{data}/secret_key")
+got["env"] = dict(os.environ)
+print(json.dumps(got))
+"""
+
+
+@pytest.fixture
+def namespaces():
+    """Skip (or fail in CI) where the host offers no user namespaces, saying what to enable."""
+    problem = isolation.probe_namespaces()
+    if problem:
+        message = (
+            f"agent isolation needs user namespaces: {problem} "
+            "(enable them: sysctl user.max_user_namespaces=15000)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def short_grace(settings):
+    settings.CRONOS_KILL_GRACE_SECONDS = 1
+    isolation.forget()  # a test below fakes a host without util-linux
+    yield
+    isolation.forget()
+
+
+def new_run(agent: Agent) -> Run:
+    return Run.objects.create(
+        agent=agent, agent_version=agent.history.latest(), trigger=Run.Trigger.MANUAL
+    )
+
+
+def command_agent(name: str, command: str, working_dir: Path, **fields) -> Agent:
+    return make_agent(
+        name, runner=Agent.Runner.COMMAND, command=command, working_dir=str(working_dir), **fields
+    )
+
+
+def output(run: Run) -> str:
+    return "".join(RunChunk.objects.filter(run=run).order_by("seq").values_list("text", flat=True))
+
+
+def cronos_secrets(settings) -> list[str]:
+    """What an agent must never get hold of: Django's key, the Fernet keys, the database."""
+    return [settings.SECRET_KEY, *settings.CRONOS_SECRET_KEYS]
+
+
+def attack(tmp_path, settings) -> tuple[Run, dict]:
+    (tmp_path / "attack.py").write_text(ATTACK)
+    data = str(settings.DATA_DIR)
+    database = str(connection.settings_dict["NAME"])
+    worker = os.getpid()
+    paths = [
+        f"{data}/secret_key",
+        f"{data}/secret_keys",
+        data,
+        str(settings.CRONOS_LOG_DIR),
+        database,
+        f"/proc/{worker}/environ",
+        f"/proc/{worker}/root{data}/secret_key",
+        "/proc/1/environ",
+        f"/proc/1/root{data}/secret_key",
+    ]
+    agent = command_agent(
+        "attacker",
+        f"{sys.executable} attack.py '{json.dumps(paths)}' {data}",
+        tmp_path,
+        variables=[secrets.secret("OWN_TOKEN", "the-agent-s-own-token")],
+    )
+    run = execute(new_run(agent).pk)
+    assert run.state == Run.State.SUCCEEDED, (run.reason, output(run))
+    return run, json.loads(output(run).replace("\u2022" * 8, "MASKED"))
+
+
+def test_without_isolation_the_attack_would_read_cronos_keys(tmp_path, settings, unisolated):
+    # The control: the same attacker, unisolated, gets the keys (so the next test can fail).
+    settings.CRONOS_LOG_DIR = tmp_path / "logs"
+    _run, got = attack(tmp_path, settings)
+    everything = json.dumps(got)
+    assert any(secret in everything for secret in cronos_secrets(settings))
+
+
+def test_an_agent_reads_none_of_cronos_keys_database_data_logs_or_processes(
+    tmp_path, settings, namespaces
+):
+    settings.CRONOS_LOG_DIR = tmp_path / "logs"
+    settings.CRONOS_LOG_DIR.mkdir()
+    (settings.CRONOS_LOG_DIR / "old-run.log").write_text("another run's output\n")
+    run, got = attack(tmp_path, settings)
+
+    everything = json.dumps(got)
+    for secret in cronos_secrets(settings):
+        assert secret not in everything
+    assert "SQLite format 3" not in everything
+    assert "another run's output" not in everything
+    data, logs = str(settings.DATA_DIR), str(settings.CRONOS_LOG_DIR)
+    # The folders are there (nothing breaks for a program that stats them) but empty.
+    assert got.get(data, "dir:") == "dir:"
+    assert got.get(logs, "dir:") == "dir:"
+    # No other process is visible: no worker, no web server, no shell of the user.
+    assert not [label for label in got if label.startswith(f"/proc/{os.getpid()}/")]
+    visible = {label.split("/")[2] for label in got if label.startswith("/proc/")}
+    assert visible <= {"1", "2", "3", "4", "5", "6", "7", "8"}  # the run's own few
+    assert "after umount" not in got
+    # The environment is the allow-list: no settings, no URL, no key of Cronos's.
+    env = got["env"]
+    assert env["OWN_TOKEN"] == "MASKED"  # the agent's own secret reached it (masked in output)
+    assert env["CRONOS_RUN_DIR"] == str(settings.CRONOS_WORK_DIR / "runs" / str(run.pk))
+    for name in env:
+        assert not name.startswith(("DJANGO", "DATABASE", "REDIS", "SECRET", "CRONOS_SECRET"))
+    assert "CRONOS_DATA_DIR" not in env and "CRONOS_WORK_DIR" not in env
+
+
+def test_the_agent_keeps_its_own_user_id_and_has_no_capability(tmp_path, namespaces):
+    agent = command_agent(
+        "whoami", "id -u; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status", tmp_path
+    )
+    run = execute(new_run(agent).pk)
+    assert run.state == Run.State.SUCCEEDED, run.reason
+    lines = output(run).splitlines()
+    assert lines[0] == str(os.getuid())
+    assert lines[1:] == [f"{name}:\t0000000000000000" for name in ("CapPrm", "CapEff", "CapBnd")]
+
+
+def test_what_an_agent_leaves_running_in_its_namespace_is_ended_and_noted(tmp_path, namespaces):
+    agent = command_agent(
+        "leaves-daemons",
+        "readlink /proc/self/ns/pid > ns; (setsid sleep 60 &); sleep 60 & echo done",
+        tmp_path,
+    )
+    run = execute(new_run(agent).pk)
+    assert run.state == Run.State.SUCCEEDED, run.reason
+    assert "[cronos] stopped 2 process(es) the agent left running" in output(run)
+    assert not processes_in(namespace=(tmp_path / "ns").read_text().strip())
+
+
+def test_a_timeout_ends_everything_in_the_namespace_even_what_ignores_term(tmp_path, namespaces):
+    agent = command_agent(
+        "stubborn",
+        "readlink /proc/self/ns/pid > ns; (trap '' TERM; setsid sleep 60 &); trap '' TERM; "
+        "echo ready; sleep 60",
+        tmp_path,
+        timeout_seconds=1,
+    )
+    run = execute(new_run(agent).pk)
+    assert run.state == Run.State.TIMED_OUT
+    assert run.reason.startswith("timed out after 1 s; ")
+    assert "ignored SIGTERM and were killed after 1 s" in run.reason
+    # No "Terminated" or other word of the launcher's own, only what the agent printed and the
+    # note of what was killed.
+    assert output(run).startswith("ready\n[cronos] ")
+    assert "Terminated" not in output(run)
+    assert not processes_in(namespace=(tmp_path / "ns").read_text().strip())
+
+
+def test_an_agent_killed_by_a_signal_is_reported_as_killed_by_it(tmp_path, namespaces):
+    agent = command_agent("crashes", "echo before; kill -SEGV $$", tmp_path)
+    run = execute(new_run(agent).pk)
+    assert run.state == Run.State.FAILED
+    assert run.reason == "killed by signal SIGSEGV"
+    assert run.exit_code == 139
+    assert output(run) == "before\n"
+
+
+def test_the_run_folder_is_the_agents_own_and_disappears_when_left_empty(tmp_path, settings):
+    keep = command_agent(
+        "keeps", 'stat -c %a "$CRONOS_RUN_DIR"; echo artefact > "$CRONOS_RUN_DIR/out"', tmp_path
+    )
+    kept = execute(new_run(keep).pk)
+    assert output(kept) == "700\n"
+    folder = settings.CRONOS_WORK_DIR / "runs" / str(kept.pk)
+    assert (folder / "out").read_text() == "artefact\n"
+    empty = execute(new_run(command_agent("leaves-nothing", "true", tmp_path)).pk)
+    assert empty.state == Run.State.SUCCEEDED
+    assert not (settings.CRONOS_WORK_DIR / "runs" / str(empty.pk)).exists()
+
+
+def test_without_any_isolation_agents_are_refused_saying_what_to_do(tmp_path, settings):
+    settings.CRONOS_AGENT_NAMESPACES = False
+    settings.CRONOS_ALLOW_UNISOLATED = False
+    marker = tmp_path / "ran"
+    run = execute(new_run(command_agent("refused", f"touch {marker}", tmp_path)).pk)
+    assert run.state == Run.State.FAILED
+    assert run.reason.startswith("no isolation from Cronos is available")
+    assert "CRONOS_ALLOW_UNISOLATED=true" in run.reason
+    assert "CRONOS_AGENT_USER" in run.reason
+    assert run.pid is None and not marker.exists()
+    [warning] = runs_checks.agent_isolation(None)
+    assert warning.id == "cronos.W001" and warning.level == checks.WARNING
+
+
+def test_a_host_without_util_linux_says_which_program_is_missing(tmp_path, settings, monkeypatch):
+    real = isolation.shutil.which
+    monkeypatch.setattr(
+        isolation.shutil, "which", lambda name, *a, **k: None if name == "unshare" else real(name)
+    )
+    settings.CRONOS_ALLOW_UNISOLATED = False
+    run = execute(new_run(command_agent("no-unshare", "true", tmp_path)).pk)
+    assert run.state == Run.State.FAILED
+    assert "the unshare program (util-linux) is not installed" in run.reason
+
+
+def test_a_working_directory_inside_the_data_folder_is_refused_at_run_time(tmp_path, settings):
+    inside = settings.DATA_DIR / f"agent-work-{os.getpid()}"
+    inside.mkdir(exist_ok=True)
+    try:
+        agent = command_agent("stored-before-the-rule", "true", tmp_path)
+        # Saved before the rule existed (validation refuses it now): a run made from the row.
+        Agent.objects.filter(pk=agent.pk).update(working_dir=str(inside))
+        run = Run.objects.create(agent=agent, trigger=Run.Trigger.MANUAL)
+        run = execute(run.pk)
+        assert run.state == Run.State.FAILED
+        assert f"working directory {inside} is inside {settings.DATA_DIR}" in run.reason
+        assert "hidden from agents" in run.reason
+    finally:
+        inside.rmdir()
+
+
+def test_admins_see_a_warning_on_every_page_while_agents_run_unisolated(
+    client, admin_user, viewer, unisolated
+):
+    client.force_login(admin_user)
+    for url in ("/", "/runs/", "/admin/"):
+        page = client.get(url).content.decode()
+        assert "agents run UNISOLATED" in page, url
+    client.force_login(viewer)
+    assert "UNISOLATED" not in client.get("/").content.decode()
+    [warning] = runs_checks.agent_isolation(None)
+    assert warning.id == "cronos.W002"
+
+
+def test_no_warning_while_agents_are_isolated(client, admin_user, namespaces):
+    client.force_login(admin_user)
+    assert "UNISOLATED" not in client.get("/").content.decode()
+    assert "Security:" not in client.get("/admin/").content.decode()
+
+
+def test_cronos_processes_are_not_dumpable():
+    # This test process loaded the apps as every Cronos process does (RunsConfig.ready).
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE
+
+
+def test_a_separate_agent_user_runs_agents_that_cannot_read_cronos_files(settings, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("CRONOS_AGENT_USER needs Cronos to run as root")
+    nobody = pwd.getpwnam("nobody")
+    settings.CRONOS_AGENT_USER = "nobody"
+    settings.CRONOS_AGENT_NAMESPACES = False  # the user alone, as on a host without namespaces
+    work = Path(tempfile.mkdtemp(prefix="cronos-agent-user-", dir="/tmp"))
+    work.chmod(0o777)
+    key = settings.DATA_DIR / "secret_key"
+    try:
+        agent = command_agent(
+            "as-nobody",
+            f"id -u; cat {key} /proc/{os.getpid()}/environ || echo refused; echo $HOME",
+            work,
+        )
+        run = execute(new_run(agent).pk)
+        text = output(run)
+        assert text.splitlines()[0] == str(nobody.pw_uid)
+        assert "refused" in text and settings.SECRET_KEY not in text
+        assert text.splitlines()[-1] == nobody.pw_dir
+    finally:
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+
+
+def test_the_data_folder_is_private_and_so_are_its_files(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    (data / "cronos.sqlite3").write_bytes(b"SQLite format 3\x00")
+    (data / "cronos.sqlite3").chmod(0o644)
+    (data / "secret_key").write_text("old key\n")
+    (data / "secret_key").chmod(0o644)
+    env = {**os.environ, "CRONOS_DATA_DIR": str(data), "CRONOS_WORK_DIR": str(tmp_path / "w")}
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data / "cronos.sqlite3").stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "secret_key").stat().st_mode) == 0o600
+
+
+def test_a_password_less_database_or_broker_is_named_in_a_warning(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    messages = runs_checks._unauthenticated_services()
+    assert [m.id for m in messages] == ["cronos.W003"]
+    assert "REDIS_URL" in messages[0].msg
+    settings.REDIS_URL = "redis://:s3cret@127.0.0.1:6379/0"
+    assert runs_checks._unauthenticated_services() == []
+
+
+def processes_in(namespace: str) -> list[int]:
+    """Host pids of the live processes whose pid namespace is `namespace` (pid:[inode])."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.readlink(f"/proc/{process.pid}/ns/pid") == namespace:
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    found.append(process.pid)
+        except (OSError, psutil.Error):
+            continue
+    return found
