@@ -18,6 +18,9 @@ Only what the run made is credited to it (DESIGN.md §4, "What a run changed"):
 
 Two runs working in one repository at the same time cannot be told apart by git (one
 committer, one reflog); the executor flags both (runs/execution/workdir.py).
+
+The directory and its .git/ are the agent's, and git runs programs that a repository's config
+names (see `_opened`): Cronos reads them with git that sees none of that config.
 """
 
 from __future__ import annotations
@@ -25,10 +28,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import stat
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+
+from django.conf import settings
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +55,43 @@ MAX_DIRTY = 20000
 # Local commits before the run whose rewrites (rebase, cherry-pick, amend) are not new work.
 MAX_EARLIER = 200
 
-# A worker's own git environment must not redirect the commands to another repository.
-_GIT_ENV_DROP = {"GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"}
 _GIT_OPTIONS = [
     # The directory may belong to another user (a shared checkout); only reading is done.
     *("-c", "safe.directory=*"),
-    # Never start a file-system monitor program that the repository's config names.
+    # For the two commands that see the repository's config (_opened), though neither reads
+    # the index: no file-system monitor program that it names.
     *("-c", "core.fsmonitor=false"),
+    "--no-pager",
     # Take no index lock: the agent, or the next run, may be using the repository.
     "--no-optional-locks",
 ]
+# The settings of the repository's config that change what the commands below report, and
+# nothing else: git sees no other key of it (see _opened). None of these names a program.
+_SETTINGS = frozenset(
+    {
+        # How a tracked file that looks changed is hashed (in git itself, no filter driver).
+        *("core.autocrlf", "core.eol", "core.checkroundtripencoding", "core.attributesfile"),
+        # What counts as changed, and how names compare.
+        *("core.filemode", "core.symlinks", "core.trustctime", "core.checkstat"),
+        *("core.ignorecase", "core.precomposeunicode"),
+        # Which files status looks at (a file git reads; nothing runs).
+        *("core.excludesfile", "core.sparsecheckout", "core.sparsecheckoutcone", "index.sparse"),
+        *("diff.renames", "status.renames", "diff.renamelimit", "status.renamelimit"),
+        "i18n.logoutputencoding",  # the subjects' encoding
+    }
+)
+_OBJECT_FORMATS = ("sha1", "sha256")
+# Repository format extensions that reading can do without (partialClone: a missing object is
+# missing, never fetched; worktreeConfig: the worktree's settings are in the listed config).
+# Another one (a newer git's reftable) and the repository is not read rather than read wrong.
+_EXTENSIONS_LEFT_OUT = ("noop", "partialclone", "preciousobjects", "worktreeconfig")
+# What git keeps in a repository's common directory (path.c, common_list), linked from the
+# private one whether or not it exists yet (a packed-refs written during the run must be
+# seen); not config or hooks. A fixed list: a .git/ of a million entries costs nothing.
+_COMMON = (
+    *("branches", "common", "info", "logs", "objects", "packed-refs", "refs", "remotes"),
+    *("shallow", "worktrees"),
+)
 # Where new commits may be found after the run. Not refs/stash (a stash is not a commit of
 # the work) nor refs/notes.
 _WORK_REFS = ("refs/heads/", "refs/remotes/", "refs/tags/")
@@ -73,15 +109,38 @@ class Snapshot:
     taken_at: float = field(default_factory=time.time)
 
 
-def _git(path: str, *args: str, stdin: str | None = None) -> str | None:
-    """Output of a read-only git command in `path`, or None when it failed."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"})
-    command = ["git", *_GIT_OPTIONS, *args]
+@dataclass(frozen=True)
+class _Repository:
+    """A working directory and the environment in which git reads it without its config."""
+
+    cwd: str
+    toplevel: str
+    git_dir: str
+    env: dict[str, str]
+
+
+def _plain_env() -> dict[str, str]:
+    """Cronos's environment without its git part (a GIT_DIR from a hook, GIT_CONFIG_*, a
+    GIT_EXTERNAL_DIFF), and with no system or global config: what git does here is set in this
+    module alone. The global config is not Cronos's to trust: an agent may share its HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        {
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "LC_ALL": "C",
+        }
+    )
+    return env
+
+
+def _run(cwd: str, env: dict[str, str], args: tuple[str, ...], stdin: str | None) -> str | None:
+    """Output of a read-only git command in `cwd`, or None when it failed."""
     try:
         result = subprocess.run(
-            command,
-            cwd=path,
+            ["git", *_GIT_OPTIONS, *args],
+            cwd=cwd,
             env=env,
             capture_output=True,
             timeout=GIT_TIMEOUT,
@@ -89,24 +148,132 @@ def _git(path: str, *args: str, stdin: str | None = None) -> str | None:
             stdin=subprocess.DEVNULL if stdin is None else None,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        log.debug("git failed", extra={"path": path, "args": args, "error": str(exc)})
+        log.debug("git failed", extra={"path": cwd, "args": args, "error": str(exc)})
         return None
     if result.returncode != 0:
         return None
     return result.stdout.decode("utf-8", errors="replace")
 
 
+def _git(repo: _Repository, *args: str, stdin: str | None = None) -> str | None:
+    """Output of a read-only git command in the repository, or None when it failed."""
+    return _run(repo.cwd, repo.env, args, stdin)
+
+
+@contextmanager
+def _opened(path: str) -> Iterator[_Repository | None]:
+    """The repository at `path`, ready to be read by git that sees none of its config; None
+    when `path` is not in a working tree.
+
+    Cronos runs these commands as itself, with its database and keys in reach, and the
+    repository's config (with what it includes, and the worktree's config) is the agent's: it
+    can name programs that git runs, a clean filter that `git status` hashes a changed file
+    through, a textconv or external diff, core.fsmonitor, a promisor remote's upload-pack that
+    a lazy fetch of a missing object starts, gpg for log.showSignature, hooks, and more with
+    each git release. Emptying a list of known keys would miss the next one, and another run
+    in the directory could add a key between that list and the command. So git never reads
+    that config: GIT_COMMON_DIR is a private folder whose `config` Cronos writes and whose
+    other entries link to the repository's own, and of the repository's config only the
+    settings in _SETTINGS are passed on. Attributes can still name a driver, but no driver
+    exists. Submodules are not entered (their config is the agent's too; _dirty_paths).
+    Two commands see the config, to find the repository and to read it; neither runs anything.
+    """
+    env = _plain_env()
+    found = _locate(path, env)
+    listed = _run(path, env, ("config", "--list", "-z"), None) if found else None
+    copied = _settings(listed) if listed is not None else None
+    if found is None or copied is None:
+        yield None
+        return
+    toplevel, git_dir, common_dir, object_format = found
+    # In Cronos's data folder, which agents cannot see: in /tmp, an agent of the same user id
+    # (another run's) could rewrite the config below before git reads it.
+    views = settings.DATA_DIR / "git-views"
+    views.mkdir(mode=0o700, exist_ok=True)
+    private = tempfile.mkdtemp(dir=views)
+    try:
+        for name in _COMMON:
+            os.symlink(os.path.join(common_dir, name), os.path.join(private, name))
+        with open(os.path.join(private, "config"), "w", encoding="ascii") as file:
+            if object_format == "sha1":
+                file.write("[core]\n\trepositoryformatversion = 0\n")
+            else:
+                file.write("[core]\n\trepositoryformatversion = 1\n")
+                file.write(f"[extensions]\n\tobjectformat = {object_format}\n")
+        env.update(
+            {
+                "GIT_DIR": git_dir,
+                "GIT_COMMON_DIR": private,
+                # Not through the link: relative alternates are taken from this path.
+                "GIT_OBJECT_DIRECTORY": os.path.join(common_dir, "objects"),
+                "GIT_WORK_TREE": toplevel,
+                "GIT_CONFIG_COUNT": str(len(copied)),
+            }
+        )
+        for i, (key, value) in enumerate(copied):
+            env[f"GIT_CONFIG_KEY_{i}"] = key
+            env[f"GIT_CONFIG_VALUE_{i}"] = value
+        yield _Repository(cwd=path, toplevel=toplevel, git_dir=git_dir, env=env)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _settings(listed: str) -> list[tuple[str, str]] | None:
+    """The _SETTINGS among the repository's config (`git config --list -z`), in its order (the
+    last one counts); None when its format has an extension this module cannot read with."""
+    copied = []
+    for entry in listed.split("\0"):
+        key, newline, value = entry.partition("\n")
+        name = key.lower()
+        if name.startswith("extensions."):
+            extension = name.removeprefix("extensions.")
+            if extension != "objectformat" and extension not in _EXTENSIONS_LEFT_OUT:
+                return None
+        elif name in _SETTINGS:
+            copied.append((key, value if newline else "true"))  # a bare key is true
+    return copied
+
+
+def _locate(path: str, env: dict[str, str]) -> tuple[str, str, str, str] | None:
+    """The working tree's top, the git directory, the common one (of all the repository's
+    working trees) and the object format, for `path`."""
+    out = _run(
+        path,
+        env,
+        (
+            "rev-parse",
+            "--path-format=absolute",
+            "--show-toplevel",
+            "--git-dir",
+            "--git-common-dir",
+            "--show-object-format",
+        ),
+        None,
+    )
+    lines = (out or "").split("\n")
+    if len(lines) != 5 or lines[4] or not all(lines[:4]) or lines[3] not in _OBJECT_FORMATS:
+        return None
+    toplevel, git_dir, common_dir, object_format = lines[:4]
+    # The agent's directory and no other: a core.worktree in its config could name any folder
+    # (Cronos's own) as the working tree, whose file names would then be read as its changes.
+    inside = os.path.commonpath([os.path.realpath(path), toplevel]) == toplevel
+    if not inside or not os.path.lexists(os.path.join(toplevel, ".git")):
+        return None
+    return toplevel, git_dir, common_dir, object_format
+
+
 def snapshot(path: str) -> Snapshot | None:
     """The repository at `path` before a run, or None when `path` is not in one."""
     try:
-        out = _git(path, "rev-parse", "--show-toplevel")
-        toplevel = out.strip() if out else ""
-        if not toplevel:
-            return None
-        dirty = sorted(_dirty_paths(path))
-        signatures = _signatures(toplevel, dirty[:MAX_DIRTY])
-        signatures.update(dict.fromkeys(dirty[MAX_DIRTY:], "?"))
-        return Snapshot(toplevel=toplevel, head=_head(path), refs=_refs(path), dirty=signatures)
+        with _opened(path) as repo:
+            if repo is None:
+                return None
+            dirty = sorted(_dirty_paths(repo))
+            signatures = _signatures(repo.toplevel, dirty[:MAX_DIRTY])
+            signatures.update(dict.fromkeys(dirty[MAX_DIRTY:], "?"))
+            return Snapshot(
+                toplevel=repo.toplevel, head=_head(repo), refs=_refs(repo), dirty=signatures
+            )
     except Exception:  # never let a repository's state fail a run
         log.exception("could not read the git state", extra={"path": path})
         return None
@@ -119,9 +286,10 @@ def changes(path: str, before: Snapshot | None) -> tuple[list[dict], list[str]]:
     commits: list[dict] = []
     files: list[str] = []
     try:
-        refs = _refs(path)
-        commits = _own_commits(path, before, refs)
-        files = _changed_files(path, before, [c["sha"] for c in commits])
+        with _opened(path) as repo:
+            if repo is not None:
+                commits = _own_commits(repo, before, _refs(repo))
+            files = _changed_files(repo, before, [c["sha"] for c in commits])
     except Exception:  # never let a repository's state fail a run
         log.exception("could not read the git changes", extra={"path": path})
     for commit in commits:
@@ -132,15 +300,15 @@ def changes(path: str, before: Snapshot | None) -> tuple[list[dict], list[str]]:
 # --- commits ---------------------------------------------------------------------------------
 
 
-def _head(path: str) -> str | None:
-    out = _git(path, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+def _head(repo: _Repository) -> str | None:
+    out = _git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     return (out or "").strip() or None
 
 
-def _refs(path: str) -> dict[str, str]:
+def _refs(repo: _Repository) -> dict[str, str]:
     """Every ref that leads to a commit (a tag to its commit), by name."""
     out = _git(
-        path,
+        repo,
         "for-each-ref",
         "--format=%(objectname) %(objecttype) %(*objectname) %(*objecttype) %(refname)",
     )
@@ -157,22 +325,22 @@ def _refs(path: str) -> dict[str, str]:
     return refs
 
 
-def _own_commits(path: str, before: Snapshot, refs: dict[str, str]) -> list[dict]:
+def _own_commits(repo: _Repository, before: Snapshot, refs: dict[str, str]) -> list[dict]:
     known = _known(before)
     tips = [sha for name, sha in refs.items() if name.startswith(_WORK_REFS)]
-    head = _head(path)
+    head = _head(repo)
     if head:
         tips.append(head)
-    new = _log(path, tips, known)
+    new = _log(repo, tips, known)
     if not new:
         return []
     # Made during the run: a commit's committer time (whole seconds, this machine's clock)
     # before the snapshot's second is older work that arrived some other way.
     since = int(before.taken_at)
     new = [c for c in new if c["time"] >= since]
-    fetched = _fetched(path, before, refs, known)
+    fetched = _fetched(repo, before, refs, known)
     new = [c for c in new if c["sha"] not in fetched]
-    rewritten = _rewrites(path, before, [c["sha"] for c in new], [*refs.values(), *tips])
+    rewritten = _rewrites(repo, before, [c["sha"] for c in new], [*refs.values(), *tips])
     return [c for c in new if c["sha"] not in rewritten]
 
 
@@ -180,12 +348,12 @@ def _known(before: Snapshot) -> list[str]:
     return list(dict.fromkeys([*before.refs.values(), *([before.head] if before.head else [])]))
 
 
-def _log(path: str, tips: list[str], exclude: list[str]) -> list[dict]:
+def _log(repo: _Repository, tips: list[str], exclude: list[str]) -> list[dict]:
     """Commits reachable from `tips` and from none of `exclude`, newest first."""
     if not tips:
         return []
     out = _rev_walk(
-        path,
+        repo,
         ["log", f"--max-count={MAX_SCAN}", "--format=%H%x1f%an <%ae>%x1f%ct%x1f%s%x1e"],
         tips,
         exclude,
@@ -199,25 +367,29 @@ def _log(path: str, tips: list[str], exclude: list[str]) -> list[dict]:
     return commits
 
 
-def _rev_walk(path: str, command: list[str], tips: list[str], exclude: list[str]) -> str | None:
+def _rev_walk(
+    repo: _Repository, command: list[str], tips: list[str], exclude: list[str]
+) -> str | None:
     """Run a revision walk with its revisions on stdin (there may be thousands of refs). A ref
     whose commit is gone (rewritten and collected) is left out rather than failing the walk."""
     stdin = "".join(f"{sha}\n" for sha in tips) + "".join(f"^{sha}\n" for sha in exclude)
-    out = _git(path, *command, "--stdin", stdin=stdin)
+    out = _git(repo, *command, "--stdin", stdin=stdin)
     if out is None:
-        present = _present(path, [*tips, *exclude])
+        present = _present(repo, [*tips, *exclude])
         stdin = "".join(f"{sha}\n" for sha in tips if sha in present)
         stdin += "".join(f"^{sha}\n" for sha in exclude if sha in present)
-        out = _git(path, *command, "--stdin", stdin=stdin) if stdin.strip() else ""
+        out = _git(repo, *command, "--stdin", stdin=stdin) if stdin.strip() else ""
     return out
 
 
-def _present(path: str, shas: list[str]) -> set[str]:
-    out = _git(path, "cat-file", "--batch-check=%(objectname) %(objecttype)", stdin="\n".join(shas))
+def _present(repo: _Repository, shas: list[str]) -> set[str]:
+    out = _git(repo, "cat-file", "--batch-check=%(objectname) %(objecttype)", stdin="\n".join(shas))
     return {line.split(" ")[0] for line in (out or "").splitlines() if line.endswith(" commit")}
 
 
-def _fetched(path: str, before: Snapshot, refs: dict[str, str], known: list[str]) -> set[str]:
+def _fetched(
+    repo: _Repository, before: Snapshot, refs: dict[str, str], known: list[str]
+) -> set[str]:
     """Commits that came from a remote during the run (fetch, pull), not made here.
 
     The remote-tracking refs' reflogs say, in order, which updates were fetches and which
@@ -231,7 +403,7 @@ def _fetched(path: str, before: Snapshot, refs: dict[str, str], known: list[str]
         remote = name.startswith("refs/remotes/")
         if not (remote or name.startswith("refs/heads/")) or before.refs.get(name) == sha:
             continue
-        for order, (when, message, new) in enumerate(reversed(_reflog(path, name))):
+        for order, (when, message, new) in enumerate(reversed(_reflog(repo, name))):
             if when < since:
                 continue
             if remote:
@@ -240,26 +412,26 @@ def _fetched(path: str, before: Snapshot, refs: dict[str, str], known: list[str]
             elif message.startswith("fetch"):
                 events.append((when, order, False, new))  # fetched into a branch: main:main
     events.sort(key=lambda event: (event[0], event[1]))
-    fetch_head = _fetch_head(path, since)
+    fetch_head = _fetch_head(repo, since)
     fetched: set[str] = set()
     pushed: list[str] = []
     for _, _, is_push, sha in events:
         if is_push:
             pushed.append(sha)
         else:
-            fetched |= _rev_list(path, [sha], [*known, *pushed])
+            fetched |= _rev_list(repo, [sha], [*known, *pushed])
     if fetch_head is not None:
         fetch_time, tips = fetch_head
         # A push in the same second as the last fetch is taken to be before it.
         pushed_before = [sha for when, _, is_push, sha in events if is_push and when <= fetch_time]
-        fetched |= _rev_list(path, tips, [*known, *pushed_before])
+        fetched |= _rev_list(repo, tips, [*known, *pushed_before])
     return fetched
 
 
-def _reflog(path: str, ref: str) -> list[tuple[int, str, str]]:
+def _reflog(repo: _Repository, ref: str) -> list[tuple[int, str, str]]:
     """A ref's reflog, newest first: (unix time, message, new commit)."""
     out = _git(
-        path,
+        repo,
         "reflog",
         "show",
         f"--max-count={MAX_SCAN}",
@@ -280,18 +452,14 @@ def _reflog(path: str, ref: str) -> list[tuple[int, str, str]]:
     return entries
 
 
-def _fetch_head(path: str, since: int) -> tuple[int, list[str]] | None:
+def _fetch_head(repo: _Repository, since: int) -> tuple[int, list[str]] | None:
     """The commits of the last fetch and its time, when it happened during the run."""
-    out = _git(path, "rev-parse", "--git-path", "FETCH_HEAD")
-    if not out:
+    # Per working tree, so in the git directory itself (not the common one).
+    content = _read_regular(os.path.join(repo.git_dir, "FETCH_HEAD"), 1024 * 1024)
+    if content is None:
         return None
-    name = os.path.join(path, out.strip())
-    try:
-        when = int(os.stat(name).st_mtime)
-        with open(name, encoding="utf-8", errors="replace") as file:
-            lines = file.read(1024 * 1024).splitlines()
-    except OSError:
-        return None
+    when, data = content
+    lines = data.decode("utf-8", errors="replace").splitlines()
     if when < since:
         return None
     tips = [line.split("\t", 1)[0] for line in lines]
@@ -299,12 +467,12 @@ def _fetch_head(path: str, since: int) -> tuple[int, list[str]] | None:
     return (when, tips) if tips else None
 
 
-def _rev_list(path: str, tips: list[str], exclude: list[str]) -> set[str]:
-    out = _rev_walk(path, ["rev-list", f"--max-count={MAX_SCAN * 10}"], tips, exclude)
+def _rev_list(repo: _Repository, tips: list[str], exclude: list[str]) -> set[str]:
+    out = _rev_walk(repo, ["rev-list", f"--max-count={MAX_SCAN * 10}"], tips, exclude)
     return set((out or "").split())
 
 
-def _rewrites(path: str, before: Snapshot, shas: list[str], now: list[str]) -> set[str]:
+def _rewrites(repo: _Repository, before: Snapshot, shas: list[str], now: list[str]) -> set[str]:
     """Of `shas`, the ones with the same change as a local commit from before the run that
     the run replaced: a rebase or amend of earlier work is not work of this run. (A commit
     that is still there is not replaced: making the same change again, a setting switched
@@ -315,19 +483,19 @@ def _rewrites(path: str, before: Snapshot, shas: list[str], now: list[str]) -> s
     if before.head:
         local.append(before.head)
     remote = [sha for name, sha in before.refs.items() if name.startswith("refs/remotes/")]
-    earlier = _rev_walk(path, ["rev-list", f"--max-count={MAX_EARLIER}"], local, [*remote, *now])
+    earlier = _rev_walk(repo, ["rev-list", f"--max-count={MAX_EARLIER}"], local, [*remote, *now])
     earlier_shas = (earlier or "").split()
     if not earlier_shas:
         return set()
-    new_ids = _patch_ids(path, shas)
-    old_ids = set(_patch_ids(path, earlier_shas).values())
+    new_ids = _patch_ids(repo, shas)
+    old_ids = set(_patch_ids(repo, earlier_shas).values())
     return {sha for sha, patch_id in new_ids.items() if patch_id in old_ids}
 
 
-def _patch_ids(path: str, shas: list[str]) -> dict[str, str]:
+def _patch_ids(repo: _Repository, shas: list[str]) -> dict[str, str]:
     """commit -> its patch-id (merges and empty commits have none)."""
     diff = _git(
-        path,
+        repo,
         "log",
         "--no-walk=unsorted",
         "--stdin",
@@ -340,7 +508,7 @@ def _patch_ids(path: str, shas: list[str]) -> dict[str, str]:
     )
     if not diff:
         return {}
-    out = _git(path, "patch-id", "--stable", stdin=diff)
+    out = _git(repo, "patch-id", "--stable", stdin=diff)
     ids = {}
     for line in (out or "").splitlines():
         parts = line.split()
@@ -352,10 +520,12 @@ def _patch_ids(path: str, shas: list[str]) -> dict[str, str]:
 # --- files -----------------------------------------------------------------------------------
 
 
-def _changed_files(path: str, before: Snapshot, own_commits: list[str]) -> list[str]:
+def _changed_files(repo: _Repository | None, before: Snapshot, own_commits: list[str]) -> list[str]:
+    """The files the run changed; with no repository any more (its .git/ removed), only the
+    ones dirty before whose content changed can be told."""
     toplevel = before.toplevel
-    files = _files_in_commits(path, own_commits)
-    for name in sorted(_dirty_paths(path)):
+    files = _files_in_commits(repo, own_commits) if repo else []
+    for name in sorted(_dirty_paths(repo)) if repo else []:
         if name not in before.dirty:
             files.append(name)  # clean before, dirty now
     # Dirty before and not committed by the run: the run's only if its content is different
@@ -366,13 +536,13 @@ def _changed_files(path: str, before: Snapshot, own_commits: list[str]) -> list[
     return _dedupe(files)
 
 
-def _files_in_commits(path: str, shas: list[str]) -> list[str]:
+def _files_in_commits(repo: _Repository, shas: list[str]) -> list[str]:
     """The files the commits changed; of a merge, only what the merge itself changed (its
     conflict resolutions), not what it brought in from the branch it merged."""
     if not shas:
         return []
     out = _git(
-        path,
+        repo,
         "log",
         "--no-walk=unsorted",
         "--stdin",
@@ -380,17 +550,23 @@ def _files_in_commits(path: str, shas: list[str]) -> list[str]:
         "--name-only",
         "--cc",
         "--no-renames",
+        "--no-ext-diff",
+        "--no-textconv",
         "-z",
         stdin="\n".join(shas) + "\n",
     )
     return [name.strip("\n") for name in (out or "").split("\0") if name.strip("\n")]
 
 
-def _dirty_paths(path: str) -> set[str]:
+def _dirty_paths(repo: _Repository) -> set[str]:
     """Paths (from the top of the repository) that differ from HEAD: modified, staged,
     deleted, untracked; both names of a rename."""
     # -z: names are not quoted; a rename is "XY new\0old\0". Paths are from the top.
-    out = _git(path, "status", "--porcelain", "-z", "--untracked-files=all")
+    # A submodule counts when it is at another commit, not for edits inside it: telling those
+    # would run `git status` in the submodule, with its own config (which is the agent's).
+    out = _git(
+        repo, "status", "--porcelain", "-z", "--untracked-files=all", "--ignore-submodules=dirty"
+    )
     entries = (out or "").split("\0")
     files = set()
     i = 0
@@ -442,15 +618,36 @@ def _signature(toplevel: str, name: str, method: str) -> str:
     if not stat.S_ISREG(info.st_mode):
         return "other"
     if method.startswith("hash") and info.st_size <= MAX_HASHED_BYTES:
-        digest = hashlib.sha256()
-        try:
-            with open(full, "rb") as file:
-                for block in iter(lambda: file.read(1024 * 1024), b""):
-                    digest.update(block)
-        except OSError:
+        content = _read_regular(full, MAX_HASHED_BYTES + 1)
+        if content is None:
             return "missing"
-        return f"hash:{digest.hexdigest()}"
+        return f"hash:{hashlib.sha256(content[1]).hexdigest()}"
     return f"stat:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _read_regular(name: str, limit: int) -> tuple[int, bytes] | None:
+    """A regular file's modification time (whole seconds) and first `limit` bytes; None for
+    anything else. The agent may swap in a FIFO, which an open would wait on forever."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        chunks, left = [], limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 1024 * 1024))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return int(info.st_mtime), b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _dedupe(names: list[str]) -> list[str]:
