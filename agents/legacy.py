@@ -13,7 +13,19 @@ directory twice changes nothing the second time.
 Only the directory's own files are read (agents.importfiles): an agents/ folder, agent folder,
 agent.yaml or CLAUDE.md that is a symbolic link (wherever it leads) or a hard link, a file that is
 not a regular one (a FIFO, a device, a folder), over its bound, or not text, and an agent.yaml
-with YAML anchors or aliases, is refused naming it, and nothing of that agent is written.
+with YAML anchors, aliases or nesting past its bound, is *refused*: the import does not read it
+(or expand it). An agent whose files were read but say something Cronos cannot take (invalid
+YAML, a key given twice, a wrong value) has *failed*. Either way the report names the file and
+the reason, and nothing of that agent is written.
+
+A dry run takes the same path as the import, save_agent included, in a transaction that is
+always rolled back, so that it reports exactly what the import would do: an editor's dry run
+keeps `enabled` as the import would (agents.services), with the same notice.
+
+Everything the report and the audit log say about the directory is text its author chose (file
+and folder names, names, keys, values quoted in reasons): it goes out through `printable`, so a
+name holding a newline or a terminal escape sequence cannot forge a report line or repaint the
+terminal.
 
 The folder name is the agent's identity: a `name:` that disagrees with its folder is an error
 rather than a warning, because matching by the wrong one of the two would overwrite another
@@ -42,7 +54,7 @@ from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
 from agents import agentfile as config
-from agents import host, services, versions
+from agents import host, services
 from agents.importfiles import MAX_PROMPT_BYTES, ImportFolder, UnsafePath
 from agents.models import Agent
 from agents.validation import AGENT_NAME
@@ -67,7 +79,28 @@ class Status(enum.StrEnum):
     CREATED = "created"
     UPDATED = "updated"
     UNCHANGED = "unchanged"
-    FAILED = "failed"
+    REFUSED = "refused"  # a file the import does not read (agents.importfiles): not imported
+    FAILED = "failed"  # read, but it cannot become an agent (or run): not imported
+
+
+NOT_IMPORTED = (Status.REFUSED, Status.FAILED)
+
+
+def printable(text: object) -> str:
+    """`text` on one line with nothing a terminal acts on: every character that is not
+    printable (a newline, CR, ESC, BEL, a C1 control, a bidirectional override, a line
+    separator, an undecodable byte of a file name) written as a Python string literal writes
+    it (\\n, \\x1b, \\u202e, \\udcff). Backslashes are left as they are, so that a Windows path
+    or a reason that already quotes a name with repr() reads as it is."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class _RefusedFile(config.ConfigError):
+    """A file of the agent folder that the import does not read (agents.importfiles) or an
+    agent.yaml it does not expand (anchors, aliases, deep nesting)."""
 
 
 @dataclass
@@ -76,7 +109,7 @@ class AgentResult:
     folder: Path
     status: Status = Status.FAILED
     changed: list[str] = field(default_factory=list)  # file keys, for an update
-    problems: list[str] = field(default_factory=list)  # "path: reason", for a failure
+    problems: list[str] = field(default_factory=list)  # "path: reason", if not imported
     notices: list[str] = field(default_factory=list)
     # Runs with the site's claude executable (CRONOS_CLAUDE_BIN), not one of its own.
     uses_site_claude: bool = False
@@ -107,28 +140,33 @@ class ImportReport:
     def failed(self) -> list[AgentResult]:
         return self.with_status(Status.FAILED)
 
+    @property
+    def not_imported(self) -> list[AgentResult]:
+        return [result for result in self.agents if result.status in NOT_IMPORTED]
+
     def lines(self) -> list[str]:
-        """One line per agent, its reasons and notices indented below it, then the notices."""
+        """One line per agent, its reasons and notices indented below it, then the notices;
+        each item one line (`printable`), whatever the directory's names hold."""
         out = []
         for result in self.agents:
             out.append(result.line(self.dry_run))
             out.extend(f"    {problem}" for problem in result.problems)
             out.extend(f"    notice: {notice}" for notice in result.notices)
         out.extend(f"notice: {notice}" for notice in self.notices)
-        return out
+        return [printable(line) for line in out]
 
     def summary(self) -> str:
         counts = ", ".join(f"{len(self.with_status(s))} {s}" for s in Status)
-        disabled = [r for r in self.agents if r.disabled and r.status != Status.FAILED]
+        disabled = [r for r in self.agents if r.disabled and r.status not in NOT_IMPORTED]
         if disabled:
             counts += (
                 f"; {len(disabled)} {'would be ' if self.dry_run else ''}imported disabled "
                 "(cannot run on this host, see the notices)"
             )
-        total = len(self.agents)
+        total, source = len(self.agents), printable(self.source)
         if self.dry_run:
-            return f"Dry run of {total} agent(s) from {self.source}, nothing written: {counts}."
-        return f"Imported {total} agent(s) from {self.source}: {counts}."
+            return f"Dry run of {total} agent(s) from {source}, nothing written: {counts}."
+        return f"Imported {total} agent(s) from {source}: {counts}."
 
 
 def import_directory(
@@ -157,7 +195,7 @@ def import_directory(
         try:
             is_folder = within.is_folder(entry, "the folder")
         except UnsafePath as exc:
-            refused = AgentResult(name=entry.name, folder=entry)
+            refused = AgentResult(name=entry.name, folder=entry, status=Status.REFUSED)
             refused.problems = [f"{entry}: {exc}; not imported"]
             report.agents.append(refused)
             continue
@@ -178,11 +216,11 @@ def import_directory(
         except Exception as exc:  # one folder never stops the others
             # A fault of ours, not of the file: logged with its traceback, reported on the
             # folder, and nothing of this agent was written (its save is one transaction).
-            log.exception("importing an agent failed", extra={"folder": str(folder)})
+            log.exception("importing an agent failed", extra={"folder": printable(folder)})
             result = AgentResult(name=folder.name, folder=folder)
             result.problems = [f"{folder}: not imported, internal error: {exc!r}"]
         report.agents.append(result)
-    if any(r.uses_site_claude and r.status != Status.FAILED for r in report.agents):
+    if any(r.uses_site_claude and r.status not in NOT_IMPORTED for r in report.agents):
         problem = host.site_claude_problem()
         if problem:
             report.notices.append(problem)
@@ -207,6 +245,8 @@ def _import_agent(
         read = _read_agent(folder, yaml_path, prompt_path, within)
     except config.ConfigError as exc:
         result.problems = exc.problems
+        if isinstance(exc, _RefusedFile):
+            result.status = Status.REFUSED
         return result
     fields = read.parsed.fields
     result.notices = [f"{yaml_path}: {notice}" for notice in read.parsed.notices]
@@ -249,19 +289,18 @@ def _import_agent(
 
     existing = read.existing
     agent = existing if existing is not None else Agent()
-    before = versions.snapshot(existing) if existing is not None else None
     config.apply(agent, fields)
+    asked = agent.enabled
     try:
-        if dry_run:
-            # What save_agent checks, without its write.
-            actor.require("agents.add_agent" if existing is None else "agents.change_agent")
-            agent.full_clean()
-            changes = versions.changes_between(before, versions.snapshot(agent))
-        else:
-            with transaction.atomic():
-                changes = services.save_agent(
-                    agent, actor, reason=f"Imported from {folder}", action="agent.import"
-                )
+        with transaction.atomic():
+            # A dry run saves as the import does and rolls back: a copy of save_agent's checks
+            # drifted from it once (an editor's dry run said `enabled` would change). Nothing is
+            # kept; on PostgreSQL only the id sequences move on.
+            changes = services.save_agent(
+                agent, actor, reason=f"Imported from {printable(folder)}", action="agent.import"
+            )
+            if dry_run:
+                transaction.set_rollback(True)
     except ValidationError as exc:
         result.problems = [
             _located(key, message, yaml_path, prompt_path)
@@ -275,6 +314,12 @@ def _import_agent(
         # Another import or an edit got there first; nothing of this agent was written.
         result.problems = [f"{yaml_path}: could not be saved ({exc}); import again"]
         return result
+    if agent.enabled != asked:
+        # save_agent kept `enabled` as it was: the actor may not enable or pause agents.
+        result.notices.append(
+            f"{yaml_path}: enabled: {str(asked).lower()} is not applied; "
+            + services.enabled_kept(agent, asked)
+        )
     if existing is None:
         result.status = Status.CREATED
     elif changes:
@@ -326,6 +371,10 @@ def _fail(path: Path, problems: list[str]) -> config.ConfigError:
     return config.ConfigError([f"{path}: {problem}" for problem in problems])
 
 
+def _refuse(path: Path, exc: UnsafePath) -> _RefusedFile:
+    return _RefusedFile([f"{path}: {exc}"])
+
+
 def _read_text(path: Path, within: ImportFolder, limit: int) -> tuple[str, list[str]]:
     """A file's text as agents keep it (agentfile.decode_text), or ConfigError saying why not.
 
@@ -333,7 +382,7 @@ def _read_text(path: Path, within: ImportFolder, limit: int) -> tuple[str, list[
     try:
         return within.read_text(path, "the file", limit=limit)
     except UnsafePath as exc:  # NotText too: binary, or neither UTF-8 nor UTF-16
-        raise _fail(path, [str(exc)]) from exc
+        raise _refuse(path, exc) from exc
 
 
 def _parse(
@@ -351,7 +400,7 @@ def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path, within: Import
         yaml_missing = not within.exists(yaml_path, "the file")
         prompt_missing = not within.exists(prompt_path, "the file")
     except UnsafePath as exc:
-        raise _fail(folder, [str(exc)]) from exc
+        raise _refuse(folder, exc) from exc
     if yaml_missing:
         raise _fail(yaml_path, ["missing; every agent folder holds an agent.yaml"])
     # YAML reads CRLF itself; nothing to tell
@@ -359,6 +408,11 @@ def _read_agent(folder: Path, yaml_path: Path, prompt_path: Path, within: Import
     try:
         mapping = config.load_yaml(text)
     except config.ConfigError as exc:
+        # Anchors, aliases and deep nesting are refused by the codec's own loader before
+        # anything is built (a "billion laughs"), as a link is refused before it is followed; a
+        # syntax error or a key given twice is the file's fault.
+        if type(exc.__cause__).__module__ == config.__name__:
+            raise _RefusedFile([f"{yaml_path}: {problem}" for problem in exc.problems]) from exc
         raise _fail(yaml_path, exc.problems) from exc
     # A file that is not a mapping is refused by config.parse below, with what it holds instead.
     name = mapping.get("name") if isinstance(mapping, dict) else None
@@ -413,7 +467,7 @@ def export_directory(
             _write_atomically(folder / "CLAUDE.md", agent.prompt.encode("utf-8")),
         ]
         with transaction.atomic():
-            record(actor, "agent.export", agent, message=f"Exported to {folder}")
+            record(actor, "agent.export", agent, message=f"Exported to {printable(folder)}")
         report.agents.append(agent.name)
         report.files.extend(written)
     return report

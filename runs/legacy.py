@@ -14,8 +14,17 @@ over its bound or (a record) not text is refused by name.
 
 A record whose log is refused is refused whole, with the reason on its report line, and nothing
 of its run is written: imported without its log, the run would be "already there" at every later
-import and its log could never follow, while a refused record is imported whole once its
-log_file is fixed (or removed, to import the run without a log).
+import and its log could never follow, while a refused record is imported whole once its log is
+fixed (or its log_file removed, to import the run without a log).
+
+Each record not imported is reported as the agents are (agents.legacy.Status): *refused* when
+the import does not read a file (the record, or its log: a link, not a regular file, over its
+bound or nested past it, not text, a log_file that is not the name of a file beside the
+record), *failed* when what it read cannot become a run (not JSON, a missing or wrong key, an
+unknown agent, a log_file naming no file). The hint after the reason says what to change for
+that reason. Every line goes out through agents.legacy.printable, and a record's error is kept
+as its run's reason the same way: a name or an error holding a newline or an escape sequence
+stays one visible line.
 
 The log is copied under CRONOS_LOG_DIR with a name made from the run (as Cronos names its own
 logs), never from the record, into a file created for it alone (O_EXCL, mode 0600): a file
@@ -48,6 +57,7 @@ from django.db.models import Q
 from django.utils.text import slugify
 
 from agents.importfiles import MAX_RUN_RECORD_BYTES, ImportFolder, UnsafePath, size_in_words
+from agents.legacy import Status, printable
 from agents.models import Agent
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
@@ -92,13 +102,38 @@ LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 class RunsReport:
     imported: int = 0
     unchanged: int = 0
-    problems: list[str] = field(default_factory=list)
+    # (Status.REFUSED or Status.FAILED, "path: reason"), in the order the records were read.
+    not_imported: list[tuple[Status, str]] = field(default_factory=list)
+
+    def refuse(self, problem: str) -> None:
+        self.not_imported.append((Status.REFUSED, problem))
+
+    def fail(self, problem: str) -> None:
+        self.not_imported.append((Status.FAILED, problem))
+
+    @property
+    def refused(self) -> list[str]:
+        return [problem for status, problem in self.not_imported if status == Status.REFUSED]
+
+    @property
+    def failed(self) -> list[str]:
+        return [problem for status, problem in self.not_imported if status == Status.FAILED]
+
+    @property
+    def problems(self) -> list[str]:
+        """Every record not imported, refused or failed, with its reason."""
+        return [problem for _, problem in self.not_imported]
+
+    def lines(self) -> list[str]:
+        """One line per record not imported, as agents.legacy.ImportReport writes an agent's."""
+        return [printable(f"{status:<16}{problem}") for status, problem in self.not_imported]
 
     def summary(self, dry_run: bool) -> str:
         verb = "would import" if dry_run else "imported"
         return (
             f"runs/ history: {verb} {self.imported}, already there {self.unchanged}, "
-            f"failed {len(self.problems)}" + ("; nothing written" if dry_run else "")
+            f"refused {len(self.refused)}, failed {len(self.failed)}"
+            + ("; nothing written" if dry_run else "")
         )
 
 
@@ -122,7 +157,8 @@ def _read_record(folder: ImportFolder, path: Path) -> dict:
     try:
         data = json.loads(text)
     except RecursionError as exc:  # [[[[... : the parser recurses once per level
-        raise ValueError("not valid JSON (nested too deeply)") from exc
+        # Refused, as an agent.yaml nested past its bound is: not read, rather than wrong.
+        raise UnsafePath("the record is nested too deeply for an import to read") from exc
     except ValueError as exc:  # JSONDecodeError, or a number of thousands of digits
         raise ValueError(f"not valid JSON ({exc})") from exc
     if not isinstance(data, dict):
@@ -130,6 +166,9 @@ def _read_record(folder: ImportFolder, path: Path) -> dict:
     for key in ("id", "agent", "status"):
         if not isinstance(data.get(key), str) or not data[key]:
             raise ValueError(f"{key} is missing or not a string")
+    if not data["id"].isprintable():
+        # Kept as the run's legacy_id and shown; an id is matched as it is, so it is not escaped.
+        raise ValueError(f"id {data['id']!r} holds characters that are not printable")
     if len(data["id"]) > LEGACY_ID_LENGTH:
         raise ValueError(
             f"id is {len(data['id'])} characters long; Cronos keeps ids of up to {LEGACY_ID_LENGTH}"
@@ -172,7 +211,7 @@ def _records(folder: ImportFolder, runs_dir: Path, report: RunsReport) -> Iterat
     try:
         days = [runs_dir / name for name in folder.listdir(runs_dir, "the runs/ folder")]
     except UnsafePath as exc:
-        report.problems.append(f"{runs_dir}: {exc}")
+        report.refuse(f"{runs_dir}: {exc}")
         return
     for day in days:
         if day.name.startswith("."):
@@ -182,7 +221,7 @@ def _records(folder: ImportFolder, runs_dir: Path, report: RunsReport) -> Iterat
                 continue  # a file beside the date folders: not a record
             names = folder.listdir(day, "the folder")
         except UnsafePath as exc:
-            report.problems.append(f"{day}: {exc}; none of its runs were imported")
+            report.refuse(f"{day}: {exc}; none of its runs were imported")
             continue
         for name in names:
             if name.endswith(".json") and not name.startswith("."):
@@ -247,7 +286,7 @@ def import_runs(
         if not folder.is_folder(runs_dir, "the runs/ folder"):
             return report
     except UnsafePath as exc:
-        report.problems.append(f"{runs_dir}: {exc}; no run of it was imported")
+        report.refuse(f"{runs_dir}: {exc}; no run of it was imported")
         return report
     agents = {agent.name: agent for agent in Agent.objects.all()}
     seen: set[tuple[str, str, datetime | None]] = set()
@@ -267,8 +306,11 @@ def import_runs(
                 )
                 if data.get("log_file"):
                     log = _open_log(folder, path, data["log_file"])
-            except ValueError as exc:  # UnsafePath is one: the file is named in its message
-                report.problems.append(f"{path}: {exc}")
+            except UnsafePath as exc:  # the record or its log is not read
+                report.refuse(f"{path}: {exc}")
+                continue
+            except ValueError as exc:  # what the record says cannot become a run
+                report.fail(f"{path}: {exc}")
                 continue
             key = (data["agent"], *_identity(data["id"], started))
             if key in seen or (agent is not None and _already_there(agent, data["id"], started)):
@@ -280,12 +322,15 @@ def import_runs(
                 continue
             try:
                 _write_run(agent, path, data, started, finished, log, actor)
+            except UnsafePath as exc:  # the log grew past its bound while it was copied
+                report.refuse(f"{path}: {_log_refused(exc)}")
+                continue
             except ValueError as exc:
-                report.problems.append(f"{path}: {exc}")
+                report.fail(f"{path}: {exc}")
                 continue
             except Exception as exc:  # one record never stops the others; nothing of it kept
-                logger.exception("importing a run failed", extra={"record": str(path)})
-                report.problems.append(f"{path}: not imported, internal error: {exc!r}")
+                logger.exception("importing a run failed", extra={"record": printable(path)})
+                report.fail(f"{path}: not imported, internal error: {exc!r}")
                 continue
             seen.add(key)
             report.imported += 1
@@ -298,17 +343,38 @@ def import_runs(
 def _open_log(folder: ImportFolder, record: Path, name: str) -> BinaryIO:
     """The log file `name` beside `record`, opened for reading.
 
-    UnsafePath if it is refused (ImportFolder.beside and open), saying that the record is not
-    imported and how to import it."""
+    UnsafePath if it is refused (ImportFolder.beside and open), ValueError if there is no such
+    file; either says that the record is not imported and what to change for its reason."""
     shown = f"log file {name!r}"
     try:
-        log, _ = folder.open(folder.beside(record, name, shown), shown, limit=max_log_bytes())
+        path = folder.beside(record, name, shown)
+    except UnsafePath as exc:  # the name itself: absolute, or leading into another folder
+        raise UnsafePath(f"not imported: {exc}; {FIX_LOG_FILE}") from exc
+    try:
+        missing = not folder.exists(path, shown)
     except UnsafePath as exc:
-        raise UnsafePath(
-            f"not imported: {exc}; fix its log_file (or remove it, to import the run without a "
-            "log) and import again"
-        ) from exc
+        raise UnsafePath(_log_refused(exc)) from exc
+    if missing:
+        raise ValueError(f"not imported: {shown} is not beside the record; {FIX_LOG_FILE}")
+    try:
+        log, _ = folder.open(path, shown, limit=max_log_bytes())
+    except UnsafePath as exc:  # the file: a link, not a regular one, over the bound
+        raise UnsafePath(_log_refused(exc)) from exc
     return log
+
+
+# The hints of a record not imported for its log. When log_file itself is wrong (a path, a name
+# of no file), log_file is what to fix. When the file it names is refused, log_file is right and
+# the file is what to fix: the reason says what is wrong with it (and, for a link, to put a copy
+# there), and removing log_file is the other way to import the run.
+FIX_LOG_FILE = "fix its log_file (or remove it, to import the run without a log) and import again"
+
+
+def _log_refused(exc: UnsafePath) -> str:
+    return (
+        f"not imported: {exc}; import again once that is fixed, or remove its log_file to "
+        "import the run without a log"
+    )
 
 
 def _write_run(agent, path, data, started, finished, log, actor) -> None:
@@ -334,7 +400,9 @@ def _write_run(agent, path, data, started, finished, log, actor) -> None:
                 trigger=trigger,
                 slot=slot,
                 state=state,
-                reason=clean_text(str(error)),
+                # Shown on one line by the pages and the commands, and written by the author
+                # of the folder: kept escaped (printable), as the report shows it.
+                reason=printable(error),
                 exit_code=data.get("exit_code"),
                 created_at=requested,
                 started_at=started,
@@ -354,7 +422,7 @@ def _write_run(agent, path, data, started, finished, log, actor) -> None:
                 "run.import",
                 run,
                 object_name=f"{agent.name} #{run.pk}",
-                message=f"imported from {path}",
+                message=f"imported from {printable(path)}",
             )
     except BaseException:
         if written is not None:
@@ -454,7 +522,7 @@ def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
         os.replace(tmp, folder / f"{stem}.json")
         count += 1
     if count:
-        record(actor, "run.export", message=f"exported {count} run(s) to {root}")
+        record(actor, "run.export", message=f"exported {count} run(s) to {printable(root)}")
     return count
 
 

@@ -16,7 +16,7 @@ from agents import agentfile as config
 from agents import cron, secrets
 from agents.legacy import Status, export_directory, import_directory
 from agents.models import Agent
-from agents.services import save_agent
+from agents.services import save_agent, set_enabled
 from agents.versions import snapshot
 from audit import roles
 from audit.actor import Actor
@@ -350,7 +350,7 @@ def test_a_secret_value_never_appears_in_an_exported_file(actor, source, tmp_pat
 
 
 def test_importing_the_same_secret_value_again_changes_nothing(actor, source):
-    edit(source / "agents/cron-git/agent.yaml", "model:", "secrets:\n  PIN: '1234'\nmodel:")
+    edit(source / "agents/cron-git/agent.yaml", "model:", "secrets:\n  PIN: '123456'\nmodel:")
     import_directory(source, actor)
     versions, entries = Agent.history.count(), AuditEntry.objects.count()
     report = import_directory(source, actor)
@@ -709,7 +709,7 @@ def test_cronos_import_names_the_folder_to_rename_and_imports_the_others(person,
     copy_agent(source, "Daily Report")
     out = StringIO()
 
-    with pytest.raises(CommandError, match=r"1 agent\(s\) failed \(Daily Report\)"):
+    with pytest.raises(CommandError, match=r"1 agent\(s\) not imported: 1 failed \(Daily Report\)"):
         call_command("cronos_import", str(source), "--user", "ana", stdout=out)
 
     assert "to 'daily-report'" in out.getvalue()
@@ -750,7 +750,7 @@ def test_an_unreadable_prompt_is_reported_and_the_others_imported(actor, source)
 
     report = import_directory(source, actor)
 
-    assert [r.status for r in report.agents] == [Status.FAILED, Status.FAILED]
+    assert [r.status for r in report.agents] == [Status.REFUSED, Status.REFUSED]
     assert report.agents[0].problems == [
         f"{prompt}: the file is not a regular file: it is a folder"
     ]
@@ -926,6 +926,109 @@ def test_a_dry_run_over_existing_agents_reports_the_changes_and_writes_nothing(a
     assert Agent.objects.get(name="cron-git").max_turns == 8
 
 
+def lines_of(report) -> list[str]:
+    """A report's lines as the import would word them: "would create" read as "created"."""
+    verbs = {f"would {s.removesuffix('d')}": str(s) for s in (Status.CREATED, Status.UPDATED)}
+    return [
+        next(
+            (f"{verbs[verb]:<16}{line[16:]}" for verb in verbs if line.startswith(verb)),
+            line,
+        )
+        for line in report.lines()
+    ]
+
+
+def everything() -> tuple:
+    """What the database holds of agents: every agent as saved, its versions, the audit log."""
+    return (
+        [snapshot(agent) for agent in Agent.objects.order_by("name")],
+        list(Agent.history.values_list("history_id", flat=True)),
+        list(AuditEntry.objects.values_list("id", flat=True)),
+    )
+
+
+@pytest.fixture
+def paused_by_an_operator(actor, source) -> None:
+    """Both agents imported, then cron-git paused and weekly-report enabled by an operator."""
+    import_directory(source, actor)
+    set_enabled(Agent.objects.get(name="cron-git"), False, actor)
+    set_enabled(Agent.objects.get(name="weekly-report"), True, actor)
+
+
+def test_an_editors_dry_run_reports_what_the_import_does_and_writes_nothing(
+    editor, source, paused_by_an_operator
+):
+    edit(source / "agents/cron-git/agent.yaml", "max_turns: 8", "max_turns: 9")
+    eddie, before = Actor.cli(editor.username), everything()
+
+    dry = import_directory(source, eddie, dry_run=True)
+
+    assert everything() == before
+    real = import_directory(source, eddie)
+    assert (
+        lines_of(dry)
+        == lines_of(real)
+        == [
+            "updated         cron-git (changed: max_turns)",
+            f"    notice: {source / 'agents/cron-git/agent.yaml'}: enabled: true is not applied; "
+            "cron-git stays paused: enabling or pausing an agent needs the operator's permission "
+            "(agents.toggle_agent).",
+            "unchanged       weekly-report",
+            f"    notice: {source / 'agents/weekly-report/agent.yaml'}: enabled: false is not "
+            "applied; weekly-report stays enabled: enabling or pausing an agent needs the "
+            "operator's permission (agents.toggle_agent).",
+        ]
+    )
+    assert dry.lines()[0] == "would update    cron-git (changed: max_turns)"
+    cron_git = Agent.objects.get(name="cron-git")
+    assert (cron_git.enabled, cron_git.max_turns) == (False, 9)
+    assert Agent.objects.get(name="weekly-report").enabled is True
+
+
+def test_an_editors_dry_run_does_not_report_enabled_as_a_change(
+    editor, source, paused_by_an_operator
+):
+    eddie, before = Actor.cli(editor.username), everything()
+    dry = import_directory(source, eddie, dry_run=True)
+    assert everything() == before
+    real = import_directory(source, eddie)
+    assert [(r.status, r.changed) for r in dry.agents] == [
+        (Status.UNCHANGED, []),
+        (Status.UNCHANGED, []),
+    ]
+    assert dry.lines() == real.lines()
+    assert everything() == before  # unchanged: no version, no audit entry
+
+
+def test_an_editors_dry_run_of_new_agents_says_they_are_created_paused(editor, source):
+    eddie = Actor.cli(editor.username)
+    dry = import_directory(source, eddie, dry_run=True)
+    assert counts() == (0, 0, 0)
+    real = import_directory(source, eddie)
+    assert (
+        lines_of(dry)
+        == lines_of(real)
+        == [
+            "created         cron-git",
+            f"    notice: {source / 'agents/cron-git/agent.yaml'}: enabled: true is not applied; "
+            "cron-git stays paused: enabling or pausing an agent needs the operator's permission "
+            "(agents.toggle_agent).",
+            "created         weekly-report",
+        ]
+    )
+    assert Agent.objects.get(name="cron-git").enabled is False
+
+
+def test_cronos_import_dry_run_of_an_editor_prints_the_import_s_lines(editor, source):
+    dry = run("cronos_import", str(source), "--dry-run", "--user", editor.username)
+    real = run("cronos_import", str(source), "--user", editor.username)
+    # The note, each agent and its notices: the same but for "would"; then the summaries.
+    assert dry.splitlines()[:4] == [
+        line.replace("created         ", "would create    ") for line in real.splitlines()[:4]
+    ]
+    assert "enabled: true is not applied; cron-git stays paused" in dry
+
+
 # --- The commands -------------------------------------------------------------------------------
 
 
@@ -940,8 +1043,9 @@ def test_cronos_import_prints_a_line_per_agent_the_notices_and_a_summary(person)
     assert output.splitlines() == [
         "created         cron-git",
         "created         weekly-report",
-        f"Imported 2 agent(s) from {LEGACY}: 2 created, 0 updated, 0 unchanged, 0 failed.",
-        "runs/ history: imported 2, already there 0, failed 0",
+        f"Imported 2 agent(s) from {LEGACY}: 2 created, 0 updated, 0 unchanged, 0 refused, "
+        "0 failed.",
+        "runs/ history: imported 2, already there 0, refused 0, failed 0",
     ]
     assert AuditEntry.objects.filter(action="agent.import", actor_username="ana").count() == 2
 
@@ -949,7 +1053,9 @@ def test_cronos_import_prints_a_line_per_agent_the_notices_and_a_summary(person)
 def test_cronos_import_fails_after_importing_the_good_agents(person, source):
     edit(source / "agents/cron-git/agent.yaml", "max_turns: 8", "max_turns: eight")
     out = StringIO()
-    with pytest.raises(CommandError, match=r"1 agent\(s\) failed \(cron-git\); the others"):
+    with pytest.raises(
+        CommandError, match=r"1 agent\(s\) not imported: 1 failed \(cron-git\); the others"
+    ):
         call_command("cronos_import", str(source), "--user", "ana", stdout=out)
     assert "failed          cron-git" in out.getvalue()
     assert "max_turns: expected a whole number" in out.getvalue()

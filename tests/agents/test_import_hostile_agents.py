@@ -1,7 +1,8 @@
 """A hostile agents/ folder: nothing but the folder's own regular files is read (no symbolic link,
 wherever it leads, no hard link, no FIFO or device), every file within its bound, YAML without
-anchors or aliases, text that is text; the agent a bad file concerns is refused naming the file
-and the reason, nothing of it is written, and the others are imported."""
+anchors or aliases, text that is text; the agent a bad file concerns is not imported, naming the
+file and the reason (`refused`: the import does not read the file, or expand its YAML), nothing
+of it is written, and the others are imported."""
 
 from __future__ import annotations
 
@@ -98,11 +99,13 @@ def replace(path: Path) -> Path:
     return path
 
 
-def import_refusing_cron_git(actor: Actor, source: Path, expected: str) -> None:
+def import_refusing_cron_git(
+    actor: Actor, source: Path, expected: str, status: Status = Status.REFUSED
+) -> None:
     with deadline():
         report = import_directory(source, actor)
     assert [(r.name, r.status) for r in report.agents] == [
-        ("cron-git", Status.FAILED),
+        ("cron-git", status),
         ("weekly-report", Status.CREATED),
     ]
     problems = report.agents[0].problems
@@ -238,8 +241,17 @@ def test_an_agent_yaml_nested_thousands_deep_is_refused_naming_the_file(actor, s
     agent_yaml = source / "agents/cron-git/agent.yaml"
     agent_yaml.write_text("name: cron-git\nextra: " + "[" * 5000 + "]" * 5000 + "\n")
     import_refusing_cron_git(
-        actor, source, f"{agent_yaml}: line 2, column 39: nested more than 32 levels deep"
+        actor,
+        source,
+        f"{agent_yaml}: line 2, column 39: nested more than 32 levels deep",
     )
+
+
+def test_an_agent_yaml_giving_a_key_twice_fails_rather_than_being_refused(actor, source):
+    # Read and parsed, and wrong: the file's fault, not a shape the import will not read.
+    agent_yaml = source / "agents/cron-git/agent.yaml"
+    agent_yaml.write_text(agent_yaml.read_text() + "max_turns: 80\n")
+    import_refusing_cron_git(actor, source, "found the key 'max_turns' twice", Status.FAILED)
 
 
 def test_the_agent_yaml_codec_refuses_anchors_and_aliases_for_every_reader():
@@ -286,9 +298,13 @@ def test_a_latin_1_prompt_is_refused_saying_to_save_it_as_utf8(actor, source):
 def test_cronos_import_names_the_file_and_imports_the_rest(actor, source, outside):
     (replace(source / "agents/cron-git/CLAUDE.md")).symlink_to(outside / "secret.md")
     out = StringIO()
-    with deadline(), pytest.raises(CommandError, match=r"1 agent\(s\) failed \(cron-git\)"):
+    with (
+        deadline(),
+        pytest.raises(CommandError, match=r"1 agent\(s\) not imported: 1 refused \(cron-git\)"),
+    ):
         call_command("cronos_import", str(source), "--user", "ana", stdout=out)
     text = out.getvalue()
+    assert "refused         cron-git\n" in text
     assert "CLAUDE.md: the file is a symbolic link to " in text
     # The runs of the refused agent say why they are not imported.
     assert "its folder agents/cron-git was not imported" in text

@@ -1,9 +1,12 @@
 """A hostile import folder: only its own regular files are read, each log beside its record.
 
-Each refused shape is one run record beside the two good ones of the fixture: the message names
-the record and what is wrong, nothing of that run is written (no row, no log, no chunk), the
-good runs are imported, and the folder is left as it was. A refused log refuses its record
-whole (runs.legacy says why), so that fixing it and importing again brings the run and its log.
+Each bad shape is one run record beside the two good ones of the fixture: the line names the
+record and what is wrong, `refused` when the import does not read a file (a link, not a regular
+file, over its bound, not text, a log_file that leads out of the record's folder) and `failed`
+when what it read cannot become a run; nothing of that run is written (no row, no log, no
+chunk), the good runs are imported, and the folder is left as it was. A refused log refuses its
+record whole (runs.legacy says why), so that fixing it and importing again brings the run and
+its log.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from agents.legacy import Status
 from audit.actor import Actor
 from runs.legacy import import_runs
 from runs.models import Run, RunChunk
@@ -110,15 +114,21 @@ def files(path: Path) -> dict[str, tuple[str, bytes | str]]:
     return out
 
 
-def import_refusing_one(source: Path, log_dir: Path, expected: str) -> str:
-    """Import with the agents; the hostile record is refused naming `expected`, the rest kept."""
+def import_refusing_one(
+    source: Path, log_dir: Path, expected: str, status: Status = Status.REFUSED
+) -> str:
+    """Import with the agents; the hostile record is not imported, on a line of its `status`
+    naming `expected`, and the rest is kept."""
     before = files(source)
     out = StringIO()
-    with deadline(), pytest.raises(CommandError, match="1 run record"):
+    with deadline(), pytest.raises(CommandError, match=f"1 run record.*1 {status}"):
         call_command("cronos_import", str(source), stdout=out)
     text = out.getvalue()
-    assert expected in text, text
-    assert "runs/ history: imported 2, already there 0, failed 1" in text
+    assert any(
+        line.startswith(f"{status:<16}") and expected in line for line in text.splitlines()
+    ), text
+    counts = "refused 1, failed 0" if status == Status.REFUSED else "refused 0, failed 1"
+    assert f"runs/ history: imported 2, already there 0, {counts}" in text
     assert Run.objects.count() == 2
     assert not Run.objects.filter(legacy_id="hostile-1").exists()
     assert not any(
@@ -151,6 +161,8 @@ def test_a_log_file_with_dot_dot_is_refused_wherever_it_leads(source, log_dir, o
     )
     assert "passwd" not in {p.name for p in log_dir.rglob("*")}
     assert log_file in text  # named, not read
+    # log_file is what is wrong, and the hint says so.
+    assert "fix its log_file (or remove it, to import the run without a log)" in text
 
 
 def test_a_log_file_in_a_folder_below_the_record_is_refused(source, log_dir):
@@ -204,8 +216,24 @@ def test_a_log_file_that_is_a_symlink_inside_the_folder_is_refused_too(source, l
         f"{record}: not imported: log file 'cron-git-000002.log' is a symbolic link to "
         "../2026-11-20/cron-git-080000.log",
     )
-    # The line says what becomes of the run, and how to import it.
-    assert "fix its log_file (or remove it, to import the run without a log)" in text
+    # The line says what becomes of the run, and how to import it: log_file names the right
+    # file, so the file is what to fix (with a copy), or log_file what to remove.
+    assert (
+        "put a copy there instead; import again once that is fixed, or remove its log_file to "
+        "import the run without a log"
+    ) in text
+    assert "fix its log_file" not in text
+
+
+def test_a_log_file_naming_no_file_fails_saying_to_fix_it(source, log_dir):
+    record = write_record(source, "cron-git-00002.log")
+    import_refusing_one(
+        source,
+        log_dir,
+        f"{record}: not imported: log file 'cron-git-00002.log' is not beside the record; "
+        "fix its log_file (or remove it, to import the run without a log) and import again",
+        Status.FAILED,
+    )
 
 
 def test_a_log_file_that_is_a_hard_link_to_a_file_outside_is_refused(source, log_dir, outside):
@@ -252,12 +280,12 @@ def test_the_log_bound_is_a_setting(source, log_dir, settings):
     assert "is larger than the 10 bytes an import reads" in report.problems[0]
 
 
-def test_a_log_file_with_a_nul_or_of_the_wrong_type_is_refused(source, log_dir):
+def test_a_log_file_with_a_nul_is_refused_and_one_of_the_wrong_type_fails(source, log_dir):
     write_record(source, "x\x00.log")
     import_refusing_one(source, log_dir, "holds a NUL character")
     write_record(source, ["a.log"])
     Run.objects.all().delete()
-    with pytest.raises(CommandError, match="1 run record"):
+    with pytest.raises(CommandError, match=r"1 run record\(s\) not imported \(0 refused, 1 fail"):
         out = StringIO()
         call_command("cronos_import", str(source), stdout=out)
     assert "log_file must be the name of the log file beside the record" in out.getvalue()
@@ -296,7 +324,14 @@ def test_an_enormous_record_is_refused(source, log_dir):
 def test_a_record_nested_thousands_deep_is_refused_and_the_others_imported(source, log_dir):
     # json.loads recurses once per level: unchecked, this ended the whole import.
     (source / RECORD).write_text('{"id": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    import_refusing_one(source, log_dir, f"{source / RECORD}: not valid JSON (nested too deeply)")
+    import_refusing_one(
+        source, log_dir, f"{source / RECORD}: the record is nested too deeply for an import to read"
+    )
+
+
+def test_a_record_that_is_not_json_fails(source, log_dir):
+    (source / RECORD).write_text('{"id": "hostile-1",')
+    import_refusing_one(source, log_dir, f"{source / RECORD}: not valid JSON (", Status.FAILED)
 
 
 def test_a_binary_record_is_refused_as_binary(source, log_dir):
@@ -307,9 +342,11 @@ def test_a_binary_record_is_refused_as_binary(source, log_dir):
 
 
 @pytest.mark.parametrize("exit_code", [10**40, True, 2**31])
-def test_an_exit_code_no_process_can_exit_with_is_refused(source, log_dir, exit_code):
+def test_an_exit_code_no_process_can_exit_with_fails(source, log_dir, exit_code):
     write_record(source, exit_code=exit_code)
-    import_refusing_one(source, log_dir, "exit_code must be a whole number, as a process exits")
+    import_refusing_one(
+        source, log_dir, "exit_code must be a whole number, as a process exits", Status.FAILED
+    )
 
 
 def test_a_date_folder_that_is_a_symlink_out_of_the_folder_is_refused(source, log_dir, outside):
@@ -477,6 +514,8 @@ def test_a_record_with_a_byte_order_mark_is_imported(source, log_dir):
     assert Run.objects.filter(legacy_id="hostile-1").exists()
 
 
-def test_an_id_too_long_to_keep_is_refused_by_name(source, log_dir):
+def test_an_id_too_long_to_keep_fails_by_name(source, log_dir):
     write_record(source, id="x" * 65)
-    import_refusing_one(source, log_dir, "id is 65 characters long; Cronos keeps ids of up to 64")
+    import_refusing_one(
+        source, log_dir, "id is 65 characters long; Cronos keeps ids of up to 64", Status.FAILED
+    )

@@ -76,10 +76,11 @@ def test_a_run_of_an_unknown_agent_names_the_agent(tmp_path):
         )
     )
     report = import_runs(source, Actor.system())
-    assert report.problems == [
+    assert report.failed == [
         f"{source}/runs/2026-11-20/ghost-080000.json: agent 'ghost' is not in Cronos "
         "(import its agents/ folder too)"
     ]
+    assert report.refused == []
     assert not Run.objects.exists()
 
 
@@ -155,7 +156,9 @@ def test_export_then_import_adds_no_run_whatever_its_id(tmp_path):
     call_command("cronos_import", str(LEGACY))
     cronos_runs(Agent.objects.get(name="cron-git"))
     call_command("cronos_export", str(tmp_path / "exp"), "--agent", "cron-git")
-    assert "runs/ history: imported 0, already there 7, failed 0" in import_output(tmp_path / "exp")
+    assert "runs/ history: imported 0, already there 7, refused 0, failed 0" in import_output(
+        tmp_path / "exp"
+    )
     assert Run.objects.count() == 7
 
 

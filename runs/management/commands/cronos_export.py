@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError, CommandParser
 
-from agents.legacy import export_directory
+from agents.legacy import export_directory, printable
 from agents.models import Agent
 from audit.actor import Actor
 from audit.commands import CronosCommand
@@ -37,19 +37,23 @@ class Command(CronosCommand):
             found = {agent.name: agent for agent in Agent.objects.filter(name__in=names)}
             missing = [name for name in names if name not in found]
             if missing:
-                raise CommandError("No agent named " + ", ".join(repr(n) for n in missing) + ".")
+                raise CommandError(
+                    printable("No agent named " + ", ".join(repr(n) for n in missing) + ".")
+                )
             agents = [found[name] for name in names]
         try:
             report = export_directory(options["path"], actor, agents)
+            for name in report.agents:
+                self.stdout.write(f"exported {printable(name)}")
+            exported = Agent.objects.filter(name__in=report.agents)
+            runs = export_runs(report.destination, actor, list(exported))
         except PermissionDenied as exc:
             raise CommandError(str(exc)) from exc
         except OSError as exc:
-            raise CommandError(f"Could not write to {options['path']}: {exc}") from exc
-        for name in report.agents:
-            self.stdout.write(f"exported {name}")
-        exported = Agent.objects.filter(name__in=report.agents)
-        runs = export_runs(report.destination, actor, list(exported))
+            # The path and the reason name a folder someone chose: one line, nothing it holds
+            # acted on by the terminal (agents.legacy.printable), as in cronos_import.
+            raise CommandError(printable(f"Could not write to {options['path']}: {exc}")) from exc
         self.stdout.write(
             f"Exported {len(report.agents)} agent(s) and {runs} finished run(s) "
-            f"to {report.destination}."
+            f"to {printable(report.destination)}."
         )
