@@ -14,11 +14,13 @@ django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from cronos_site.web.consumers import NotificationConsumer, RunOutputConsumer  # noqa: E402
+from cronos_site.web.sockets import SameOriginValidator  # noqa: E402
 
+# Every consumer is a sockets.GuardedConsumer (tests/test_websocket_security.py checks it):
+# admitted with its page's permission, closed once the session, account or permission ends.
 websocket_urlpatterns = [
     path("ws/runs/<int:run_id>/", RunOutputConsumer.as_asgi()),
     path("ws/notifications/", NotificationConsumer.as_asgi()),
@@ -27,8 +29,7 @@ websocket_urlpatterns = [
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
+        # Scheme, host and port of the Origin, not the host name alone (sockets.origin_allowed).
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -264,6 +264,12 @@
       ws.onclose = (event) => {
         if (socket === ws) socket = null;
         if (ended) return;
+        // The server closes with these when the session, account or permission ends
+        // (cronos_site/web/sockets.py): reconnecting would only be refused again.
+        if (event.code === 4401) {
+          setStatus("signed out — reload to sign in");
+          return;
+        }
         if (event.code === 4403) {
           setStatus("not allowed to follow this run");
           return;
@@ -426,7 +432,21 @@
         refresh();
       };
       ws.onclose = (event) => {
-        if (event.code === 4403) return;
+        // Signed out or no longer allowed (cronos_site/web/sockets.py): say so, do not retry.
+        if (event.code === 4401 || event.code === 4403) {
+          const panel = document.getElementById("notif-panel");
+          if (panel) {
+            const note = document.createElement("p");
+            note.className = "muted small";
+            note.dataset.socketClosed = String(event.code);
+            note.textContent =
+              event.code === 4401
+                ? "Signed out — reload to sign in."
+                : "Not allowed to see notifications any more.";
+            panel.replaceChildren(note);
+          }
+          return;
+        }
         attempts += 1;
         setTimeout(connect, backoff(attempts));
       };

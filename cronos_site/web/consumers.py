@@ -6,6 +6,10 @@ committed batch of chunks to the run's group (runs/live.py) and the consumer sen
 once, falling back to the database whenever a pushed batch does not follow on from what the
 viewer has; without Redis (the in-memory layer does not cross processes) the poll alone does
 it. A run that has not started is polled slowly: there is nothing to show yet.
+
+Every consumer is a `sockets.GuardedConsumer`: it needs its page's permission to open, and
+closes (4401 signed out, 4403 forbidden) as soon as a periodic re-check finds the session,
+the account or the permission gone.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ import asyncio
 import logging
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
+from cronos_site.web.access import VIEW_RUN
+from cronos_site.web.sockets import GuardedConsumer
 from runs import live, notifications
 from runs.models import Notification, Run, RunChunk
 
@@ -30,37 +35,27 @@ WAITING_POLL_FACTOR = 5
 BATCH = 64  # chunks per read: bounded memory whatever the size of the output
 
 
-class TailingConsumer(AsyncJsonWebsocketConsumer):
+class TailingConsumer(GuardedConsumer):
     """A websocket that tails rows from the database: it reads what is new, sends it, then
     waits for a wake-up from the channel layer (Redis) or the poll interval, whichever first.
 
-    Subclasses say who may connect (`admit`), which group wakes them (`group`), and what one
-    step sends (`step`, returning True when the stream is complete).
+    Subclasses say who may connect (`perm`, `admit`), which group wakes them (`group`), and
+    what one step sends (`step`, returning True when the stream is complete).
     """
 
     group: str | None = None
 
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated or not await self.admit(user):
-            await self.close(code=4403)
-            return
+    async def opened(self) -> None:
         self.query = query_params(self.scope)
         self.wake = asyncio.Event()
-        await self.accept()
         if settings.REDIS_URL and self.group:
             await self.channel_layer.group_add(self.group, self.channel_name)
-        self.pump = asyncio.create_task(self._pump())
+        self.start(self._pump())
 
     async def disconnect(self, code: int) -> None:
-        task = getattr(self, "pump", None)
-        if task is not None:
-            task.cancel()
+        await super().disconnect(code)
         if settings.REDIS_URL and self.group and hasattr(self, "wake"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-
-    async def admit(self, user) -> bool:
-        raise NotImplementedError
 
     def poll_seconds(self) -> float:
         """How long to wait for a wake-up before reading again."""
@@ -94,6 +89,8 @@ class RunOutputConsumer(TailingConsumer):
     """ws/runs/<id>/?after=<seq>: every chunk after `seq`, then new ones as they come, then
     {"type": "end", "state": ...} once the run has ended and everything was sent."""
 
+    perm = VIEW_RUN  # the run page's (access.run_for)
+
     async def admit(self, user) -> bool:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         self.group = live.group_name(self.run_id)
@@ -103,7 +100,7 @@ class RunOutputConsumer(TailingConsumer):
             self.after = int(query_params(self.scope).get("after", "-1"))
         except ValueError:
             self.after = -1
-        return await self._may_view(user)
+        return await self._exists()
 
     def poll_seconds(self) -> float:
         if self.state in Run.WAITING_STATES:
@@ -159,8 +156,8 @@ class RunOutputConsumer(TailingConsumer):
         return chunks, state or Run.State.LOST
 
     @database_sync_to_async
-    def _may_view(self, user) -> bool:
-        return user.has_perm("runs.view_run") and Run.objects.filter(pk=self.run_id).exists()
+    def _exists(self) -> bool:
+        return Run.objects.filter(pk=self.run_id).exists()
 
 
 def query_params(scope) -> dict[str, str]:
@@ -174,6 +171,7 @@ class NotificationConsumer(TailingConsumer):
     """ws/notifications/?after=<id>: new notifications as they are made."""
 
     group = notifications.GROUP
+    perm = VIEW_RUN  # the notifications panel's (views.runs.notification_list): they name runs
 
     def poll_seconds(self) -> float:
         return NOTIFICATIONS_POLL_SECONDS
@@ -181,7 +179,7 @@ class NotificationConsumer(TailingConsumer):
     async def admit(self, user) -> bool:
         after = query_params(self.scope).get("after", "")
         self.after = int(after) if after.isdigit() else None
-        return True
+        return True  # `perm` is the whole rule: notifications are the site's, not a person's
 
     async def notification_new(self, event: dict) -> None:
         self.wake.set()

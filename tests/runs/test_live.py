@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
 
 from cronos_site.web.consumers import RunOutputConsumer
 from runs.models import Run, RunChunk
@@ -14,11 +18,20 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def communicator(run: Run, user, after: int | None = None) -> WebsocketCommunicator:
+    """A socket as the site opens it: the person, and the session that logged them in (the
+    consumer re-checks it: tests/test_websocket_security.py)."""
     query = f"?after={after}" if after is not None else ""
     comm = WebsocketCommunicator(RunOutputConsumer.as_asgi(), f"/ws/runs/{run.pk}/{query}")
     comm.scope["user"] = user
+    comm.scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_of(user))
     comm.scope["url_route"] = {"kwargs": {"run_id": run.pk}}
     return comm
+
+
+def session_of(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
 
 
 def finished_run(texts: list[str]) -> Run:
@@ -41,8 +54,9 @@ async def receive_all(comm: WebsocketCommunicator) -> list[dict]:
 def test_a_viewer_receives_every_chunk_in_order_then_the_end(viewer):
     run = finished_run([f"line {i}\n" for i in range(200)])
 
+    comm = communicator(run, viewer)
+
     async def scenario():
-        comm = communicator(run, viewer)
         connected, _ = await comm.connect()
         assert connected
         messages = await receive_all(comm)
@@ -57,8 +71,9 @@ def test_a_viewer_receives_every_chunk_in_order_then_the_end(viewer):
 def test_a_reconnect_resumes_after_the_last_seq_without_loss_or_duplication(viewer):
     run = finished_run(["a", "b", "c", "d"])
 
+    comm = communicator(run, viewer, after=1)
+
     async def scenario():
-        comm = communicator(run, viewer, after=1)
         await comm.connect()
         messages = await receive_all(comm)
         await comm.disconnect()
@@ -72,8 +87,9 @@ def test_output_written_while_watching_arrives_live(viewer):
     run = Run.objects.create(agent=make_agent(), trigger="manual")
     run.claim("here", 1)
 
+    comm = communicator(run, viewer)
+
     async def scenario():
-        comm = communicator(run, viewer)
         await comm.connect()
         await sync_to_async(RunChunk.objects.create)(run=run, seq=0, text="first\n")
         first = await comm.receive_json_from(timeout=5)
@@ -92,14 +108,30 @@ def test_output_written_while_watching_arrives_live(viewer):
 def test_someone_without_the_view_permission_is_refused(outsider):
     run = finished_run(["secret plans"])
 
-    async def scenario():
-        comm = communicator(run, outsider)
-        connected, code = await comm.connect()
-        return connected, code
+    comm = communicator(run, outsider)
 
-    connected, code = async_to_sync(scenario)()
-    assert not connected
-    assert code == 4403
+    async def scenario():
+        connected, _ = await comm.connect()
+        # Accepted only to say why it closes (a refused handshake reaches a page as a bare
+        # 1006, and it would reconnect forever); nothing is sent before the close.
+        closed = await comm.receive_output(timeout=5)
+        return connected, closed
+
+    connected, closed = async_to_sync(scenario)()
+    assert connected
+    assert closed == {"type": "websocket.close", "code": 4403}
+
+
+def test_a_run_that_does_not_exist_is_refused_like_a_forbidden_one(viewer):
+    run = finished_run(["gone"])
+    comm = communicator(run, viewer)
+    run.delete()
+
+    async def scenario():
+        await comm.connect()
+        return await comm.receive_output(timeout=5)
+
+    assert async_to_sync(scenario)() == {"type": "websocket.close", "code": 4403}
 
 
 def test_pushed_chunks_are_sent_only_when_they_follow_on_without_a_gap():
