@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
-MASK = "••••••••"
+# The mask is the masking rule's; kept here too for the pages that show a secret as it.
+from agents.masking import MASK as MASK
+from agents.masking import masker
 
 
 class SecretKeyError(RuntimeError):
@@ -90,14 +92,15 @@ def environment(variables: Iterable[dict]) -> dict[str, str]:
 
 
 def secret_values(variables: Iterable[dict]) -> list[str]:
-    """The decrypted secret values, so that output can be masked before it is stored."""
+    """The decrypted secret values, so that output can be masked before it is stored
+    (agents.masking: the bytes of the output, and `mask_text` for text, by one rule)."""
     return [decrypt(v["ciphertext"]) for v in variables if v.get("secret")]
 
 
 def mask_text(text: str, values: Iterable[str]) -> str:
-    for value in sorted((v for v in values if v), key=len, reverse=True):
-        text = text.replace(value, MASK)
-    return text
+    """`text` with the secret `values` masked as agents.masking says (split by escape
+    sequences, a line of a multi-line one alone, JSON-escaped...)."""
+    return masker(tuple(values)).mask_text(text)
 
 
 def rotate_variables(variables: list[dict]) -> tuple[list[dict], int]:

@@ -12,10 +12,12 @@ import zoneinfo
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import EmailValidator
+from django.utils.text import capfirst
 
-from agents import cron
+from agents import cron, secrets
+from agents.masking import MIN_SECRET_CHARS
 
 if TYPE_CHECKING:
     from agents.models import Agent
@@ -26,10 +28,6 @@ AGENT_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
 RESERVED_NAMES = {"new"}
 # A Windows path as the desktop prototype may have written it: `C:\x`, `\\nas\share`.
 WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")
-# The demo agents' repository (cronos_site.demo), made under the data directory until it moves
-# to the agents' own work directory (DESIGN.md §4 "Isolation from Cronos"): the one path there
-# an agent may use.
-DEMO_REPOSITORY = "demo-repo"
 
 
 def validate_timezone(value: str) -> None:
@@ -78,7 +76,10 @@ def working_dir_problem(value: str, *, enabled: bool = True) -> str:
         return ""  # ~user of another host: the import notice names it; not Cronos's own.
     resolved = os.path.realpath(expanded)
     data = os.path.realpath(settings.DATA_DIR)
-    if resolved == os.path.join(data, DEMO_REPOSITORY):
+    work = os.path.realpath(settings.CRONOS_WORK_DIR)
+    if resolved == work or resolved.startswith(work.rstrip(os.sep) + os.sep):
+        # The agents' own place (the demo repository, run folders), even where it is inside
+        # Cronos's installation; settings keep it apart from the data and log directories.
         return ""
     for place, root in (
         ("data directory", data),
@@ -166,9 +167,25 @@ def validate_variables(variables) -> list[str]:
         if item.get("secret"):
             if not isinstance(item.get("ciphertext"), str) or not item["ciphertext"]:
                 problems.append(f"secret {name} has no value.")
+            elif _too_short(item["ciphertext"]):
+                problems.append(
+                    f"secret {name} is shorter than {MIN_SECRET_CHARS} characters: a value that "
+                    "short cannot be masked in the output without showing where it is, and so "
+                    "what it is. Give it a longer value."
+                )
         elif not isinstance(item.get("value", ""), str):
             problems.append(f"{name} must have a text value.")
     return problems
+
+
+def _too_short(ciphertext: str) -> bool:
+    """Whether a secret's value is shorter than masking needs (DESIGN.md §4 "Secrets,
+    precisely"; measured as agents.masking masks it, spaces around it not counted)."""
+    try:
+        value = secrets.decrypt(ciphertext)
+    except secrets.SecretKeyError:
+        return False  # not for this rule to say: the run says it cannot decrypt it
+    return len(value.strip()) < MIN_SECRET_CHARS
 
 
 def validate_agent(agent: Agent) -> None:
@@ -233,3 +250,22 @@ def validate_agent(agent: Agent) -> None:
         add("extra_config", "must be a mapping.")
     if errors:
         raise ValidationError(errors)
+
+
+def stored_problems(agent: Agent) -> list[str]:
+    """What a save of `agent` as it is stored would refuse, a line each: a rule made after it
+    was saved (a jitter too long, a step larger than its field, a secret too short...). It keeps
+    running as it is (DESIGN.md §4 "Schedule changes"); its page lists these, to be fixed at
+    its next save."""
+    try:
+        validate_agent(agent)
+    except ValidationError as exc:
+        return [
+            message
+            if field == NON_FIELD_ERRORS
+            else f"{capfirst(getattr(agent._meta.get_field(field), 'verbose_name', field))}: "
+            f"{message}"
+            for field, messages in exc.message_dict.items()
+            for message in messages
+        ]
+    return []

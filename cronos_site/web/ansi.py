@@ -11,6 +11,9 @@ digits, `;` and a final letter) and only then are escape sequences replaced:
 - Every other escape sequence (cursor moves, 256/true colour, OSC titles and links) and the
   C0 control characters other than tab, newline and carriage return are dropped.
 
+What an escape sequence is, is agents.masking's ESCAPE_SEQUENCE: secrets are masked in the text
+as it shows here, so the page cannot join what the masking kept apart.
+
 The same rules are in static/runs.js for chunks that arrive live; both keep their state between
 pieces of output, because a colour set in one chunk goes on in the next and an escape sequence
 may be cut in two by a chunk boundary.
@@ -24,17 +27,16 @@ from dataclasses import dataclass, field, replace
 
 from django.utils.safestring import SafeString, mark_safe
 
+from agents.masking import ESCAPE_SEQUENCE
+
 COLOURS = ("black", "red", "green", "yellow", "blue", "magenta", "cyan", "white")
 
 # One token: an escape sequence (CSI, OSC, or a two-character escape), or a control character.
 # CSI: ESC [ parameters (0x30-0x3F) intermediates (0x20-0x2F) final (0x40-0x7E).
 # OSC: ESC ] ... terminated by BEL or ESC \ (after escaping, its text may hold entities).
-_TOKEN = re.compile(
-    r"\x1b\[(?P<csi>[0-?]*)[ -/]*(?P<final>[@-~])"
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"
-    r"|\x1b[ -/]*[0-~]"
-    r"|[\x00-\x08\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f]"
-)
+_TOKEN = re.compile(ESCAPE_SEQUENCE)
+# A token that sets the graphic rendition (SGR): its parameters.
+_SGR = re.compile(r"\x1b\[([0-?]*)[ -/]*m")
 # An escape sequence cut off by the end of a piece of output: kept for the next piece.
 _PARTIAL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*|[ -/]*)?$")
 # An unterminated OSC this long is not waiting for its end any more: drop it.
@@ -165,8 +167,9 @@ def convert(text: str, state: AnsiState | None = None) -> tuple[SafeString, Ansi
     for match in _TOKEN.finditer(escaped):
         out.append(_wrap(escaped[position : match.start()], state))
         position = match.end()
-        if match.group("final") == "m":
-            state = apply_sgr(state, match.group("csi"))
+        token = match.group()
+        if token[-1] == "m" and (sgr := _SGR.fullmatch(token)):
+            state = apply_sgr(state, sgr.group(1))
     out.append(_wrap(escaped[position:], state))
     # Safe: every character of the output was escaped above; the spans come from a fixed table.
     return mark_safe("".join(out)), replace(state, pending=pending)

@@ -7,8 +7,10 @@ secrets, appends to the log file, decodes, and writes one batch of RunChunk rows
 live viewer sees a line within ~0.25 s without one row per line.
 
 Secrets are masked before anything is stored (DESIGN.md: masked everywhere a file could see
-them). A secret may arrive split across two reads, so the tail of the buffer that could be the
-start of a secret is held back until the next flush.
+them), by agents.masking's one rule (split by escape sequences, a line of a multi-line secret
+alone, JSON-escaped...). A secret may arrive split across two reads, so the end of the buffer
+that could be the start of a secret (or an escape sequence not finished yet) is held back until
+the next flush.
 
 An output limit caps what is stored, never what the parser reads (DESIGN.md §4 "Output"):
 `flush()` returns every byte the agent printed (masked, decoded) whatever the limit. What is
@@ -29,7 +31,6 @@ from __future__ import annotations
 
 import codecs
 import errno
-import json
 import logging
 import os
 import threading
@@ -42,7 +43,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.secrets import MASK
+from agents.masking import masker
 from runs import live
 from runs.execution.outage import DATABASE_ERRORS, Outage
 from runs.models import Run, RunChunk
@@ -60,7 +61,6 @@ MAX_UNSAVED_CHARS = 8 * 1024 * 1024
 # A file system that cannot reserve space answers the probe (see _probe_room) with one of
 # these: that proves nothing about room, so the run goes ahead.
 NO_PROBE = (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS)
-MASK_BYTES = MASK.encode()
 NOTICE_PREFIX = "[cronos] "
 # A cut made by the output limit moves back to a line boundary when there is one this close, so
 # that the kept head ends, and the kept tail starts, with whole lines.
@@ -71,56 +71,6 @@ def log_path_for(run: Run, started: datetime) -> str:
     """The log file of a run, relative to CRONOS_LOG_DIR: runs/{date}/{agent}-{HHMMSS}-{id}.log."""
     started = started.astimezone(UTC)
     return f"runs/{started:%Y-%m-%d}/{run.agent.name}-{started:%H%M%S}-{run.pk}.log"
-
-
-def secret_patterns(values: list[str]) -> list[bytes]:
-    """The byte strings to mask: each secret as printed, and as it appears inside JSON."""
-    patterns: set[bytes] = set()
-    for value in values:
-        if not value:
-            continue
-        patterns.add(value.encode())
-        # The claude runner prints JSON, where a secret with a quote, a backslash or a newline
-        # is escaped; mask that spelling too.
-        patterns.add(json.dumps(value, ensure_ascii=False)[1:-1].encode())
-        patterns.add(json.dumps(value)[1:-1].encode())
-    # Longest first, so a secret that contains another is masked whole.
-    return sorted(patterns, key=len, reverse=True)
-
-
-def mask_bytes(data: bytes, patterns: list[bytes]) -> bytes:
-    for pattern in patterns:
-        data = data.replace(pattern, MASK_BYTES)
-    return data
-
-
-def safe_cut(buf: bytes, patterns: list[bytes]) -> int:
-    """Where to cut `buf` so that no secret is split between what is written and what is held.
-
-    Everything before the cut can be masked and written now; the rest (a possible start of a
-    secret, or a whole secret that could be the start of a longer one) waits for more output.
-    """
-    cut = len(buf)
-    for pattern in patterns:
-        # The longest suffix of buf that is a proper prefix of the pattern.
-        start = max(0, len(buf) - len(pattern) + 1)
-        first = pattern[:1]
-        i = buf.find(first, start)
-        while i != -1:
-            if pattern.startswith(buf[i:]):
-                cut = min(cut, i)
-                break
-            i = buf.find(first, i + 1)
-    changed = True
-    while changed:
-        # A complete secret that straddles the cut moves the cut to its start.
-        changed = False
-        for pattern in patterns:
-            i = buf.find(pattern, max(0, cut - len(pattern) + 1))
-            if i != -1 and i < cut < i + len(pattern):
-                cut = i
-                changed = True
-    return cut
 
 
 def _char_start(data: bytes, i: int) -> int:
@@ -170,7 +120,7 @@ class OutputSink:
         limit_action: str = "truncate",
     ) -> None:
         self.run = run
-        self.patterns = secret_patterns(secret_values)
+        self.masker = masker(tuple(secret_values))
         self.limit_bytes = limit_bytes
         self.limit_action = limit_action
         self.log_path = log_path_for(run, started or timezone.now())
@@ -249,11 +199,8 @@ class OutputSink:
             self._lock.notify_all()
         if self._closed:
             return ""
-        buf = self._held + data
-        cut = len(buf) if final else safe_cut(buf, self.patterns)
-        self._held = buf[cut:]
         # Masked before any cut the limit makes: a secret across one cannot leak a part.
-        masked = mask_bytes(buf[:cut], self.patterns) if cut else b""
+        masked, self._held = self.masker.mask_stream(self._held + data, final=final)
         # The decoder's state before this output: the stored head may end inside it.
         state = self._decoder.getstate()
         text = self._decoder.decode(masked, final=final)
@@ -302,7 +249,8 @@ class OutputSink:
             return
         self.flush(final=True)
         self._write_tail()
-        self._store(self._notice_text(message))
+        # Cronos's words may quote the agent (a process it left running, named as it chose).
+        self._store(self._notice_text(self.masker.mask_text(message)))
 
     def close(self) -> None:
         """Write what is left and close the file; safe to call twice.

@@ -96,11 +96,24 @@ def test_a_home_path_into_the_install_is_refused(settings, monkeypatch):
     assert "inside Cronos's installation" in message
 
 
-def test_the_demo_repository_stays_allowed_until_it_moves(settings, tmp_path):
-    settings.DATA_DIR = tmp_path
-    assert validation.working_dir_problem(str(tmp_path / "demo-repo")) == ""
-    assert validation.working_dir_problem(str(tmp_path / "demo-repo" / "..")) != ""
-    assert validation.working_dir_problem(str(tmp_path / "demo-repo" / "sub")) != ""
+def test_the_data_directory_has_no_exception_any_more_not_even_the_old_demo_repository(
+    settings, tmp_path
+):
+    settings.DATA_DIR = tmp_path / "data"
+    message = validation.working_dir_problem(str(tmp_path / "data" / "demo-repo"))
+    assert "inside Cronos's data directory" in message
+
+
+def test_the_agents_work_directory_is_theirs_even_inside_the_installation(settings):
+    settings.CRONOS_WORK_DIR = settings.BASE_DIR / "work"
+    assert validation.working_dir_problem(str(settings.BASE_DIR / "work" / "demo-repository")) == ""
+    assert validation.working_dir_problem(str(settings.BASE_DIR / "work")) == ""
+    # A sibling whose name only starts the same is still the installation.
+    message = validation.working_dir_problem(str(settings.BASE_DIR / "work-other"))
+    assert "inside Cronos's installation" in message
+    # And climbing out of the work directory lands in the installation again.
+    message = validation.working_dir_problem(str(settings.BASE_DIR / "work" / ".." / "runs"))
+    assert "inside Cronos's installation" in message
 
 
 def test_a_stored_agent_with_a_relative_working_dir_must_be_fixed_at_its_next_save():

@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from agents.masking import Masker
 from agents.secrets import MASK
-from runs.execution.output import OutputSink, safe_cut, secret_patterns
+from runs.execution.output import OutputSink
 from runs.models import Run, RunChunk
 from tests.factories import make_agent
 
@@ -100,13 +101,14 @@ def test_a_held_back_tail_that_was_not_a_secret_is_written_at_the_next_flush(run
     assert (tmp_path / sink.log_path).read_bytes() == b"progress: seconds left"
 
 
-def test_safe_cut_never_splits_a_secret():
-    patterns = secret_patterns(["abcdef", "abc"])
-    assert safe_cut(b"xx abcdef", patterns) == 9
-    # "abc" complete but maybe the start of "abcdef": held back whole.
-    assert safe_cut(b"xx abc", patterns) == 3
-    assert safe_cut(b"xx ab", patterns) == 3
-    assert safe_cut(b"nothing here", patterns) == 12
+def test_the_end_of_a_read_that_could_start_a_secret_is_held_back_never_split():
+    masker = Masker(["abcdefgh", "abcdef"])
+    assert masker.mask_stream(b"xx abcdefgh") == (f"xx {MASK}".encode(), b"")
+    # "abcdef" complete but maybe the start of "abcdefgh": held back whole.
+    assert masker.mask_stream(b"xx abcdef") == (b"xx ", b"abcdef")
+    assert masker.mask_stream(b"xx ab") == (b"xx ", b"ab")
+    assert masker.mask_stream(b"nothing here") == (b"nothing here", b"")
+    assert masker.mask_stream(b"xx ab", final=True) == (b"xx ab", b"")
 
 
 def test_truncate_keeps_the_head_and_the_tail_with_a_marker_and_counts_everything(run, tmp_path):

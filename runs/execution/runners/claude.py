@@ -149,12 +149,14 @@ class ClaudeRunner(Runner):
         return events
 
     def _mask_value(self, value: Any) -> Any:
+        """An event's data with the secrets masked in every string, keys included (a tool's
+        input may name things as it likes): decoded from JSON, so in their plain spelling."""
         if isinstance(value, str):
             return self.mask(value)
         if isinstance(value, list):
             return [self._mask_value(v) for v in value]
         if isinstance(value, dict):
-            return {str(k): self._mask_value(v) for k, v in value.items()}
+            return {self.mask(str(k)): self._mask_value(v) for k, v in value.items()}
         return value
 
 
