@@ -704,6 +704,8 @@ class Execution:
         """
         if self.lost:
             return False
+        # A reason can quote what the agent chose (the names of processes it left running).
+        reason = self._mask(reason) if self.secret_values else reason
 
         tries = 0
 

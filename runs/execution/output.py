@@ -128,7 +128,9 @@ class OutputSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Open for the whole run (not a with-block): flush() appends to it, close() ends it.
         # Unbuffered, so that a failed write leaves nothing behind to fail again at close.
-        self._file: Any = open(self.path, "wb", buffering=0)
+        # Private to Cronos (0600) whatever the umask: logs hold what agents printed.
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self._file: Any = os.fdopen(fd, "wb", buffering=0)
         _probe_room(self._file, self.path)
         # Why the log file stopped short of the output (a full disk), if it did.
         self.file_error: str | None = None

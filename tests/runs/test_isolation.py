@@ -373,3 +373,25 @@ def processes_in(namespace: str) -> list[int]:
         except (OSError, psutil.Error):
             continue
     return found
+
+
+def test_a_run_log_is_private_to_cronos(tmp_path, settings):
+    settings.CRONOS_LOG_DIR = tmp_path / "logs"
+    run = execute(new_run(command_agent("private-log", "echo secret-ish output", tmp_path)).pk)
+    log = settings.CRONOS_LOG_DIR / run.log_path
+    assert log.read_text() == "secret-ish output\n"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_a_reason_that_quotes_a_process_the_agent_named_is_masked(tmp_path, unisolated):
+    # The sweep names what the agent left running; the agent chooses those names.
+    (tmp_path / "tok-5ecret").symlink_to("/bin/sleep")
+    agent = command_agent(
+        "names-its-daemon",
+        "./tok-5ecret 60 & echo done",
+        tmp_path,
+        variables=[secrets.secret("TOKEN", "tok-5ecret")],
+    )
+    run = execute(new_run(agent).pk)
+    assert "the agent left running" in run.reason
+    assert "tok-5ecret" not in run.reason
