@@ -56,8 +56,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils.text import slugify
 
+from agents import secrets as agent_secrets
 from agents.importfiles import MAX_RUN_RECORD_BYTES, ImportFolder, UnsafePath, size_in_words
 from agents.legacy import Status, printable
+from agents.masking import masker
 from agents.models import Agent
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
@@ -458,13 +460,20 @@ def _copy_log(log: BinaryIO, name: str, out: BinaryIO, run: Run, at: datetime) -
     refused (UnsafePath); the caller removes what was written."""
     limit = max_log_bytes()
     decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    size, chunks, seq = 0, [], 0
-    while piece := log.read(CHUNK):
+    # The prototype stored output as printed: the agent's secrets are masked on the way in, as a
+    # run's own output is (DESIGN.md §4), in the copied log and in the chunks alike.
+    hide = masker(tuple(agent_secrets.secret_values(run.agent.variables or [])))
+    size, chunks, seq, held = 0, [], 0, b""
+    while True:
+        piece = log.read(CHUNK)
         size += len(piece)
         if size > limit:
             raise UnsafePath(
                 f"log file {name!r} is larger than the {size_in_words(limit)} an import reads"
             )
+        piece, held = hide.mask_stream(held + piece, final=not piece)
+        if not piece and not held:
+            break
         out.write(piece)
         text = decoder.decode(piece)
         if text:

@@ -265,3 +265,30 @@ def test_a_run_of_an_agent_refused_for_its_name_suggests_the_name_to_give(tmp_pa
     assert problem.endswith(
         "if this is a run of the agent 'daily-report', set its \"agent\" to 'daily-report'"
     )
+
+
+def test_an_imported_log_has_the_agents_secrets_masked_in_the_file_and_the_chunks(
+    tmp_path, log_dir
+):
+    from agents import secrets
+    from agents.secrets import MASK
+
+    folder = tmp_path / "legacy"
+    shutil.copytree(LEGACY, folder)
+    log = folder / "runs/2026-11-20/cron-git-080000.log"
+    # The prototype kept output as printed, a token and a colour-split one included.
+    log.write_bytes(log.read_bytes() + b"push with ghp_tok3n-42\nx:\x1b[1mghp_\x1b[0mtok3n-42\n")
+    make_agent(
+        "cron-git",
+        working_dir=str(tmp_path),
+        variables=[secrets.secret("GH_TOKEN", "ghp_tok3n-42")],
+    )
+    report = import_runs(folder, Actor.system())
+    assert report.problems == []
+
+    run = Run.objects.get(legacy_id="5f0c2a9e-3c1b-4f7e-9a51-0d6f3d2b7c11")
+    stored = (log_dir / run.log_path).read_bytes()
+    chunks = "".join(run.chunks.order_by("seq").values_list("text", flat=True))
+    assert b"tok3n" not in stored and "tok3n" not in chunks
+    assert f"push with {MASK}\n" in chunks
+    assert "Committed 3 files" in chunks  # the rest is there
