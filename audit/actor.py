@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import getpass
+import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
@@ -74,5 +76,45 @@ def _shell_user() -> str:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is trivially forged unless a known proxy sets it.
-    return request.META.get("REMOTE_ADDR") or None
+    """The address a request came from, for the audit log and the login throttle (axes calls
+    this too: AXES_CLIENT_IP_CALLABLE), so both name the same client.
+
+    The connection's peer (REMOTE_ADDR), unless that peer is one of CRONOS_TRUSTED_PROXIES: then
+    the right-most X-Forwarded-For hop that is not a trusted proxy. Anyone can send an
+    X-Forwarded-For, so it counts only on a request a trusted proxy handed over, and only the
+    hops trusted proxies appended (right to left) are believed. django-ipware checks the header's
+    own hops against its trusted list, never the peer, so a client that reaches Cronos directly
+    could still choose its address: hence these few lines instead."""
+    peer = request.META.get("REMOTE_ADDR") or None
+    proxies = [
+        ipaddress.ip_network(proxy, strict=False) for proxy in settings.CRONOS_TRUSTED_PROXIES
+    ]
+    if peer is None or not _among(peer, proxies):
+        return peer
+    client = peer
+    for hop in reversed(request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")):
+        address = _address(hop.strip())
+        if address is None:
+            # Not an address (no proxy writes that): the last trusted hop is the best known origin.
+            return client
+        client = address
+        if not _among(address, proxies):
+            return client  # the first hop that no trusted proxy appended: the client
+    return client
+
+
+def _address(text: str) -> str | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # A dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return str(mapped or address)
+
+
+def _among(text: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    address = _address(text)
+    return address is not None and any(
+        ipaddress.ip_address(address) in network for network in networks
+    )

@@ -1,8 +1,11 @@
 """What every Cronos management command shares (DESIGN.md §4: bad input gets a clear error).
 
-A person's mistake — a permission they lack, an object that is not there, a value a service or
-a model refuses — ends the command with one line naming the problem and exit status 1, never a
-traceback (`--traceback` still shows it). Ctrl-C leaves quietly with status 130. The log lines a
+A person's mistake — a permission they lack, a user, agent or run that is not there, a value a
+service or a model refuses — ends the command with one line naming the problem and exit status 2,
+never a traceback (`--traceback` still shows it). Status 2 is what argparse gives a bad option, so
+every refusal of what was asked exits alike; status 1 is kept for a command that did what was
+asked and whose outcome failed (`cronos_run --wait` of a run that failed): raise CommandFailed.
+Ctrl-C leaves quietly with status 130. The log lines a
 command's services write at INFO stay out of the terminal unless asked for with `-v 2`; the
 long-running processes (the scheduler's loop, the cluster, the web server) keep theirs.
 
@@ -24,7 +27,18 @@ from django.db import OperationalError
 
 # `-v 2` (Django's --verbosity) shows the INFO log lines; below it a command prints only its own.
 LOG_VERBOSITY = 2
+USER_ERROR = 2  # what was asked was refused or wrong (argparse's status for a bad option)
+FAILED = 1  # what was asked was done, and its outcome is a failure
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
+
+
+class CommandFailed(CommandError):
+    """The command did what was asked and the outcome is a failure (a run that failed): one
+    line, exit status 1, where every other CommandError of a Cronos command exits with 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("returncode", FAILED)
+        super().__init__(*args, **kwargs)
 
 
 def validation_text(exc: ValidationError) -> str:
@@ -46,25 +60,35 @@ def _database_text(exc: OperationalError) -> str:
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the errors a person causes into a CommandError naming the problem."""
+    """Turn the errors a person causes into a CommandError naming the problem, exit status 2
+    (a CommandFailed keeps its 1)."""
     try:
         yield
-    except CommandError:
+    except CommandFailed:
+        raise
+    except CommandError as exc:
+        # The commands' own refusals ("There is no agent named 'x'.") and audit.actor's
+        # (no such --user), raised with Django's default status 1.
+        exc.returncode = USER_ERROR
         raise
     except PermissionDenied as exc:
-        raise CommandError(str(exc) or "Permission denied.") from exc
+        raise _refused(str(exc) or "Permission denied.") from exc
     except ValidationError as exc:
-        raise CommandError(validation_text(exc)) from exc
+        raise _refused(validation_text(exc)) from exc
     except ObjectDoesNotExist as exc:
-        raise CommandError(str(exc) or "It does not exist.") from exc
+        raise _refused(str(exc) or "It does not exist.") from exc
     except OperationalError as exc:
-        raise CommandError(_database_text(exc)) from exc
+        raise _refused(_database_text(exc)) from exc
     except OSError as exc:
         # A path given on the command line: the message names the file and the reason.
-        raise CommandError(str(exc) or exc.__class__.__name__) from exc
+        raise _refused(str(exc) or exc.__class__.__name__) from exc
     except ValueError as exc:
         # What a service refuses (a bad schedule, a value out of range) says why.
-        raise CommandError(str(exc) or exc.__class__.__name__) from exc
+        raise _refused(str(exc) or exc.__class__.__name__) from exc
+
+
+def _refused(message: str) -> CommandError:
+    return CommandError(message, returncode=USER_ERROR)
 
 
 @contextmanager

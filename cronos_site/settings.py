@@ -9,8 +9,10 @@ scaled-out shape (DESIGN.md section 2). Every key is listed in the README.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,7 @@ INSTALLED_APPS = [
     "simple_history",
     "django_q",
     "channels",
+    "axes",  # login throttling; before "audit", whose login entries read what axes decided
     "audit",
     "agents",
     "runs",
@@ -181,6 +184,8 @@ MIDDLEWARE = [
     "simple_history.middleware.HistoryRequestMiddleware",
     # Every page requires login unless its view says @login_not_required (Django 5.1+).
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    # Last, as django-axes asks: turns a login refused by the throttle into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "cronos_site.urls"
@@ -274,6 +279,47 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 
+# --- Login throttling (django-axes, audit/throttling.py; DESIGN.md §4 "People") -----------
+# Axes's backend comes first: a locked-out user name and address is refused before any password
+# is checked, so the answer never tells whether the password was right.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Per user name *and* address: a guesser is stopped, yet cannot lock a person out from another
+# address, nor does one person's lockout stop the others behind a shared address.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("CRONOS_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CRONOS_LOGIN_COOLOFF_MINUTES", 15))
+for _name, _value in (
+    ("CRONOS_LOGIN_FAILURE_LIMIT", AXES_FAILURE_LIMIT),
+    ("CRONOS_LOGIN_COOLOFF_MINUTES", AXES_COOLOFF_TIME.total_seconds() // 60),
+):
+    if _value < 1:  # 0 would lock out at once, or for ever: axes's "no cool-off"
+        raise SettingError(f"{_name} must be at least 1 (got {_value:g}).")
+# A lockout lasts the cool-off from the failure that caused it: attempts refused during it do
+# not extend it (so the time the login page gives is the time it ends); they are counted and
+# the count goes into the audit entry written when it ends.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True  # a person who logs in starts again from no failures
+# The client's address as the audit log has it (X-Forwarded-For only from trusted proxies).
+AXES_CLIENT_IP_CALLABLE = "audit.actor.client_ip"
+# The login page again, status 429, saying until when (audit/throttling.py).
+AXES_LOCKOUT_CALLABLE = "audit.throttling.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # logins are in the audit log already
+AXES_ENABLE_ADMIN = False  # lockouts are in the audit log; lifting one is `cronos_user --unlock`
+AXES_VERBOSE = False  # no start-up banner on every command
+# The reverse proxies (addresses or networks, comma separated) whose X-Forwarded-For names the
+# client. None by default: the connection's address is the client's, whatever a header says.
+CRONOS_TRUSTED_PROXIES = env_list("CRONOS_TRUSTED_PROXIES")
+for _proxy in CRONOS_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise SettingError(
+            f"CRONOS_TRUSTED_PROXIES must list addresses or networks (got {_proxy!r})."
+        ) from None
+
 # --- I18N, time -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
@@ -346,7 +392,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # Axes notes every login at INFO; its warnings (a failure, a lockout) are the news.
+        "axes": {"level": "WARNING"},
+    },
 }
 
 # --- Production -----------------------------------------------------------------------------

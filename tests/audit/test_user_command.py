@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.urls import reverse
 
 from audit.models import AuditEntry
 from tests.processes import ROOT, process_env
@@ -83,6 +84,19 @@ def test_password_on_a_terminal_is_asked_twice(monkeypatch):
     assert get_user_model().objects.get(username="nina").check_password("a long and fine phrase")
 
 
+def test_a_weak_password_on_a_terminal_is_refused_naming_every_rule_it_breaks(monkeypatch):
+    answers = iter(["12345", "12345"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
+    with pytest.raises(CommandError) as refused:
+        user_command("nina", "--password", stdin=Terminal())
+    assert str(refused.value) == (
+        "The password was refused: This password is too short. It must contain at least "
+        "8 characters. This password is too common. Nothing was changed."
+    )
+    assert refused.value.returncode == 2
+    assert not get_user_model().objects.exists()
+
+
 def test_two_different_passwords_on_a_terminal_change_nothing(monkeypatch):
     answers = iter(["a long and fine phrase", "another phrase"])
     monkeypatch.setattr("getpass.getpass", lambda prompt: next(answers))
@@ -114,7 +128,7 @@ def test_password_without_a_terminal_is_one_line_as_a_real_process():
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Traceback" not in result.stderr and "EOFError" not in result.stderr
     assert result.stderr.startswith("CommandError: --password asks on a terminal")
 
@@ -135,3 +149,41 @@ def test_password_stdin_as_a_real_process(settings):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert get_user_model().objects.get(username="nina").check_password("a long and fine phrase")
+
+
+def test_deactivate_and_activate_are_audited_and_stop_and_allow_logins(client, django_user_model):
+    nina = django_user_model.objects.create_user("nina", password="a long and fine phrase")
+    assert user_command("nina", "--deactivate") == "Updated nina: roles none (deactivated).\n"
+    nina.refresh_from_db()
+    assert not nina.is_active
+    entry = AuditEntry.objects.get(action="user.update")
+    assert (entry.changes, entry.message) == ({"is_active": [True, False]}, "deactivated")
+    assert entry.object_name == "nina" and entry.source == "cli"
+    login = {"username": "nina", "password": "a long and fine phrase"}
+    assert client.post(reverse("login"), login).status_code == 200  # refused: the form again
+
+    assert user_command("nina", "--activate") == "Updated nina: roles none (active).\n"
+    entry = AuditEntry.objects.filter(action="user.update").order_by("pk").last()
+    assert (entry.changes, entry.message) == ({"is_active": [False, True]}, "activated")
+    assert client.post(reverse("login"), login).status_code == 302
+
+
+def test_deactivating_a_user_who_does_not_exist_is_refused_and_creates_nobody():
+    with pytest.raises(CommandError, match="There is no Cronos user named 'ghost'") as refused:
+        user_command("ghost", "--deactivate")
+    assert refused.value.returncode == 2
+    assert not get_user_model().objects.exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_activate_and_deactivate_together_are_refused():
+    with pytest.raises(CommandError, match="not allowed with argument"):
+        user_command("nina", "--activate", "--deactivate")
+
+
+def test_unlock_is_used_alone(django_user_model):
+    django_user_model.objects.create_user("nina")
+    with pytest.raises(CommandError, match="--unlock is used alone") as refused:
+        user_command("nina", "--unlock", "--role", "admin")
+    assert refused.value.returncode == 2
+    assert not AuditEntry.objects.exists()

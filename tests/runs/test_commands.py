@@ -78,19 +78,23 @@ def test_cronos_run_exit_status_is_non_zero_for_a_failed_run_as_a_real_process(t
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
+    # The run's outcome (it failed), not a refusal of what was asked: status 1, not 2.
+    assert result.returncode == 1, result.stderr
     assert "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_cronos_run_names_an_unknown_agent():
-    with pytest.raises(CommandError, match="There is no agent named 'ghost'"):
+    with pytest.raises(CommandError, match="There is no agent named 'ghost'") as refused:
         run_command("cronos_run", "ghost")
+    assert refused.value.returncode == 2
 
 
 def test_cronos_run_as_a_viewer_is_refused(viewer, tmp_path):
     make_agent("hello", command="echo hi", working_dir=str(tmp_path))
-    with pytest.raises(Exception, match="lacks the permission agents.run_agent"):
+    with pytest.raises(CommandError, match="lacks the permission agents.run_agent") as refused:
         run_command("cronos_run", "hello", "--user", "vera")
+    assert refused.value.returncode == 2
     assert not Run.objects.exists()
 
 
@@ -190,19 +194,23 @@ def test_a_viewer_cancelling_gets_one_line_naming_the_permission(viewer, tmp_pat
         ["cronos_run", "slow", "--user", "nobody"],
         ["cronos_run", "ghost"],
         ["cronos_cancel", "999999"],
+        ["cronos_cancel", "{run}", "--user", "nobody"],
         ["cronos_runs", "--limit", "0"],
         ["cronos_scheduler", "--once", "--now", "yesterday"],
+        ["cronos_user", "nobody", "--deactivate"],
+        ["cronos_user", "bad name!", "--role", "viewer"],
     ],
 )
-def test_a_user_error_is_one_line_and_exit_status_1_as_a_real_process(viewer, tmp_path, args):
+def test_a_refusal_is_one_line_and_exit_status_2_as_a_real_process(viewer, tmp_path, args):
     agent = make_agent("slow", command="sleep 30", working_dir=str(tmp_path))
     run = Run.objects.create(agent=agent, trigger="manual")
     result = manage_py(*[arg.format(run=run.pk) for arg in args])
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
-    [line] = result.stderr.strip().splitlines()[-1:]
+    [line] = result.stderr.strip().splitlines()
     assert line.startswith("CommandError: ")
-    assert result.stderr.strip().count("\n") <= 1, result.stderr
+    run.refresh_from_db()
+    assert run.state == "pending"
 
 
 def test_the_errors_of_services_and_models_become_command_errors():
@@ -223,6 +231,20 @@ def test_the_errors_of_services_and_models_become_command_errors():
             with user_errors():
                 raise error
         assert caught.value.__cause__ is error
+        assert caught.value.returncode == 2
+
+
+def test_a_commands_own_refusal_exits_2_and_a_failed_outcome_1():
+    from audit.commands import CommandFailed, user_errors
+
+    with pytest.raises(CommandError) as refused:
+        with user_errors():
+            raise CommandError("There is no run #7.")
+    assert refused.value.returncode == 2
+    with pytest.raises(CommandFailed) as failed:
+        with user_errors():
+            raise CommandFailed("run #7 of x failed: exit code 3")
+    assert failed.value.returncode == 1
 
 
 def test_wait_prints_how_the_run_ended(tmp_path):

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from audit import roles
+from audit import roles, throttling
 from audit.actor import Actor
 from audit.commands import CronosCommand
 from audit.log import record
@@ -21,7 +21,8 @@ class Command(CronosCommand):
     help = (
         "Create a user or set their roles: cronos_user NAME --role operator --role approver. "
         "A password is asked on the terminal (--password) or read as one line from standard "
-        "input (--password-stdin), and must pass the site's password rules."
+        "input (--password-stdin), and must pass the site's password rules. --deactivate and "
+        "--activate stop and allow their logins; --unlock lifts a login lockout."
     )
     # call_command(..., stdin=...) in tests, as Django's createsuperuser allows.
     stealth_options = ("stdin",)
@@ -47,7 +48,19 @@ class Command(CronosCommand):
             help="Read the password from the first line of standard input (for scripts: "
             "printf '%%s\\n' \"$PASSWORD\" | manage.py cronos_user NAME --password-stdin).",
         )
-        parser.add_argument("--deactivate", action="store_true", help="Stop the user logging in.")
+        active = parser.add_mutually_exclusive_group()
+        active.add_argument(
+            "--deactivate", action="store_true", help="Stop an existing user logging in."
+        )
+        active.add_argument(
+            "--activate", action="store_true", help="Let a deactivated user log in again."
+        )
+        parser.add_argument(
+            "--unlock",
+            action="store_true",
+            help="Lift the lockout that too many failed logins put on this user name (from any "
+            "address) and forget its failed logins; used alone.",
+        )
 
     def handle(
         self,
@@ -57,12 +70,21 @@ class Command(CronosCommand):
         password: bool,
         password_stdin: bool,
         deactivate: bool,
+        activate: bool,
+        unlock: bool,
         **options,
     ):
         stdin = options.get("stdin") or sys.stdin
         User = get_user_model()
         actor = Actor.cli()
+        if unlock:
+            if role or password or password_stdin or deactivate or activate:
+                raise CommandError("--unlock is used alone; nothing was changed.")
+            self._unlock(actor, username)
+            return
         existing = User.objects.filter(username=username).first()
+        if existing is None and (deactivate or activate):
+            raise CommandError(f"There is no Cronos user named {username!r}.")
         user = existing or User(username=username, is_staff=True)
         if existing is None:
             # The rules the admin's form keeps (the characters of a username, its length).
@@ -89,24 +111,37 @@ class Command(CronosCommand):
             if not created:
                 user = User.objects.select_for_update().get(pk=user.pk)
             before = sorted(user.groups.values_list("name", flat=True)) if not created else []
+            was_active = user.is_active
             if new_password is not None:
                 user.set_password(new_password)
-            if deactivate:
-                user.is_active = False
+            if deactivate or activate:
+                user.is_active = activate
             user.save()
             if role:
                 user.groups.set(Group.objects.filter(name__in=role))
             after = sorted(user.groups.values_list("name", flat=True))
+            changes: dict[str, list] = {}
+            if before != after:
+                changes["roles"] = [before, after]
+            if not created and was_active != user.is_active:
+                changes["is_active"] = [was_active, user.is_active]
+            what = []
+            if "is_active" in changes:
+                what.append("activated" if user.is_active else "deactivated")
+            if new_password is not None:
+                what.append("password set")
             record(
                 actor,
                 "user.create" if created else "user.update",
                 user,
-                changes={"roles": [before, after]} if before != after else {},
-                message="password set" if new_password is not None else "",
+                changes=changes,
+                message="; ".join(what),
             )
         notes = []
         if deactivate:
             notes.append("deactivated")
+        if activate:
+            notes.append("active")
         if new_password is not None:
             notes.append("password set")
         elif created:
@@ -116,6 +151,15 @@ class Command(CronosCommand):
             f"roles {', '.join(after) or 'none'}"
             f"{' (' + '; '.join(notes) + ')' if notes else ''}."
         )
+
+    def _unlock(self, actor: Actor, username: str) -> None:
+        lifted = throttling.unlock(actor, username)
+        if lifted:
+            self.stdout.write(
+                f"Unlocked {username}: {lifted} lockout{'s' if lifted != 1 else ''} lifted."
+            )
+        else:
+            self.stdout.write(f"{username} was not locked out; its failed logins are forgotten.")
 
 
 def _ask_password(stdin) -> str:

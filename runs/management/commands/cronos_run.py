@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 
 from agents.models import Agent
 from audit.actor import Actor
-from audit.commands import INTERRUPTED, CronosCommand
+from audit.commands import INTERRUPTED, CommandFailed, CronosCommand
 from runs.engines.tasks import execute_run
 from runs.models import Run, RunChunk
 from runs.services import cancel_run, trigger_run
@@ -93,7 +93,8 @@ class Command(CronosCommand):
         if wait or follow or inline:
             line = final_line(run)
             if (wait or follow) and run.state != Run.State.SUCCEEDED:
-                raise CommandError(line)
+                # The run's outcome, not a refusal: exit status 1 (a refusal is 2).
+                raise CommandFailed(line)
             if not json:
                 self.stderr.write(line)
 
