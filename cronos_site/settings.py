@@ -153,7 +153,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
-    "django.contrib.admin",
+    "audit.apps.CronosAdminConfig",  # django.contrib.admin, its site auditing password changes
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
