@@ -16,14 +16,17 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from agents import cron
-from agents.forms import FIELDSETS, AgentForm, TemplateChoiceForm
+from agents.forms import FIELDSETS, AgentForm, TemplateChoiceForm, conflict_context
 from agents.models import Agent
 from agents.services import (
     DeleteRefused,
+    EditConflict,
     clone_agent,
     enabled_kept,
     free_name,
@@ -33,7 +36,7 @@ from agents.services import (
     save_agent,
     set_enabled,
 )
-from agents.versions import version_number
+from agents.versions import latest_version_id, version_number
 from audit.actor import Actor
 from audit.models import AuditEntry
 
@@ -111,9 +114,32 @@ class AgentAdmin(admin.ModelAdmin):
 
     # --- saving through the services -----------------------------------------------------------
 
+    # A secret typed into the form never reaches an error report either.
+    @method_decorator(sensitive_post_parameters("secret_variables"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except EditConflict:
+            # Someone saved between the form's check of the version it was opened at and the
+            # save, which refused it (its transaction rolled back): drawn again, the form now
+            # finds the conflict itself and shows it with the person's input.
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        # A save refused because someone saved since the form was opened: what changed, and
+        # the choices (templates/admin/agents/agent/change_form.html).
+        form = context["adminform"].form
+        if obj is not None and getattr(form, "conflict", None) is not None:
+            context.update(conflict_context(obj, form.conflict, form.instance))
+        response = super().render_change_form(request, context, add, change, form_url, obj)
+        if obj is not None and getattr(form, "conflict", None) is not None:
+            response.status_code = 409
+        return response
+
     def save_model(self, request, obj, form, change):
         asked = form.cleaned_data.get("enabled", obj.enabled)
-        save_agent(obj, admin_actor(request))
+        # Refused (EditConflict) if someone saved since the form was opened; see changeform_view.
+        save_agent(obj, admin_actor(request), based_on=form.based_on())
         # The form does not take `enabled` from someone who may not change it; the service
         # keeps it too (another way in, or an operator's change since the form was drawn).
         kept = enabled_kept(obj, asked)
@@ -243,6 +269,8 @@ class AgentAdmin(admin.ModelAdmin):
             "versions": versions,
             "can_rollback": self.has_change_permission(request, agent),
             "may_enable": self.has_toggle_permission(request),
+            # A rollback is refused if someone saves another version after this page is drawn.
+            "based_on": latest_version_id(agent),
         }
         return render(request, "admin/agents/agent/versions.html", context)
 
@@ -251,8 +279,31 @@ class AgentAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request, agent):
             raise PermissionDenied
         version = get_object_or_404(agent.history, history_id=history_id)
+        based_on = request.POST.get("based_on_version", "")
         try:
-            changes = rollback_agent(agent, history_id, admin_actor(request))
+            changes = rollback_agent(
+                agent,
+                history_id,
+                admin_actor(request),
+                based_on=int(based_on) if based_on.isdigit() and len(based_on) < 19 else None,
+            )
+        except EditConflict as conflict:
+            agent.refresh_from_db()
+            compare = reverse("agents:diff", args=[agent.name])
+            messages.error(
+                request,
+                format_html(
+                    "Nothing was rolled back: {} was saved again (version {}) after the versions "
+                    'were listed. <a href="{}?from={}&amp;to={}">See what changed</a>, then roll '
+                    "back again if you still want version {}.",
+                    agent.name,
+                    version_number(agent.history.get(history_id=conflict.current)),
+                    compare,
+                    conflict.base or "",
+                    conflict.current or "",
+                    version_number(version),
+                ),
+            )
         except ValidationError as exc:
             messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
         else:

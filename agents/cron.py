@@ -120,6 +120,11 @@ _LONG_NAMES = {
     "thurs": "Thu",
 }
 
+# The longest schedule read, as Agent.schedule stores it: the longest the grids can write is
+# about 180 characters, and a longer text (a pasted log, 5,000 digits) is refused before any
+# number in it is converted (Python refuses int() beyond 4,300 digits with a ValueError).
+MAX_EXPRESSION_LENGTH = 200
+
 _FIELD_COUNT_HINT = (
     "expected 5 fields (minute hour day month weekday), an @alias, "
     "or the 6/7-field seconds-first form"
@@ -548,6 +553,11 @@ def parse(expression: str, strict: bool = True) -> Schedule:
     text = expression.strip()
     if not text:
         raise CronError("the schedule is empty")
+    if len(text) > MAX_EXPRESSION_LENGTH:
+        raise CronError(
+            f"the schedule is {len(text)} characters long; "
+            f"a schedule has at most {MAX_EXPRESSION_LENGTH}"
+        )
     tokens = text.split()
     if tokens[0].startswith("@"):
         alias = tokens[0].lower()
@@ -1049,6 +1059,7 @@ def describe(expression: str, tz: str) -> str:
 
 
 __all__ = [
+    "MAX_EXPRESSION_LENGTH",
     "CronError",
     "Occurrence",
     "Schedule",

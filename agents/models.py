@@ -14,7 +14,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from agents.validation import validate_agent
+from agents import limits
+from agents.validation import stored_problems, validate_agent
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -65,30 +66,41 @@ class Agent(models.Model):
 
     # --- Identity ---
     name = models.SlugField(max_length=100, unique=True, help_text="Letters, digits, - and _.")
-    description = models.TextField(blank=True)
+    # Texts and lists are bounded (agents.limits): one validator a field, on every path.
+    description = models.TextField(blank=True, validators=[limits.validate_description])
     enabled = models.BooleanField(default=True)
 
     # --- What runs ---
-    prompt = models.TextField(blank=True, help_text="The agent's CLAUDE.md.")
+    prompt = models.TextField(
+        blank=True, help_text="The agent's CLAUDE.md.", validators=[limits.validate_prompt]
+    )
     runner = models.CharField(max_length=16, choices=Runner.choices, default=Runner.CLAUDE)
     command = models.TextField(
         blank=True,
         help_text="Command runner: the command line, run through the shell, which expands "
         "${VAR}. Claude runner: the path of the claude executable, if not the site's.",
+        validators=[limits.validate_command],
     )
     model = models.CharField(max_length=100, blank=True, help_text="Claude runner: --model.")
     max_turns = models.PositiveIntegerField(null=True, blank=True)
-    allowed_tools = models.JSONField(default=list, blank=True)
-    disallowed_tools = models.JSONField(default=list, blank=True)
+    allowed_tools = models.JSONField(
+        default=list, blank=True, validators=[limits.validate_allowed_tools]
+    )
+    disallowed_tools = models.JSONField(
+        default=list, blank=True, validators=[limits.validate_disallowed_tools]
+    )
     permission_mode = models.CharField(max_length=32, choices=PermissionMode.choices, blank=True)
     extra_args = models.JSONField(
-        default=list, blank=True, help_text="Claude runner: further command-line arguments."
+        default=list,
+        blank=True,
+        help_text="Claude runner: further command-line arguments.",
+        validators=[limits.validate_extra_args],
     )
     working_dir = models.CharField(max_length=1000, help_text="May start with ~.")
     # Plain values and secrets: [{"name", "value"} | {"name", "secret": true, "ciphertext"}].
     # Kept on the agent so that each version holds its variables and a rollback restores them;
     # secret values are encrypted (agents.secrets) before they reach this field.
-    variables = models.JSONField(default=list, blank=True)
+    variables = models.JSONField(default=list, blank=True, validators=[limits.validate_variables])
 
     # --- When ---
     schedule = models.CharField(
@@ -135,7 +147,10 @@ class Agent(models.Model):
         max_length=16, choices=OutputLimitAction.choices, default=OutputLimitAction.TRUNCATE
     )
     depends_on = models.JSONField(
-        default=list, blank=True, help_text="Names of agents whose success triggers this one."
+        default=list,
+        blank=True,
+        help_text="Names of agents whose success triggers this one.",
+        validators=[limits.validate_depends_on],
     )
 
     # --- People ---
@@ -144,7 +159,9 @@ class Agent(models.Model):
     approval_expire_seconds = models.PositiveIntegerField(null=True, blank=True)
     notify_on_failure = models.BooleanField(default=True)
     notify_on_success = models.BooleanField(default=False)
-    notify_emails = models.JSONField(default=list, blank=True)
+    notify_emails = models.JSONField(
+        default=list, blank=True, validators=[limits.validate_notify_emails]
+    )
     notify_webhook_url = models.URLField(blank=True)
     failure_alert_threshold = models.PositiveIntegerField(
         default=1,
@@ -189,3 +206,8 @@ class Agent(models.Model):
     def clean(self) -> None:
         """Every rule an agent must keep; the admin, forms, importer and API all call this."""
         validate_agent(self)
+
+    def problems_to_fix(self) -> list[str]:
+        """What this agent's next save must fix: rules made after it was saved, which it breaks
+        while it keeps running as before (shown on its page)."""
+        return stored_problems(self)

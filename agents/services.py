@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 
 from agents.models import Agent
-from agents.versions import changes_between, config_fields, snapshot, version_number
+from agents.versions import (
+    changes_between,
+    config_fields,
+    latest_version_id,
+    snapshot,
+    version_number,
+    version_values,
+)
 from audit.actor import Actor
 from audit.log import record
 
@@ -53,29 +61,106 @@ def enabled_kept(agent: Agent, asked: bool) -> str:
     )
 
 
+class EditConflict(ValidationError):
+    """Someone saved the agent after the version a person started from (a form opened in two
+    tabs, a rollback page left open): saving theirs would silently undo the other change
+    (DESIGN.md §4 "People"), so it is refused. `base` and `current` are the history ids to
+    compare (`base` None: not a version of this agent); `own` is what the person changed from
+    `base` (None: unknown)."""
+
+    def __init__(
+        self, agent: Agent, base: int | None, current: int | None, own: dict[str, list] | None
+    ) -> None:
+        self.base, self.current, self.own = base, current, own
+        number = _number(agent, current)
+        super().__init__(
+            f"{agent.name} was saved by someone else (version {number}) after you opened it; "
+            "nothing of yours was saved. See what changed, then take the current version or "
+            "save yours over it.",
+            code="edit_conflict",
+        )
+
+    @property
+    def changes_nothing(self) -> bool:
+        """The person changed nothing: saving would only undo the other save, so it is not a
+        conflict, and nothing is saved."""
+        return self.own == {}
+
+
+def _number(agent: Agent, history_id: int | None) -> int | str:
+    version = agent.history.filter(history_id=history_id).first() if history_id else None
+    return version_number(version) if version is not None else "?"
+
+
+def saved_since(
+    agent: Agent, based_on: int, new: dict[str, Any], *, may_enable: bool
+) -> EditConflict | None:
+    """Whether the stored `agent` has a version newer than `based_on`, the one a person's
+    change `new` (a snapshot) started from: None if not, else what the refusal says. A person
+    who may not enable agents cannot change `enabled` (save_agent keeps it), so it is not theirs.
+    save_agent asks this under the agent's lock; a form may ask it first, to draw the refusal."""
+    current = latest_version_id(agent)
+    if current is None or current == based_on:
+        return None  # None: an agent without versions, nothing to compare with
+    versions = {v.history_id: v for v in agent.history.filter(history_id__in=[based_on, current])}
+    if based_on not in versions:
+        return EditConflict(agent, None, current, None)  # not a version of this agent
+    base, now = version_values(versions[based_on]), version_values(versions[current])
+    if not changes_between(now, new):
+        return None  # the save changes nothing: it is what was saved since
+    theirs = changes_between(base, now)
+    own = changes_between(base, new)
+    if not may_enable:
+        theirs.pop("enabled", None)
+        own.pop("enabled", None)
+    if not theirs:
+        # Saved since, but back as it was (or only paused or resumed, which this person's
+        # save keeps as it is): nothing of theirs can be undone.
+        return None
+    return EditConflict(agent, based_on, current, own)
+
+
 def save_agent(
-    agent: Agent, actor: Actor, *, reason: str = "", action: str = ""
+    agent: Agent,
+    actor: Actor,
+    *,
+    reason: str = "",
+    action: str = "",
+    based_on: int | None = None,
 ) -> dict[str, list]:
     """Validate and save an agent as a new version; returns the changes (empty: nothing saved).
 
     Without the operator's permission, `enabled` stays as it is in the database (a new agent
     starts paused) and everything else is saved: compare `agent.enabled` with what was asked
     (`enabled_kept`) to say so.
+
+    `based_on` is the history id of the version the person started from (an edit form, a
+    rollback page): if someone saved since, EditConflict is raised and nothing is saved, unless
+    the person changed nothing, which saves nothing (and puts `agent` back as stored).
     """
     creating = agent.pk is None
     actor.require("agents.add_agent" if creating else "agents.change_agent")
     with transaction.atomic():
         old = None
         if not creating:
-            # Locked, so the `enabled` kept is the one saved last, not a form's stale copy.
+            # Locked, so the `enabled` kept is the one saved last, not a form's stale copy, and
+            # no other save lands between the version check below and this save.
             old = snapshot(Agent.objects.select_for_update().get(pk=agent.pk))
         keep_enabled_unless_permitted(agent, old["enabled"] if old else None, actor)
         # After the line above: validation depends on `enabled` (a missing working directory
         # is refused only for an enabled agent).
         agent.full_clean()
-        changes = changes_between(old, snapshot(agent))
+        new = snapshot(agent)
+        changes = changes_between(old, new)
         if not creating and not changes:
             return {}
+        if not creating and based_on is not None:
+            conflict = saved_since(agent, based_on, new, may_enable=may_enable(actor))
+            if conflict is not None and conflict.changes_nothing:
+                agent.refresh_from_db()
+                return {}
+            if conflict is not None:
+                raise conflict
         _save_version(agent, actor, reason or ("Created" if creating else "Changed"))
         action = action or ("agent.create" if creating else "agent.update")
         record(actor, action, agent, changes=changes, message=reason)
@@ -92,11 +177,16 @@ def _save_version(agent: Agent, actor: Actor, reason: str) -> None:
 def set_enabled(agent: Agent, enabled: bool, actor: Actor) -> bool:
     """Enable or pause an agent; returns whether anything changed."""
     actor.require(ENABLE_PERMISSION)
-    if agent.enabled == enabled:
-        return False
     with transaction.atomic():
-        agent.enabled = enabled
-        _save_version(agent, actor, "Enabled" if enabled else "Disabled")
+        # The stored agent, locked: `agent` may have been read before someone else's save (a
+        # list of agents paused together), and saving it whole would undo that save.
+        stored = Agent.objects.select_for_update().get(pk=agent.pk)
+        if stored.enabled == enabled:
+            agent.refresh_from_db()
+            return False
+        stored.enabled = enabled
+        _save_version(stored, actor, "Enabled" if enabled else "Disabled")
+        agent.refresh_from_db()
         record(
             actor,
             "agent.enable" if enabled else "agent.disable",
@@ -188,16 +278,24 @@ def free_name(base: str) -> str:
     return name
 
 
-def rollback_agent(agent: Agent, history_id: int, actor: Actor) -> dict[str, list]:
+def rollback_agent(
+    agent: Agent, history_id: int, actor: Actor, *, based_on: int | None = None
+) -> dict[str, list]:
     """Make an earlier version current again; the rollback is itself a new version.
 
     Someone without the operator's permission gets everything back but `enabled`, which stays
-    as it is (save_agent); `enabled_kept(agent, version.enabled)` says so."""
+    as it is (save_agent); `enabled_kept(agent, version.enabled)` says so. `based_on`: the
+    version that was current when the person chose to roll back (EditConflict if it no longer
+    is, see save_agent)."""
     actor.require("agents.change_agent")
     version = agent.history.get(history_id=history_id)
     for name in config_fields():
         setattr(agent, name, getattr(version, name))
     number = version_number(version)
     return save_agent(
-        agent, actor, reason=f"Rolled back to version {number}", action="agent.rollback"
+        agent,
+        actor,
+        reason=f"Rolled back to version {number}",
+        action="agent.rollback",
+        based_on=based_on,
     )

@@ -257,15 +257,24 @@ def stored_problems(agent: Agent) -> list[str]:
     was saved (a jitter too long, a step larger than its field, a secret too short...). It keeps
     running as it is (DESIGN.md §4 "Schedule changes"); its page lists these, to be fixed at
     its next save."""
+    found: dict[str, list[str]] = {}
+    # The fields' own rules (sizes: agents.limits) and the agent's, as a save applies both.
+    for check in (lambda: agent.clean_fields(exclude=["name"]), lambda: validate_agent(agent)):
+        try:
+            check()
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                found.setdefault(field, [])
+                found[field] += [m for m in messages if m not in found[field]]
+    return [
+        message if field == NON_FIELD_ERRORS else f"{_label(agent, field)}: {message}"
+        for field, messages in found.items()
+        for message in messages
+    ]
+
+
+def _label(agent: Agent, field: str) -> str:
     try:
-        validate_agent(agent)
-    except ValidationError as exc:
-        return [
-            message
-            if field == NON_FIELD_ERRORS
-            else f"{capfirst(getattr(agent._meta.get_field(field), 'verbose_name', field))}: "
-            f"{message}"
-            for field, messages in exc.message_dict.items()
-            for message in messages
-        ]
-    return []
+        return str(capfirst(agent._meta.get_field(field).verbose_name))  # type: ignore[union-attr]
+    except Exception:  # not a model field: a rule's own name
+        return field

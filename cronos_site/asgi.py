@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 
-from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.asgi import get_asgi_application
+
+from cronos_site.web.static import StaticFilesHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cronos_site.settings")
 # Static files are served by the app itself so that the embedded shape needs nothing in
 # front of it; a scaled-out site may put a proxy or CDN-less cache before /static/.
-django_asgi_app = ASGIStaticFilesHandler(get_asgi_application())
+django_asgi_app = StaticFilesHandler(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

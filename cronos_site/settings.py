@@ -172,6 +172,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy on every response (below)
+    "cronos_site.web.middleware.NoStoreMiddleware",  # pages are private: Cache-Control: no-store
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -179,6 +181,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "cronos_site.web.middleware.UsableRequestMiddleware",  # a 400 for what no page can use
     "cronos_site.web.middleware.HtmxResponsesMiddleware",  # login redirects, messages in fragments
     # Records who made each agent version (django-simple-history).
     "simple_history.middleware.HistoryRequestMiddleware",
@@ -187,6 +190,11 @@ MIDDLEWARE = [
     # Last, as django-axes asks: turns a login refused by the throttle into the 429 page.
     "axes.middleware.AxesMiddleware",
 ]
+
+# The largest form a person can legitimately post (an agent with every field at its limit,
+# agents/limits.py, in 4-byte characters: 5.02 MB) fits; past it the request is refused with
+# the site's page saying why (views.site.bad_request), never a bare "Bad Request (400)".
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 ROOT_URLCONF = "cronos_site.urls"
 CSRF_FAILURE_VIEW = "cronos_site.web.views.site.csrf_failure"  # a site page that says what to do
@@ -330,6 +338,26 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+
+# --- Content-Security-Policy (django-csp) ---------------------------------------------------
+# Scripts and styles come only from our own static files: no inline <script>, <style>, style=
+# or on*= anywhere, nothing evaluated (htmx is told so in templates/base.html), so markup that
+# slips into a page cannot run. 'self' in connect-src covers the live output's websocket on the
+# same host and port (CSP Level 3; tests/browser/test_csp.py follows a run under it). The admin
+# runs under the same policy: Django's admin needs nothing inline on the pages Cronos uses.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 
 # --- Cronos -----------------------------------------------------------------------------------
 # Run logs live under here, as runs/{YYYY-MM-DD}/... (the prototype's layout). With workers on

@@ -19,6 +19,7 @@ urlpatterns = [
 ]
 
 # A refused action shows why, inside the site's pages.
+handler400 = "cronos_site.web.views.site.bad_request"
 handler403 = "cronos_site.web.access.forbidden"
 handler404 = "cronos_site.web.views.site.page_not_found"
 handler500 = "cronos_site.web.views.site.server_error"

@@ -40,7 +40,7 @@ class RunAdmin(admin.ModelAdmin):
     def output_tail(self, run: Run) -> str:
         texts = list(run.chunks.order_by("-seq").values_list("text", flat=True)[:16])
         tail = "".join(reversed(texts))[-65536:]
-        return format_html("<pre style='white-space: pre-wrap'>{}</pre>", tail)
+        return format_html('<pre class="output-tail">{}</pre>', tail)
 
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)

@@ -1,4 +1,15 @@
-"""What an HTMX request's answer needs beyond its view, for every page at once.
+"""What every answer needs beyond its view, for every page at once.
+
+- Pages are private: `Cache-Control: no-store, private` on everything Django answers (the
+  pages, their fragments, the admin, the login page with its CSRF token), so no browser
+  history, shared cache or proxy keeps a copy of a person's agents and runs after they log out.
+  A view that set its own Cache-Control keeps it. Static files never come through here: the
+  static handler in front of Django (cronos_site.asgi) serves them.
+- A request no page can use (a NUL character, bytes that are not UTF-8, a 5,000-character
+  parameter, a date at the edge of the calendar in the admin's filters) is answered with the
+  400 page saying why, before any view sees it (cronos_site.web.params.check_request).
+
+And what an HTMX request's answer needs:
 
 - A request whose session is gone is answered by LoginRequiredMiddleware with a redirect to
   the login page. The browser's XMLHttpRequest follows it silently, and HTMX would swap a
@@ -12,20 +23,83 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.messages import get_messages
+from django.core.exceptions import FieldDoesNotExist
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 
+from cronos_site.web import params
 from cronos_site.web.access import HtmxHttpRequest
+from cronos_site.web.views import site
+
+log = logging.getLogger(__name__)
+
+
+class NoStoreMiddleware:
+    """`Cache-Control: no-store, private` on every answer whose view did not choose its own."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if "Cache-Control" not in response:
+            patch_cache_control(response, no_store=True, private=True)
+        return response
+
+
+class UsableRequestMiddleware:
+    """The 400 page, saying why, for a request no page can use (params.check_request)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        try:
+            params.check_request(request.META.get("QUERY_STRING", ""), request.GET, request.POST)
+        except params.Unusable as refused:
+            return _refuse(request, refused)
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        """The admin's list filters come from the address and reach the database layer
+        unchecked (Django converts them only when the list is drawn), so a value check_request
+        did not foresee can still overflow Python's calendar there, and an empty `_to_field`
+        names no field: that is the address's fault, a 400, not a server error. Cronos's own
+        pages read every parameter themselves, and an error there stays a 500 to be fixed."""
+        match = request.resolver_match
+        if (
+            match is not None
+            and match.namespace == "admin"
+            and request.method in ("GET", "HEAD")
+            and request.META.get("QUERY_STRING")
+            and isinstance(exception, OverflowError | ValueError | FieldDoesNotExist)
+        ):
+            reason = f"The admin cannot use the filters in this address ({exception})."
+            # With the traceback: what check_request could learn to refuse itself.
+            return _refuse(request, params.Unusable(reason), cause=exception)
+        return None
+
+
+def _refuse(
+    request: HttpRequest, refused: params.Unusable, cause: Exception | None = None
+) -> HttpResponse:
+    """The 400 page (handler400's own view), logged in one line: a hostile address is not a
+    fault of the site worth Django's traceback for each request."""
+    log.warning(
+        "request refused", extra={"path": request.path, "reason": str(refused)}, exc_info=cause
+    )
+    return site.bad_request(request, refused)
 
 
 class HtmxResponsesMiddleware:

@@ -3,15 +3,20 @@ field the form shows under another name, or not at all, is shown on the form, ne
 
 from __future__ import annotations
 
+from html import escape
+
 import pytest
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.urls import reverse
 
+from agents import secrets
 from agents.forms import AgentForm
 from agents.models import Agent
+from agents.services import save_agent
+from audit.actor import Actor
 from tests.agents.test_views import as_user, form_data, page
 from tests.audit.test_roles import edit_form_data
-from tests.factories import make_agent
+from tests.factories import make_agent, with_secret
 
 pytestmark = pytest.mark.django_db
 
@@ -109,3 +114,143 @@ def test_the_limits_are_labelled_in_words_on_the_form_and_the_agent_page(client,
     detail = page(client, reverse("agents:detail", args=[agent.name]))
     assert "<dt>Memory limit (MB)</dt>" in detail and "<dt>CPU nice level</dt>" in detail
     assert "Memory limit mb" not in detail and "Cpu nice" not in detail
+
+
+# --- A secret typed into a refused form is never sent back --------------------------------------
+
+TYPED = "typed-secret-value-7f3a9c"
+
+
+def secret_absent(response, *values: str) -> None:
+    """None of `values` is anywhere in the response's bytes, as typed or HTML-escaped."""
+    body = response.content
+    for value in values:
+        for form in {value, escape(value)}:
+            assert form.encode() not in body, form
+
+
+@pytest.mark.parametrize(
+    "typed, shown_back",
+    [
+        # A secret with its name: the name comes back, the value is to be typed again.
+        (f"NEW_TOKEN={TYPED}", "NEW_TOKEN="),
+        # A value pasted alone, a URL holding a password, a commented-out old value: not a
+        # NAME=value line, so nothing of it comes back, nor in the error that says so.
+        (TYPED, ""),
+        (f"postgres://app:{TYPED}@db/prod", ""),
+        (f"# old: {TYPED}\nNEW_TOKEN={TYPED}", "NEW_TOKEN="),
+    ],
+)
+def test_a_secret_typed_into_a_refused_edit_form_is_not_sent_back(
+    client, editor, typed, shown_back
+):
+    agent = make_agent()
+    as_user(client, editor)
+    url = reverse("agents:edit", args=[agent.name])
+    data = form_data(page(client, url), url, secret_variables=typed, schedule="61 * * * *")
+    response = client.post(url, data)
+    assert response.status_code == 200
+    assert "out of range" in response.content.decode()  # refused for the schedule
+    secret_absent(response, TYPED)
+    assert response.context["form"]["secret_variables"].value() == shown_back
+    assert Agent.objects.get().variables == []
+
+
+def test_a_bare_word_that_names_no_secret_is_not_echoed(client, editor):
+    # A token pasted alone reads as a bare NAME (keep this secret): no such secret, so it is
+    # refused without quoting it, and not drawn back.
+    agent = make_agent()
+    as_user(client, editor)
+    url = reverse("agents:edit", args=[agent.name])
+    token = "ghp_16C7e42F292c6912E7710c838347Ae178B4a"
+    response = client.post(url, form_data(page(client, url), url, secret_variables=token))
+    assert response.status_code == 200
+    assert "names no secret of this agent" in response.content.decode()
+    secret_absent(response, token)
+
+
+def test_the_refused_form_says_to_re_enter_the_value_and_keeps_the_kept_secret(client, editor):
+    agent = with_secret(make_agent(), "API_TOKEN", "kept-secret-value-1234")
+    save_agent(agent, Actor.system())
+    as_user(client, editor)
+    url = reverse("agents:edit", args=[agent.name])
+    data = form_data(
+        page(client, url),
+        url,
+        secret_variables=f"API_TOKEN\nNEW_TOKEN={TYPED}",
+        timezone="Mars/Base",
+    )
+    response = client.post(url, data)
+    html = response.content.decode()
+    secret_absent(response, TYPED, "kept-secret-value-1234")
+    assert "Re-enter the value of NEW_TOKEN" in html
+    assert response.context["form"]["secret_variables"].value() == "API_TOKEN\nNEW_TOKEN="
+
+    # Saved as drawn back (the value not typed again): refused, saying so, and nothing saved.
+    again = form_data(html, url, timezone="UTC")
+    assert again["secret_variables"] == "API_TOKEN\nNEW_TOKEN="
+    response = client.post(url, again)
+    assert "secret NEW_TOKEN has no value: type it again" in response.content.decode()
+    assert [v["name"] for v in Agent.objects.get().variables] == ["API_TOKEN"]
+
+    # Typed again, it saves, and the kept secret keeps its value.
+    response = client.post(url, {**again, "secret_variables": f"API_TOKEN\nNEW_TOKEN={TYPED}"})
+    assert response.status_code == 302
+    assert secrets.environment(Agent.objects.get().variables) == {
+        "API_TOKEN": "kept-secret-value-1234",
+        "NEW_TOKEN": TYPED,
+    }
+
+
+def test_a_secret_typed_into_the_wizard_is_not_sent_back(client, editor):
+    make_agent("source")
+    as_user(client, editor)
+    new = reverse("agents:new")
+    step2 = page(client, new, clone="source")
+    data = form_data(step2, new, secret_variables=f"NEW_TOKEN={TYPED}", schedule="61 * * * *")
+    response = client.post(new, data)
+    assert response.status_code == 200
+    assert "out of range" in response.content.decode()
+    secret_absent(response, TYPED)
+    assert response.context["form"]["secret_variables"].value() == "NEW_TOKEN="
+    assert not Agent.objects.filter(name="source-copy").exists()
+
+
+def test_a_secret_typed_into_the_admin_form_is_not_sent_back(client, admin_user):
+    agent = make_agent()
+    client.force_login(admin_user)
+    data = edit_form_data(agent, secret_variables=f"NEW_TOKEN={TYPED}", schedule="61 * * * *")
+    response = client.post(reverse("admin:agents_agent_change", args=[agent.pk]), data)
+    assert response.status_code == 200
+    assert "out of range" in response.content.decode()
+    secret_absent(response, TYPED)
+    assert "Re-enter the value of NEW_TOKEN" in response.content.decode()
+    assert Agent.objects.get().variables == []
+
+
+def test_a_secret_typed_into_a_form_refused_for_a_conflict_is_not_sent_back(client, editor):
+    agent = make_agent()
+    as_user(client, editor)
+    url = reverse("agents:edit", args=[agent.name])
+    data = form_data(page(client, url), url, secret_variables=f"NEW_TOKEN={TYPED}")
+    agent.description = "saved in another tab"
+    save_agent(agent, Actor.system())
+    response = client.post(url, data)
+    assert response.status_code == 409
+    secret_absent(response, TYPED)
+    assert "NEW_TOKEN" in response.content.decode()  # named in the diff of what they changed
+
+
+def test_a_typed_secret_is_kept_out_of_error_reports(rf, editor):
+    # Django's error reports (DEBUG pages, mails to ADMINS) list the POST: not this field.
+    from django.views.debug import SafeExceptionReporterFilter
+
+    from cronos_site.web.views.agents import agent_edit
+
+    agent = make_agent()
+    request = rf.post(f"/agents/{agent.name}/edit/", {"secret_variables": f"T={TYPED}"})
+    request.user = editor
+    response = agent_edit(request, agent.name)  # refused: the form lacks every other field
+    assert response.status_code == 200
+    shown = SafeExceptionReporterFilter().get_post_parameters(request)
+    assert TYPED not in str(shown)

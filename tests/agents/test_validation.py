@@ -196,3 +196,13 @@ def test_a_disabled_agent_may_keep_a_path_of_another_machine_but_not_one_inside_
         agent(working_dir=working_dir, enabled=False).full_clean()
     [message] = refused(agent(working_dir=str(settings.BASE_DIR), enabled=False), "working_dir")
     assert "inside Cronos's installation" in message
+
+
+def test_an_agent_stored_before_the_size_limits_is_flagged_with_them():
+    stored = make_agent("wordy", working_dir="/srv/app")
+    Agent.objects.filter(pk=stored.pk).update(description="d" * 5000)
+    stored.refresh_from_db()
+    problems = stored.problems_to_fix()
+    assert len(problems) == 1
+    assert problems[0].startswith("Description: ")
+    assert "2,000" in problems[0] or "2000" in problems[0]

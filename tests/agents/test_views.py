@@ -1033,3 +1033,24 @@ def test_descriptions_and_prompts_with_html_are_shown_as_text(client, admin_user
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in detail
     html = page(client, HOME, q=SCRIPT)
     assert "<script>alert" not in html and "&lt;script&gt;" in html
+
+
+# --- Agents saved before a rule that now refuses them ----------------------------------------
+
+
+def test_an_agent_saved_before_rules_it_now_breaks_is_flagged_on_its_page(client, viewer):
+    agent = make_agent("old-rules", schedule="0 */4 * * *")
+    # Saved before the rules (DESIGN.md §4 "Schedule changes", "Secrets, precisely"): a step
+    # larger than its field, a one-letter secret.
+    Agent.objects.filter(pk=agent.pk).update(
+        schedule="*/90 * * * *", variables=[secrets.secret("FLAG", "e")]
+    )
+    as_user(client, viewer)
+    html = page(client, reverse("agents:detail", args=[agent.name]))
+    flag = html[html.index('id="to-fix"') :]
+    flag = flag[: flag.index("</div>")]
+    assert "its next save must fix these" in flag
+    assert "Schedule:" in flag and "has a step of 90" in flag
+    assert "Variables: secret FLAG is shorter than 6 characters" in flag
+    fine = make_agent("new-rules")
+    assert 'id="to-fix"' not in page(client, reverse("agents:detail", args=[fine.name]))

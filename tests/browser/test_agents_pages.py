@@ -281,3 +281,57 @@ def test_the_browser_fixtures_serve_static_files(web):
     with urllib.request.urlopen(f"{web}/static/vendor/htmx.min.js") as response:
         assert response.status == 200 and b"htmx" in response.read(200)
     assert Path(ROOT / "static" / "vendor" / "htmx.min.js").exists()
+
+
+def test_a_long_prompt_keeps_the_agent_page_a_sane_height(web, browser_page, viewer):
+    # Agents saved before the limits: a 1 MB prompt of one line, and one of 50,000 lines. Each
+    # made the page tens of thousands of pixels tall; collapsed, it adds a few lines.
+    make_agent("short-prompt", prompt="one line\n")
+    for name, prompt in (
+        ("one-line", "one line without an end " * 40_000),
+        ("many-lines", "a line of the prompt\n" * 50_000),
+    ):
+        agent = make_agent(name)
+        Agent.objects.filter(pk=agent.pk).update(prompt=prompt)
+    page = browser_page(viewer)
+
+    def height(name: str) -> int:
+        page.goto(f"{web}/agents/{name}/")
+        return page.evaluate("document.documentElement.scrollHeight")
+
+    short = height("short-prompt")
+    for name in ("one-line", "many-lines"):
+        assert height(name) < short + 600, name
+        # "Show all" opens the whole prompt in a box that scrolls, not down the page.
+        page.click("details.long-text summary:has-text('Show all')")
+        full = page.locator("details.long-text pre.full")
+        expect(full).to_be_visible()
+        expect(page.locator("details.long-text pre.preview")).to_be_hidden()
+        scroll, client = full.evaluate("e => [e.scrollHeight, e.clientHeight]")
+        assert client <= 0.7 * 900 + 1 and scroll > client, name
+        assert page.evaluate("document.documentElement.scrollHeight") < short + 1_300, name
+        page.click("details.long-text summary:has-text('Show less')")
+        expect(full).to_be_hidden()
+
+
+def test_enter_in_a_refused_form_saves_nothing_over_the_other_version(web, browser_page, editor):
+    # After a conflict the form has two buttons; Enter presses the first, Save, which is
+    # refused again: only the button that says so saves over the other version.
+    make_agent("shared", description="first words")
+    page = browser_page(editor)
+    page.goto(f"{web}/agents/shared/edit/")
+    page.fill("#id_model", "claude-a")
+    agent = Agent.objects.get(name="shared")
+    agent.description = "their words"
+    save_agent(agent, Actor.system())
+    page.click("button.primary:has-text('Save')")
+    expect(page.locator("#edit-conflict")).to_contain_text("shared was changed after you opened")
+    expect(page.locator("#edit-conflict tr[data-field=description]")).to_contain_text("their words")
+    expect(page.locator("#id_model")).to_have_value("claude-a")  # the input is kept
+    page.press("#id_model", "Enter")
+    expect(page.locator("#edit-conflict")).to_be_visible()
+    assert Agent.objects.get(name="shared").model == ""
+    page.click("button:has-text('Save over version 2')")
+    expect(page).to_have_url(f"{web}/agents/shared/")
+    agent.refresh_from_db()
+    assert (agent.model, agent.description) == ("claude-a", "first words")

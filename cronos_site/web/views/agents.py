@@ -8,7 +8,7 @@ here decide what a person is shown and refuse early with a 403.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
@@ -25,15 +26,17 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
 from agents import agentfile as config
 from agents import catalogue
-from agents.forms import FIELDSETS, AgentForm, label
+from agents.forms import FIELDSETS, AgentForm, conflict_context, label, named_changes
 from agents.models import Agent
 from agents.services import (
+    EditConflict,
     enabled_kept,
     free_name,
     may_enable,
@@ -43,7 +46,7 @@ from agents.services import (
 )
 from agents.versions import (
     config_field,
-    diff_versions,
+    latest_version_id,
     snapshot,
     variables_display,
     version_number,
@@ -132,8 +135,36 @@ def with_cron_builder(form):
     return form
 
 
-def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
-    """The agent's configuration as (section, [(label, text, as_block)]) for the read view."""
+# A long text on the agent's page shows its head, with the whole behind "show all" (a
+# <details>, which needs no JavaScript): a 1 MB prompt made the page 182,000 px tall. Both
+# bounds count, as a prompt may be one line of a million characters.
+PREVIEW_LINES = 20
+PREVIEW_CHARS = 2_000
+
+
+@dataclass
+class ConfigRow:
+    """One setting on the agent's page; `preview` is the head of a long text ("" if short)."""
+
+    label: str
+    text: str
+    block: bool  # shown as preformatted text
+    preview: str = ""
+    size: str = ""  # of a long text: "1,200 lines, 48,000 characters"
+
+
+def config_row(label: str, text: str, block: bool) -> ConfigRow:
+    row = ConfigRow(label, text, block)
+    lines = text.splitlines()
+    if len(lines) > PREVIEW_LINES or len(text) > PREVIEW_CHARS:
+        row.preview = "\n".join(lines[:PREVIEW_LINES])[:PREVIEW_CHARS]
+        count = len(lines)
+        row.size = f"{count:,} line{'s' if count != 1 else ''}, {len(text):,} characters"
+    return row
+
+
+def config_rows(agent: Agent) -> list[tuple[str, list[ConfigRow]]]:
+    """The agent's configuration as (section, rows) for the read view."""
     sections = []
     for title, names in FIELDSETS:
         rows = []
@@ -142,7 +173,7 @@ def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
                 continue
             if name == "plain_variables":
                 lines = variables_display(agent.variables or [])
-                rows.append(("Variables", "\n".join(lines) or "—", bool(lines)))
+                rows.append(config_row("Variables", "\n".join(lines) or "—", bool(lines)))
                 continue
             model_field = config_field(name)
             value = getattr(agent, name)
@@ -155,7 +186,7 @@ def config_rows(agent: Agent) -> list[tuple[str, list[tuple[str, str, bool]]]]:
             else:
                 text = "" if value is None else str(value)
             block = name in ("prompt", "command") or isinstance(value, list)
-            rows.append((label(name), text or "—", block and bool(text)))
+            rows.append(config_row(label(name), text or "—", block and bool(text)))
         sections.append((title, rows))
     return sections
 
@@ -352,16 +383,34 @@ def agent_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
 VERSIONS_SHOWN = 50
 
 
+def _agent_to_edit(request: HttpRequest, name: str) -> Agent:
+    """The agent named `name`; for a posted form whose agent someone else renamed since, the
+    agent its version names, so that the save is refused showing the rename (EditConflict)
+    rather than lost to a 404."""
+    require_perm(request, CHANGE)
+    agent = Agent.objects.filter(name=name).first()
+    if agent is None and request.method == "POST":
+        opened_at = id_param(request.POST.get("based_on_version"))
+        if opened_at is not None:
+            version = Agent.history.filter(history_id=opened_at, name=name).first()
+            agent = Agent.objects.filter(pk=version.id).first() if version else None
+    if agent is None:
+        raise Http404(f"There is no agent named {name}.")
+    return agent
+
+
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("secret_variables")
 def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
-    agent = agent_for(request, name, CHANGE)
+    agent = _agent_to_edit(request, name)
     who = actor(request)
     if request.method == "POST":
         form = AgentForm(request.POST, instance=agent, may_enable=may_enable(who))
         if form.is_valid():
             asked = form.cleaned_data["enabled"]
             try:
-                changes = save_agent(form.instance, who)
+                # Refused if someone saved since the form was opened (checked under the lock).
+                changes = save_agent(form.instance, who, based_on=form.based_on())
             except ValidationError as exc:
                 form.add_error(None, exc)
             else:
@@ -385,8 +434,9 @@ def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
         "form": with_cron_builder(form),
         "fieldsets": grouped(form),
         **cron_context(form["schedule"].value() or "", form["timezone"].value() or ""),
+        **conflict_context(original, form.conflict, form.instance),
     }
-    return render(request, "agents/edit.html", context)
+    return render(request, "agents/edit.html", context, status=409 if form.conflict else 200)
 
 
 @require_POST
@@ -427,14 +477,6 @@ def _version(agent: Agent, raw: str | None):
     return agent.history.filter(history_id=history_id).select_related("history_user").first()
 
 
-def named_changes(old, new) -> list:
-    """The changes between two versions, their fields named as the pages name them."""
-    changes = diff_versions(old, new)
-    for change in changes:
-        change.label = label(change.name)
-    return changes
-
-
 @require_GET
 @vary_on_headers("HX-Request")
 def version_diff(request: HtmxHttpRequest, name: str) -> HttpResponse:
@@ -468,7 +510,8 @@ def rollback(request: HttpRequest, name: str, history_id: int) -> HttpResponse:
     version = get_object_or_404(agent.history, history_id=history_id)
     number = version_number(version)
     who = actor(request)
-    if request.method == "GET":
+
+    def page(conflict: EditConflict | None = None) -> HttpResponse:
         # From what is current to what the rollback makes current: without the operator's
         # permission `enabled` stays as it is (agents.services), so it is not in the list.
         shown = named_changes(agent, version)
@@ -483,10 +526,21 @@ def rollback(request: HttpRequest, name: str, history_id: int) -> HttpResponse:
             "number": number,
             "changes": shown,
             "enabled_kept": kept,
+            # The version this page shows the rollback from: the button is refused if someone
+            # saves another before it is pressed.
+            "based_on": latest_version_id(agent),
+            **conflict_context(agent, conflict, version),
         }
-        return render(request, "agents/rollback.html", context)
+        return render(request, "agents/rollback.html", context, status=409 if conflict else 200)
+
+    if request.method == "GET":
+        return page()
     try:
-        changes = rollback_agent(agent, history_id, who)
+        based_on = id_param(request.POST.get("based_on_version"))
+        changes = rollback_agent(agent, history_id, who, based_on=based_on)
+    except EditConflict as conflict:
+        agent.refresh_from_db()  # the rollback set the version's values on it
+        return page(conflict)
     except ValidationError as exc:
         messages.error(request, f"Cannot roll back: {'; '.join(exc.messages)}")
     else:
@@ -554,6 +608,7 @@ def _starting_point(params) -> tuple[Agent | None, dict, str]:
 
 
 @require_http_methods(["GET", "POST"])
+@sensitive_post_parameters("secret_variables")
 def agent_new(request: HttpRequest) -> HttpResponse:
     """A short wizard: 1. a template or an agent to clone; 2. the fields to look at; create."""
     require_perm(request, ADD)
