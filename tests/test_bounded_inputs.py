@@ -175,8 +175,11 @@ def text_of(html: str) -> str:
 
 def problem(html: str) -> str:
     """What a refused request says: its `data-problem` element (which static/cronos.js shows
-    for HTMX), or an alert in the page (the new-agent wizard's unknown template)."""
+    for HTMX), an alert in the page (the new-agent wizard's unknown template), or a warning in
+    the page's messages (a filter the page ignored: the runs list, the cron builder)."""
     found = re.search(r"<(p|div)( data-problem| [^>]*role=\"alert\")[^>]*>(.*?)</\1>", html, re.S)
+    if found is None:
+        found = re.search(r"<(li)( class=\"message (?:warning|error)\")>(.*?)</li>", html, re.S)
     return text_of(found[3]).strip() if found else ""
 
 
@@ -299,13 +302,22 @@ def test_a_5000_digit_cron_field_is_a_400_and_a_200_digit_one_is_explained(clien
         assert "is out of range (0-59)" in text_of(response.content.decode())
 
 
-def test_the_issue_dates_are_ignored_with_a_message(client, viewer):
+def test_the_issue_dates_are_a_400_whose_page_says_what_was_ignored(client, viewer):
     client.force_login(viewer)
-    html = text_of(client.get("/runs/?since=0001-01-01&until=9999-12-31").content.decode())
+    response = client.get("/runs/?since=0001-01-01&until=9999-12-31")
+    assert response.status_code == 400
+    html = text_of(response.content.decode())
     assert "0001-01-01 is not between 1970 and 9000: the From filter is ignored" in html
     assert "9999-12-31 is not between 1970 and 9000: the To filter is ignored" in html
-    html = text_of(client.get("/cron/?after=9999-12-31T23:59:59Z").content.decode())
+    response = client.get("/cron/?after=9999-12-31T23:59:59Z")
+    assert response.status_code == 400
+    html = text_of(response.content.decode())
     assert "is not between 1970 and 9000: the previews start from now ignored" in html
+    # An HTMX fragment keeps 200, or htmx would not swap it in and the message would be lost.
+    fragment = client.get("/runs/?until=9999-12-31", headers=HX)
+    assert fragment.status_code == 200
+    assert "the To filter is ignored" in fragment.content.decode()
+    assert client.get("/runs/?until=2026-01-01").status_code == 200
 
 
 def test_a_page_number_past_the_end_shows_the_last_page(client, viewer, monkeypatch):

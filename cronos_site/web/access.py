@@ -83,6 +83,13 @@ def wants_fragment(request: HtmxHttpRequest) -> bool:
     return bool(request.htmx) and not request.htmx.history_restore_request
 
 
+def refused_status(request: HtmxHttpRequest, refused: bool) -> int:
+    """The status of a page that ignored a parameter it could not use (`refused`), shown with a
+    message saying so: 400 for the whole page (a bad request, said as such), 200 for an HTMX
+    fragment, which htmx would not swap in with a 4xx, so the message would not be seen."""
+    return 400 if refused and not wants_fragment(request) else 200
+
+
 def safe_next(request: HttpRequest, default: str) -> str:
     """The form's `next` if it stays on this site (no open redirect), else `default`."""
     target = request.POST.get("next") or ""

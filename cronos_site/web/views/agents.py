@@ -64,6 +64,7 @@ from cronos_site.web.access import (
     actor,
     agent_for,
     redirect_back,
+    refused_status,
     require_perm,
     wants_fragment,
 )
@@ -656,15 +657,15 @@ def agent_new(request: HttpRequest) -> HttpResponse:
 # --- Cron builder -------------------------------------------------------------------------
 
 
-def _after(request: HttpRequest) -> datetime | None:
+def _after(request: HttpRequest) -> tuple[datetime | None, bool]:
     """The aware ISO instant `after` from the query (tests and links pin the clock), else
-    None; one the previews cannot start from is refused with a message (agents.cron counts
-    years of slots ahead of it)."""
+    None; and whether it was refused: one the previews cannot start from is ignored with a
+    message (agents.cron counts years of slots ahead of it)."""
     try:
-        return instant_param(request.GET.get("after", ""), "the previews start from now")
+        return instant_param(request.GET.get("after", ""), "the previews start from now"), False
     except Refused as exc:
         messages.warning(request, str(exc))
-        return None
+        return None, True
 
 
 @require_GET
@@ -672,7 +673,7 @@ def cron_preview(request: HttpRequest) -> HttpResponse:
     """The cron builder's preview fragment; with build=1 the grids make the expression."""
     require_perm(request, VIEW)
     tz = request.GET.get("timezone", "").strip() or settings.TIME_ZONE
-    after = _after(request) or timezone.now()
+    after = _after(request)[0] or timezone.now()
     building = request.GET.get("build") == "1"
     if building:
         selection = cronbuilder.from_params(request.GET)
@@ -689,17 +690,19 @@ def cron_preview(request: HttpRequest) -> HttpResponse:
         "oob_input": building,
         "oob_grid": not building,
     }
+    # A fragment (its message goes out of band to the page's messages): always 200, or htmx
+    # would not swap it in.
     return render(request, "agents/cron_preview.html", context)
 
 
 @require_GET
-def cron_page(request: HttpRequest) -> HttpResponse:
+def cron_page(request: HtmxHttpRequest) -> HttpResponse:
     """The cron builder on its own: try an expression without editing an agent."""
     require_perm(request, VIEW)
     expression = request.GET.get("schedule", request.GET.get("expression", "0 */4 * * *"))
     tz = request.GET.get("timezone", "").strip() or settings.TIME_ZONE
     context = {"section": "agents", **cron_context(expression, tz)}
-    after = _after(request)
+    after, refused = _after(request)
     if after is not None:
         context["preview"] = cronbuilder.preview(expression, tz, after)
-    return render(request, "agents/cron.html", context)
+    return render(request, "agents/cron.html", context, status=refused_status(request, refused))

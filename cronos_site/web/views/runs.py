@@ -26,6 +26,7 @@ from cronos_site.web.access import (
     HtmxHttpRequest,
     actor,
     agent_for,
+    refused_status,
     require_perm,
     run_for,
     safe_next,
@@ -190,7 +191,7 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         "date_max": f"{LATEST_YEAR}-12-31",
     }
     template = "runs/runs_results.html" if wants_fragment(request) else "runs/runs.html"
-    return render(request, template, context)
+    return render(request, template, context, status=refused_status(request, bool(query.problems)))
 
 
 # --- Health -------------------------------------------------------------------------------
