@@ -74,7 +74,10 @@ def working_dir_problem(value: str, *, enabled: bool = True) -> str:
     expanded = os.path.expanduser(text)
     if expanded.startswith("~"):
         return ""  # ~user of another host: the import notice names it; not Cronos's own.
-    resolved = os.path.realpath(expanded)
+    try:
+        resolved = os.path.realpath(expanded, strict=False)
+    except OSError as exc:  # a link Cronos may not follow (/proc/1/cwd): not a place for agents
+        return f"{_quoted(text)} cannot be resolved: {exc.strerror or exc}."
     data = os.path.realpath(settings.DATA_DIR)
     work = os.path.realpath(settings.CRONOS_WORK_DIR)
     if resolved == work or resolved.startswith(work.rstrip(os.sep) + os.sep):

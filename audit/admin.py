@@ -19,6 +19,7 @@ from audit.actor import Actor
 from audit.admin_site import stored_password
 from audit.log import record
 from audit.models import AuditEntry
+from audit.sessions import end_sessions
 
 
 @admin.register(AuditEntry)
@@ -84,6 +85,8 @@ class AuditedUserAdmin(UserAdmin):
             record(actor, "user.create", user, changes=fields, message=message)
         elif fields:
             record(actor, "user.update", user, changes=fields, message=_flags(fields))
+        if change and fields.get("is_active") == [True, False]:
+            end_sessions(user)  # an old cookie must not work again once reactivated
         after = _access(user)
         for what, action in (("roles", "user.roles"), ("permissions", "user.permissions")):
             if before[what] != after[what]:

@@ -12,6 +12,7 @@ import contextlib
 import ipaddress
 import os
 import secrets
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -55,18 +56,25 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise SettingError(f"{name} must be true or false (got {value!r}).")
 
 
-def env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int, minimum: int | None = None) -> int:
+    """A whole number from NAME, at least `minimum`; SettingError when it is not one."""
     value = env_value(name)
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise SettingError(f"{name} must be a whole number (got {value!r}).") from None
+    if minimum is not None and number < minimum:
+        raise SettingError(f"{name} must be at least {minimum} (got {value!r}).")
+    return number
 
 
-def env_float(name: str, default: float) -> float:
-    """A number of seconds (or any real number) from NAME; SettingError when it is not one."""
+def env_float(
+    name: str, default: float, minimum: float | None = None, above: bool = False
+) -> float:
+    """A number of seconds (or any real number) from NAME, at least `minimum` (more than it
+    when `above`); SettingError when it is not one."""
     value = env_value(name)
     if value is None:
         return default
@@ -76,6 +84,9 @@ def env_float(name: str, default: float) -> float:
         raise SettingError(f"{name} must be a number (got {value!r}).") from None
     if number != number or number in (float("inf"), float("-inf")):
         raise SettingError(f"{name} must be a finite number (got {value!r}).")
+    if minimum is not None and (number <= minimum if above else number < minimum):
+        bound = f"more than {minimum:g}" if above else f"at least {minimum:g}"
+        raise SettingError(f"{name} must be {bound} (got {value!r}).")
     return number
 
 
@@ -88,6 +99,11 @@ def env_secret(name: str) -> str | None:
     path = env_value(f"{name}_FILE")
     if path:
         try:
+            # A regular file of a sane size: a pipe or /dev/zero would hang every command.
+            if not Path(path).is_file():
+                raise SettingError(f"{name}_FILE names {path}, which is not a regular file.")
+            if Path(path).stat().st_size > 64 * 1024:
+                raise SettingError(f"{name}_FILE names {path}, which is larger than 64 KB.")
             return Path(path).read_text().strip() or None
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -110,9 +126,6 @@ def kept_secret(path: Path, make) -> str:
 # Where Cronos keeps its own files: the database, generated keys, run logs. Private to Cronos
 # (0700, files 0600) and hidden from agents (DESIGN.md §4 "Isolation from Cronos").
 DATA_DIR = Path(env_str("CRONOS_DATA_DIR", str(BASE_DIR / "data"))).resolve()
-DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-with contextlib.suppress(OSError):  # a folder someone else owns keeps its mode; isolation hides it
-    DATA_DIR.chmod(0o700)
 # Where agents' own files live, outside data/: each run's folder (CRONOS_RUN_DIR), the demo
 # repository, and later review worktrees. Agents see this; they never see DATA_DIR.
 CRONOS_WORK_DIR = Path(env_str("CRONOS_WORK_DIR", str(BASE_DIR / "work"))).resolve()
@@ -122,6 +135,17 @@ for _inner, _outer in ((CRONOS_WORK_DIR, DATA_DIR), (DATA_DIR, CRONOS_WORK_DIR))
             f"CRONOS_WORK_DIR ({CRONOS_WORK_DIR}) and CRONOS_DATA_DIR ({DATA_DIR}) must not "
             "contain each other: agents see the first and must never see the second."
         )
+# Checked before anything is changed: the data folder is made private (0700), which a shared
+# folder (/, /tmp, a home) must never be.
+if DATA_DIR == Path(DATA_DIR.anchor) or (DATA_DIR.exists() and DATA_DIR.stat().st_mode & 0o1000):
+    raise SettingError(
+        f"CRONOS_DATA_DIR ({DATA_DIR}) must be a folder of Cronos's own, not a shared one such "
+        "as / or /tmp: Cronos makes it private (0700)."
+    )
+DATA_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+with contextlib.suppress(OSError):  # a folder someone else owns keeps its mode; isolation hides it
+    if DATA_DIR.stat().st_uid == os.geteuid():
+        DATA_DIR.chmod(0o700)
 
 # The production flag turns on every hardening that `manage.py check --deploy` asks for and
 # refuses generated keys: a production site must be given its keys.
@@ -224,7 +248,7 @@ TEMPLATES = [
 # the busy timeout instead of failing with "database is locked" on lock upgrade.
 SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
-    "timeout": env_int("CRONOS_SQLITE_TIMEOUT", 30),
+    "timeout": env_int("CRONOS_SQLITE_TIMEOUT", 30, minimum=0),
     "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"),
 }
 DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'cronos.sqlite3'}")
@@ -232,6 +256,12 @@ try:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
 except (ValueError, KeyError) as exc:  # an unknown scheme is a KeyError-like ValueError
     raise SettingError(f"DATABASE_URL is not a database URL Cronos can use: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and str(
+    DATABASES["default"]["NAME"]
+) in ("", ":memory:"):
+    # Each process would have a database of its own: the web, the workers and the scheduler
+    # would never see each other's rows.
+    raise SettingError("DATABASE_URL must name a SQLite file (sqlite:////path/to/cronos.db).")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = dict(SQLITE_OPTIONS)
     # Tests that start other processes (cluster, schedulers, browser) need a file database;
@@ -249,7 +279,7 @@ Q_CLUSTER: dict[str, Any] = {
     # The broker's queue is named after the cluster: separate names keep two Cronos sites (or
     # two test sessions) on one Redis from taking each other's tasks.
     "name": env_str("CRONOS_Q_NAME", "cronos"),
-    "workers": env_int("CRONOS_WORKERS", 2),
+    "workers": env_int("CRONOS_WORKERS", 2, minimum=1),
     # A task is an agent run, which may last hours: the timeout is the executor's job (it
     # ends the agent's process group itself), so the cluster never kills a worker mid-run.
     # The ORM broker hands a task out again when not acknowledged within `retry` seconds;
@@ -260,7 +290,7 @@ Q_CLUSTER: dict[str, Any] = {
     "ack_failures": True,
     "save_limit": 1000,
     "catch_up": False,
-    "poll": env_float("CRONOS_Q_POLL", 0.05),
+    "poll": env_float("CRONOS_Q_POLL", 0.05, minimum=0, above=True),
     "label": "Task engine",
 }
 if REDIS_URL:
@@ -331,6 +361,12 @@ for _proxy in CRONOS_TRUSTED_PROXIES:
 # --- I18N, time -----------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise SettingError(
+        f"TIME_ZONE must be an IANA time zone such as Europe/Paris or UTC (got {TIME_ZONE!r})."
+    ) from None
 USE_I18N = True
 USE_TZ = True
 
@@ -369,36 +405,47 @@ if CRONOS_LOG_DIR == CRONOS_WORK_DIR or CRONOS_WORK_DIR in CRONOS_LOG_DIR.parent
         "agents can read: keep run logs elsewhere."
     )
 # A slot counts as missed when the scheduler sees it later than this (DESIGN.md section 4).
-CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60)
+CRONOS_MISSED_GRACE_SECONDS = env_int("CRONOS_MISSED_GRACE_SECONDS", 60, minimum=0)
 # The scheduler hands a run to the engine this long before its slot; the worker then waits
 # for the exact instant, so the broker's poll interval is not on the critical path.
 # 0.75 rather than a whole second: with a lead equal to an every-second schedule's period, the
 # pass for the next slot would run exactly while this slot's agents start (measured: p99 36 ms
 # against 79 ms on 2 cores).
-CRONOS_DISPATCH_LEAD_SECONDS = env_float("CRONOS_DISPATCH_LEAD_SECONDS", 0.75)
+CRONOS_DISPATCH_LEAD_SECONDS = env_float("CRONOS_DISPATCH_LEAD_SECONDS", 0.75, minimum=0)
 # Executors heartbeat this often; a running run silent for CRONOS_STALE_AFTER_SECONDS is lost.
-CRONOS_HEARTBEAT_SECONDS = env_float("CRONOS_HEARTBEAT_SECONDS", 5)
-CRONOS_STALE_AFTER_SECONDS = env_int("CRONOS_STALE_AFTER_SECONDS", 30)
+CRONOS_HEARTBEAT_SECONDS = env_float("CRONOS_HEARTBEAT_SECONDS", 5, minimum=0, above=True)
+CRONOS_STALE_AFTER_SECONDS = env_int("CRONOS_STALE_AFTER_SECONDS", 30, minimum=1)
+if CRONOS_STALE_AFTER_SECONDS < 2 * CRONOS_HEARTBEAT_SECONDS:
+    # A run whose heartbeats are further apart than half the stale period would be taken
+    # for lost while it runs.
+    raise SettingError(
+        f"CRONOS_STALE_AFTER_SECONDS ({CRONOS_STALE_AFTER_SECONDS}) must be at least twice "
+        f"CRONOS_HEARTBEAT_SECONDS ({CRONOS_HEARTBEAT_SECONDS:g})."
+    )
 # A queued run no worker claimed for this long is handed over again (its cluster may have died
 # holding the task); a run created but never handed over is reclaimed after the orphan delay.
-CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300)
-CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30)
+CRONOS_REDELIVER_AFTER_SECONDS = env_int("CRONOS_REDELIVER_AFTER_SECONDS", 300, minimum=1)
+CRONOS_ORPHAN_AFTER_SECONDS = env_int("CRONOS_ORPHAN_AFTER_SECONDS", 30, minimum=1)
 # Between SIGTERM and SIGKILL when a run is stopped (timeout, cancel, limit).
-CRONOS_KILL_GRACE_SECONDS = env_float("CRONOS_KILL_GRACE_SECONDS", 5)
+CRONOS_KILL_GRACE_SECONDS = env_float("CRONOS_KILL_GRACE_SECONDS", 5, minimum=0)
 # After a claude session's final `result`, how long the CLI has to exit before it is ended
 # (children such as MCP servers can keep it alive); the outcome comes from the result.
-CRONOS_RESULT_GRACE_SECONDS = env_float("CRONOS_RESULT_GRACE_SECONDS", 10)
+CRONOS_RESULT_GRACE_SECONDS = env_float("CRONOS_RESULT_GRACE_SECONDS", 10, minimum=0)
 # The largest run log `cronos_import` copies from a prototype folder (bytes).
-CRONOS_IMPORT_MAX_LOG_BYTES = env_int("CRONOS_IMPORT_MAX_LOG_BYTES", 64 * 1024 * 1024)
+CRONOS_IMPORT_MAX_LOG_BYTES = env_int("CRONOS_IMPORT_MAX_LOG_BYTES", 64 * 1024 * 1024, minimum=0)
 # An agent without a timeout or an output limit of its own runs under these (0 = none), applied
 # at run time and never written into the agent, so its agent.yaml round-trips unchanged: a run
 # that hangs must not hold its agent's lock forever (runs/execution/limits.py).
-CRONOS_DEFAULT_TIMEOUT_SECONDS = env_int("CRONOS_DEFAULT_TIMEOUT_SECONDS", 2 * 3600)
-CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int("CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES", 50 * 1024 * 1024)
+CRONOS_DEFAULT_TIMEOUT_SECONDS = env_int("CRONOS_DEFAULT_TIMEOUT_SECONDS", 2 * 3600, minimum=0)
+CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int(
+    "CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES", 50 * 1024 * 1024, minimum=0
+)
 # Live output: how often a viewer of a running run reads the database when nothing woke it.
 # Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed
 # (runs/live.py) and this is only the safety net for a missed message.
-CRONOS_LIVE_POLL_SECONDS = env_float("CRONOS_LIVE_POLL_SECONDS", 1.0 if REDIS_URL else 0.1)
+CRONOS_LIVE_POLL_SECONDS = env_float(
+    "CRONOS_LIVE_POLL_SECONDS", 1.0 if REDIS_URL else 0.1, minimum=0, above=True
+)
 # The engine adapter (runs.engines): django-q2 today.
 CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.q2.DjangoQEngine")
 # Isolation of agents from Cronos (runs/execution/isolation.py): user, mount and pid
@@ -414,12 +461,17 @@ CRONOS_CLAUDE_BIN = env_str("CRONOS_CLAUDE_BIN", "claude")
 SIMPLE_HISTORY_REVERT_DISABLED = True  # rollback is Cronos's own: audited, secrets masked
 
 # --- Logging ----------------------------------------------------------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise SettingError(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL (got {LOG_LEVEL.lower()!r})."
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         # Axes notes every login at INFO; its warnings (a failure, a lockout) are the news.

@@ -173,10 +173,21 @@ def test_every_variable_set_to_spaces_means_unset_too(tmp_path):
         ("DEBUG", "maybe", "DEBUG must be true or false (got 'maybe')"),
         ("DATABASE_URL", "mysqlx://db/cronos", "DATABASE_URL is not a database URL"),
         ("SECRET_KEY_FILE", "/nonexistent/key", "SECRET_KEY_FILE names /nonexistent/key"),
+        # A character device, which reads for ever: refused before it is read.
+        ("SECRET_KEY_FILE", "/dev/zero", "SECRET_KEY_FILE names /dev/zero, which is not a regular"),
+        ("TIME_ZONE", "Mars/Base", "TIME_ZONE must be an IANA time zone"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL"),
+        ("CRONOS_WORKERS", "-3", "CRONOS_WORKERS must be at least 1 (got '-3')"),
+        ("CRONOS_HEARTBEAT_SECONDS", "0", "CRONOS_HEARTBEAT_SECONDS must be more than 0"),
+        ("CRONOS_KILL_GRACE_SECONDS", "-1", "CRONOS_KILL_GRACE_SECONDS must be at least 0"),
+        ("CRONOS_STALE_AFTER_SECONDS", "1", "must be at least twice CRONOS_HEARTBEAT_SECONDS"),
+        ("DATABASE_URL", "sqlite://", "DATABASE_URL must name a SQLite file"),
+        ("CRONOS_DATA_DIR", "/var/tmp", "must be a folder of Cronos's own, not a shared one"),
     ],
 )
 def test_a_setting_cronos_cannot_use_is_one_line_naming_it(tmp_path, variable, value, words):
     env = {"CRONOS_DATA_DIR": str(tmp_path / "data"), variable: value}
+    before = Path("/tmp").stat().st_mode
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,
@@ -189,3 +200,4 @@ def test_a_setting_cronos_cannot_use_is_one_line_naming_it(tmp_path, variable, v
     assert result.stderr.startswith("cronos: ")
     assert words in result.stderr
     assert "Traceback" not in result.stderr
+    assert Path("/tmp").stat().st_mode == before  # nothing was changed before the refusal

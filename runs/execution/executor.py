@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 TICK = 0.1
 MEMORY_EVERY = 0.2
 CANCEL_EVERY = 1.0
+# A run waiting for its not_before instant looks for a cancel at most a second apart, the last
+# time this long before it; then it sleeps exactly the rest.
+FINAL_WAIT = 0.2
 # How long the output pipe may stay quiet, and at most stay open, after the whole tree has
 # ended (a process we could not see still holding it) before the reader gives up. Once the
 # tree is gone only buffered output is left, which takes milliseconds to read.
@@ -254,6 +257,13 @@ class Execution:
                 f"working directory {cwd} is inside {hidden}, which is Cronos's own and hidden "
                 "from agents; choose a directory elsewhere"
             )
+        protected = isolation.unwritable_for(cwd)
+        if protected:
+            # Cronos runs programs from there (its installation, its Python, its PATH).
+            return self._fail_to_start(
+                f"working directory {cwd} is inside {protected}, which agents may not change "
+                "(Cronos runs programs from it); choose a directory elsewhere"
+            )
         self.cwd = cwd
 
         self.runner = runner_for(config, self._mask)
@@ -298,12 +308,13 @@ class Execution:
             remaining = (not_before - timezone.now()).total_seconds()
             if remaining <= 0:
                 return True
-            if remaining > 1.0:
-                time.sleep(min(remaining - 0.5, 1.0))
-            else:
+            if remaining <= FINAL_WAIT:
                 # The last step sleeps exactly the time left: the start is precise, not polled.
                 time.sleep(remaining)
                 continue
+            # Up to a second at a time, the last check FINAL_WAIT before the slot: a cancel
+            # that arrives while the run waits is seen before it starts, off the start's path.
+            time.sleep(min(remaining - FINAL_WAIT, 1.0))
             by = self._cancel_requested_by()
             if by is not None:
                 self._close_output()
@@ -331,6 +342,7 @@ class Execution:
                     stdin=self.command.stdin is not None,
                     nice=config.cpu_nice or 0,
                     cpu_seconds=config.cpu_time_limit_seconds,
+                    writable=(self.cwd, str(self.run_dir)),
                 )
             )
         except OSError as exc:

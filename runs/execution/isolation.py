@@ -42,6 +42,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping
@@ -65,28 +66,51 @@ SIGNAL_BASE = 128
 PROBE_SECONDS = 10
 
 # PID 1 of the run's namespaces. Arguments: the grace for leftovers (tenths of a second), the
-# paths to hide, "--", then the agent's command. A directory is covered by an empty read-only
-# tmpfs, a file by /dev/null; a path that does not exist has nothing to hide. Any failure
-# stops the run before the agent starts (fail closed). The agent runs in the foreground, not
-# `exec`: PID 1 ignores the signals it has no handler for, so the agent must not be PID 1 or
-# TERM would not end it; its status becomes the init's. When it has exited, what it left
-# running in the namespace gets TERM, the grace, and the note the executor writes for the
-# same thing without namespaces; the kernel then KILLs whatever is left as the init exits.
+# absolute paths of `mount` and `sleep` (never looked up on the agent's PATH, which the agent's
+# author chooses), then (mode, path) pairs in the order to apply them, "--", and the agent's
+# command. First every mount the namespace inherited becomes read-only (/proc, /sys and /dev
+# aside), so the agent cannot change Cronos's installation, its Python, or any program Cronos
+# runs; then, shallowest first: W makes a path writable again (the working directory, the
+# run's folder, /tmp, HOME), R read-only again inside one (Cronos's installation, its Python,
+# the directories of its PATH), H hides it (an empty read-only tmpfs over a directory,
+# /dev/null over a file). A path that does not exist has nothing to do; any other failure
+# stops the run before the agent starts (fail closed, exit 125).
+# The agent runs in the foreground, not `exec`: PID 1 ignores the signals it has no handler
+# for, so the agent must not be PID 1 or TERM would not end it; its status becomes the init's.
+# When it has exited, what it left running in the namespace gets TERM, the grace, and the note
+# the executor writes for the same thing without namespaces; the kernel then KILLs whatever is
+# left as the init exits.
 # The init's own stderr goes to /dev/null once the agent starts, while the agent keeps the
 # run's (redirected inside the subshell: a redirection of a plain command is applied in the
 # shell itself while it waits): a shell reports a foreground child's death by signal
 # ("Terminated") on its stderr, and that is not the agent's output.
 INIT_SCRIPT = """\
-grace=$1; shift
+grace=$1; mount=$2; sleep=$3; shift 3
+fail() { echo "cronos: could not isolate the agent: $1" >&2; exit 125; }
+while read -r _id _parent _dev _root point options _rest; do
+  case "$options" in ro|ro,*) continue ;; esac
+  point=$(printf '%b' "$point")
+  case "$point" in /proc|/proc/*|/sys|/sys/*|/dev|/dev/*) continue ;; esac
+  "$mount" -o remount,bind,ro "$point" 2>/dev/null || fail "cannot make $point read-only"
+done < /proc/self/mountinfo
 while [ "$1" != "--" ]; do
-  if [ -d "$1" ]; then
-    mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=0,size=4k cronos-hidden "$1" || exit 125
-  elif [ -e "$1" ]; then
-    mount --bind /dev/null "$1" || exit 125
-  fi
-  shift
+  mode=$1; path=$2; shift 2
+  [ -e "$path" ] || continue
+  case "$mode" in
+    W) "$mount" --bind "$path" "$path" && "$mount" -o remount,bind,rw "$path" \
+         || fail "cannot make $path writable" ;;
+    R) "$mount" --bind "$path" "$path" && "$mount" -o remount,bind,ro "$path" \
+         || fail "cannot make $path read-only" ;;
+    H) if [ -d "$path" ]; then
+         "$mount" -t tmpfs -o ro,nosuid,nodev,noexec,mode=0,size=4k cronos-hidden "$path"
+       else
+         "$mount" --bind /dev/null "$path"
+       fi || fail "cannot hide $path" ;;
+  esac
 done
 shift
+# The working directory was entered before these mounts: enter it again, through them.
+cd "$(pwd -P)" || fail "cannot enter the working directory again"
 exec 3>&2 2>/dev/null
 ( exec "$@" 2>&3 3>&- )
 status=$?
@@ -107,13 +131,16 @@ if [ "$left" -gt 0 ]; then
   while [ "$waited" -lt "$grace" ]; do
     count
     [ "$left" -eq 0 ] && break
-    sleep 0.1
+    "$sleep" 0.1
     waited=$((waited + 1))
   done
   echo "[cronos] stopped $stopped process(es) the agent left running"
 fi
 exit "$status"
 """
+# Where the tools the launcher runs are looked for: the system's own directories, never a PATH
+# (the agent's is its author's choice, and Cronos's may hold directories an agent can write).
+SYSTEM_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"
 
 PR_SET_DUMPABLE = 4
 
@@ -170,8 +197,10 @@ class Isolation:
             f"database, keys and data folder{why}"
         )
 
-    def wrap(self, argv: list[str]) -> list[str]:
-        """The command line that starts `argv` isolated as configured (argv itself when not).
+    def wrap(self, argv: list[str], writable: Iterable[str] = ()) -> list[str]:
+        """The command line that starts `argv` isolated as configured (argv itself when not);
+        `writable`: the paths the agent may write besides the temporary ones and HOME (its
+        working directory and run folder).
 
         Raises IsolationError when agents may not run here (see `problem`).
         """
@@ -179,7 +208,7 @@ class Isolation:
             raise IsolationError(self.problem)
         command = list(argv)
         if self.namespaces:
-            command = _namespaced(command, self._inner_ids())
+            command = _namespaced(command, self._inner_ids(), writable)
         if self.agent_user is not None:
             command = [*_as_user(self.agent_user), *command]
         return command
@@ -199,21 +228,102 @@ class Isolation:
 NONE = Isolation(namespaces=False, agent_user=None, unisolated_allowed=True)
 
 
-def _namespaced(argv: list[str], ids: tuple[int, int]) -> list[str]:
+def _namespaced(argv: list[str], ids: tuple[int, int], writable: Iterable[str] = ()) -> list[str]:
     uid, gid = ids
     # The agent keeps its own user id inside (tools such as git compare it with the owner of
     # the files); as root it must also lose the capabilities root has in its namespace.
     drop = ["--no-new-privs"]
     if uid == 0:
         drop += ["--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all"]
+    unshare, setpriv, mount, sleep = (
+        tool(name) for name in ("unshare", "setpriv", "mount", "sleep")
+    )
     return [
-        *("unshare", "--user", "--map-root-user", "--mount", "--pid", "--fork"),
+        *(unshare, "--user", "--map-root-user", "--mount", "--pid", "--fork"),
         *("--mount-proc", "--kill-child", "--"),
-        *("/bin/sh", "-c", INIT_SCRIPT, "cronos-init", _grace_tenths(), *hidden_paths(), "--"),
-        *("unshare", "--user", f"--map-user={uid}", f"--map-group={gid}", "--"),
-        *("setpriv", *drop, "--"),
+        *("/bin/sh", "-c", INIT_SCRIPT, "cronos-init", _grace_tenths(), mount, sleep),
+        *mount_plan(writable),
+        "--",
+        *(unshare, "--user", f"--map-user={uid}", f"--map-group={gid}", "--"),
+        *(setpriv, *drop, "--"),
         *argv,
     ]
+
+
+def tool(name: str) -> str:
+    """The absolute path of a system program the launcher runs (SYSTEM_PATH). Raises
+    IsolationError when it is not installed."""
+    found = shutil.which(name, path=SYSTEM_PATH)
+    if found is None:
+        raise IsolationError(f"the {name} program (util-linux) is not installed")
+    return found
+
+
+def protected_paths() -> list[str]:
+    """What an agent must not change because Cronos runs it: its installation, its Python
+    (the virtualenv and the interpreter's own prefix), and the directories of its PATH."""
+    places = [str(settings.BASE_DIR), sys.prefix, sys.base_prefix, sys.exec_prefix]
+    places += [p for p in os.environ.get("PATH", "").split(os.pathsep) if p.startswith("/")]
+    return _unique(os.path.realpath(p) for p in places)
+
+
+# What of HOME an agent may write: the claude CLI's state and the caches tools keep. Not the
+# rest: HOME may hold what Cronos runs (a pyenv, ~/.local/bin on its PATH, shell profiles).
+HOME_WRITABLE = (".claude", ".claude.json", ".cache", ".npm", ".local/share", ".local/state")
+
+
+def writable_paths(extra: Iterable[str] = ()) -> list[str]:
+    """Where an agent may write: its working directory and run folder (`extra`), the
+    temporary directories, and the parts of its HOME its tools keep state in (HOME_WRITABLE,
+    those that exist)."""
+    home = os.environ.get("HOME", "")
+    places = [*extra, "/tmp", "/var/tmp", "/dev/shm"]
+    if home.startswith("/") and os.path.realpath(home) != "/":
+        places += [os.path.join(home, name) for name in HOME_WRITABLE]
+    return _unique(os.path.realpath(p) for p in places)
+
+
+def mount_plan(writable: Iterable[str] = ()) -> list[str]:
+    """The init's (mode, path) arguments: W writable, R read-only, H hidden, shallowest first
+    so that a deeper rule wins inside a shallower one (HOME writable, the Python inside it
+    read-only; the data folder hidden wherever it is). Everything starts read-only, so a rule
+    that would not change what its surroundings already are is left out: each mount costs a
+    process at every start."""
+    rules = [("W", p) for p in writable_paths(writable)]
+    rules += [("R", p) for p in protected_paths()]
+    rules += [("H", p) for p in hidden_paths()]
+    order = {"W": 0, "R": 1, "H": 2}
+    rules.sort(key=lambda rule: (rule[1].rstrip("/").count("/"), order[rule[0]]))
+    plan: list[tuple[str, str]] = []
+    for mode, path in rules:
+        if path.startswith(("/dev/", "/proc/", "/sys/")) and mode != "H":
+            continue  # never made read-only
+        around = [m for m, p in plan if Path(p) in Path(path).parents]
+        inside = around[-1] if around else "R"  # the deepest rule around it, else read-only
+        if mode == "H" or mode != inside:
+            plan.append((mode, path))
+    return [part for rule in plan for part in rule]
+
+
+def unwritable_for(path: str) -> str:
+    """The protected place (protected_paths) that contains `path`, unless `path` is in
+    CRONOS_WORK_DIR (the agents' own, even inside the installation); "" when none does."""
+    resolved = Path(os.path.realpath(path))
+    work = Path(os.path.realpath(settings.CRONOS_WORK_DIR))
+    if resolved == work or work in resolved.parents:
+        return ""
+    for place in protected_paths():
+        if resolved == Path(place) or Path(place) in resolved.parents:
+            return place
+    return ""
+
+
+def _unique(paths: Iterable[str]) -> list[str]:
+    seen: list[str] = []
+    for path in paths:
+        if path not in seen:
+            seen.append(path)
+    return seen
 
 
 def _grace_tenths() -> str:
@@ -222,7 +332,7 @@ def _grace_tenths() -> str:
 
 def _as_user(user: AgentUser) -> list[str]:
     return [
-        "setpriv",
+        tool("setpriv"),
         f"--reuid={user.uid}",
         f"--regid={user.gid}",
         "--init-groups",
@@ -381,9 +491,9 @@ def agent_user(name: str) -> AgentUser:
 def probe_namespaces(user: AgentUser | None = None) -> str:
     """Start `true` exactly as an agent would be started, hiding a scratch folder; "" when it
     works, else what failed (the tool's own message)."""
-    for tool in ("unshare", "setpriv", "mount"):
-        if shutil.which(tool) is None:
-            return f"the {tool} program (util-linux) is not installed"
+    for name in ("unshare", "setpriv", "mount", "sleep"):
+        if shutil.which(name, path=SYSTEM_PATH) is None:
+            return f"the {name} program (util-linux) is not installed"
     with tempfile.TemporaryDirectory(prefix="cronos-probe-") as scratch:
         secret = Path(scratch) / "hidden"
         secret.mkdir()
@@ -391,9 +501,9 @@ def probe_namespaces(user: AgentUser | None = None) -> str:
         ids = (user.uid, user.gid) if user else (os.getuid(), os.getgid())
         argv = _namespaced(["/bin/sh", "-c", f"! cat {secret}/key 2>/dev/null"], ids)
         # The probe hides its scratch folder instead of the data folder: splice it in.
-        start = argv.index("cronos-init") + 2  # after the grace
+        start = argv.index("cronos-init") + 4  # after the grace and the tools
         end = argv.index("--", start)
-        argv[start:end] = [str(secret)]
+        argv[start:end] = ["H", str(secret)]
         if user is not None:
             argv = [*_as_user(user), *argv]
             os.chmod(scratch, 0o755)

@@ -43,6 +43,9 @@ class Launch:
     cpu_seconds: int | None = None  # RLIMIT_CPU for each process of the tree
     # How the agent is kept out of Cronos: the site's (isolation.current()) unless given.
     isolation: isolation.Isolation | None = None
+    # Where it may write besides the temporary directories and HOME (inside namespaces):
+    # its working directory and its run's folder.
+    writable: tuple[str, ...] = ()
 
 
 def launch(spec: Launch) -> ProcessTree:
@@ -53,7 +56,7 @@ def launch(spec: Launch) -> ProcessTree:
     # re-parented to this process (Linux; elsewhere it escapes to init, see become_subreaper).
     become_subreaper()
     isolated = spec.isolation or isolation.current()
-    argv = isolated.wrap(spec.argv)
+    argv = isolated.wrap(spec.argv, writable=spec.writable or (spec.cwd,))
     if argv != spec.argv:
         # Inside the namespaces a missing program would be the init's "not found" (exit 127)
         # in the output; found here first, it is the same clear start failure as without.

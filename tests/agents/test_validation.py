@@ -206,3 +206,13 @@ def test_an_agent_stored_before_the_size_limits_is_flagged_with_them():
     assert len(problems) == 1
     assert problems[0].startswith("Description: ")
     assert "2,000" in problems[0] or "2000" in problems[0]
+
+
+def test_a_working_directory_that_cannot_be_resolved_is_refused_not_a_crash(monkeypatch):
+    def refuse(path, strict=False):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(validation.os.path, "realpath", refuse)
+    assert validation.working_dir_problem("/proc/1/cwd") == (
+        "'/proc/1/cwd' cannot be resolved: Permission denied."
+    )

@@ -187,3 +187,49 @@ def test_unlock_is_used_alone(django_user_model):
         user_command("nina", "--unlock", "--role", "admin")
     assert refused.value.returncode == 2
     assert not AuditEntry.objects.exists()
+
+
+def test_a_session_from_before_a_deactivation_does_not_come_back_with_the_account(client, viewer):
+    client.force_login(viewer)
+    assert client.get("/").status_code == 200
+    other = type(client)()
+    other.force_login(viewer)
+
+    call_command("cronos_user", "vera", "--deactivate")
+    call_command("cronos_user", "vera", "--activate")
+
+    # Both browsers' cookies were from before: they are signed out, and may sign in again.
+    assert client.get("/").status_code == 302
+    assert other.get("/").status_code == 302
+    login = {"username": "vera", "password": "correct horse battery"}
+    assert client.post(reverse("login"), login).status_code == 302  # and may sign in again
+
+
+def test_deactivating_in_the_admin_ends_the_persons_sessions(client, admin_user, viewer):
+    from django.contrib.sessions.models import Session
+
+    browser = type(client)()
+    browser.force_login(viewer)
+    user = get_user_model().objects.get(username="vera")
+    client.force_login(admin_user)
+    page = client.get(f"/admin/auth/user/{user.pk}/change/")
+    form = page.context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "password"}
+    data.update(
+        {
+            "username": "vera",
+            "is_active": "",
+            "groups": [g.pk for g in user.groups.all()],
+            "date_joined_0": user.date_joined.strftime("%Y-%m-%d"),
+            "date_joined_1": user.date_joined.strftime("%H:%M:%S"),
+        }
+    )
+    data.pop("is_active")
+    data.pop("date_joined", None)
+    data.pop("last_login", None)
+    response = client.post(f"/admin/auth/user/{user.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    user.refresh_from_db()
+    assert not user.is_active
+    assert browser.get("/").status_code == 302
+    assert Session.objects.count() == 1  # the admin's own

@@ -165,7 +165,7 @@ def test_an_agent_reads_none_of_cronos_keys_database_data_logs_or_processes(
     # No other process is visible: no worker, no web server, no shell of the user.
     assert not [label for label in got if label.startswith(f"/proc/{os.getpid()}/")]
     visible = {label.split("/")[2] for label in got if label.startswith("/proc/")}
-    assert visible <= {"1", "2", "3", "4", "5", "6", "7", "8"}  # the run's own few
+    assert len(visible) <= 6  # the run's own few: the init, the shell, the attacker's children
     assert "after umount" not in got
     # The environment is the allow-list: no settings, no URL, no key of Cronos's.
     env = got["env"]
@@ -395,3 +395,64 @@ def test_a_reason_that_quotes_a_process_the_agent_named_is_masked(tmp_path, unis
     run = execute(new_run(agent).pk)
     assert "the agent left running" in run.reason
     assert "tok-5ecret" not in run.reason
+
+
+def test_an_agent_cannot_change_what_cronos_runs_but_writes_its_own_places(
+    tmp_path, settings, namespaces
+):
+    # Cronos's installation, its Python, the directories of its PATH and the system: an agent
+    # that could write there would have Cronos run its program later, unisolated.
+    name = f"cronos-planted-{os.getpid()}"
+    targets = [
+        Path(settings.BASE_DIR) / name,
+        Path(sys.prefix) / "bin" / name,
+        Path(sys.base_prefix) / name,
+        Path("/usr/local/bin") / name,
+        Path("/etc") / name,
+    ]
+    ours = [tmp_path / "in-working-dir", Path("/tmp") / f"{name}-tmp"]
+    script = "; ".join(f"touch {t} 2>/dev/null && echo WROTE {t}" for t in targets + ours)
+    script += '; touch "$CRONOS_RUN_DIR/artefact" && echo WROTE run-dir'
+    try:
+        run = execute(new_run(command_agent("planter", script, tmp_path)).pk)
+        text = output(run)
+        for target in targets:
+            assert f"WROTE {target}" not in text
+            assert not target.exists()
+        for own in ours:
+            assert f"WROTE {own}" in text
+        assert "WROTE run-dir" in text
+    finally:
+        for path in targets + ours:
+            path.unlink(missing_ok=True)
+
+
+def test_an_agents_path_cannot_replace_the_tools_that_isolate_it(tmp_path, settings, namespaces):
+    # The agent's PATH is its author's choice: fake unshare, setpriv and mount that would run
+    # it unisolated are never used; the launcher runs the system's own.
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    for tool in ("unshare", "setpriv", "mount", "sleep"):
+        (fake / tool).write_text(
+            '#!/bin/sh\nwhile [ "$1" != -- ]; do shift; done; shift; exec "$@"\n'
+        )
+        (fake / tool).chmod(0o755)
+    key = settings.DATA_DIR / "secret_key"
+    agent = command_agent(
+        "fake-tools",
+        f"cat {key} 2>&1; echo done",
+        tmp_path,
+        variables=[secrets.plain("PATH", f"{fake}:/usr/bin:/bin")],
+    )
+    run = execute(new_run(agent).pk)
+    assert settings.SECRET_KEY not in output(run)
+    assert "Permission denied" in output(run)
+
+
+def test_a_working_directory_in_cronos_installation_is_refused_at_run_time(tmp_path, settings):
+    agent = command_agent("in-the-venv", "true", tmp_path)
+    inside = os.path.join(sys.prefix, "bin")
+    Agent.objects.filter(pk=agent.pk).update(working_dir=inside)
+    run = execute(Run.objects.create(agent=agent, trigger=Run.Trigger.MANUAL).pk)
+    assert run.state == Run.State.FAILED
+    assert "agents may not change (Cronos runs programs from it)" in run.reason

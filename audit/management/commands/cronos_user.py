@@ -15,6 +15,7 @@ from audit import roles, throttling
 from audit.actor import Actor
 from audit.commands import CronosCommand
 from audit.log import record
+from audit.sessions import end_sessions
 
 
 class Command(CronosCommand):
@@ -125,6 +126,8 @@ class Command(CronosCommand):
                 changes["roles"] = [before, after]
             if not created and was_active != user.is_active:
                 changes["is_active"] = [was_active, user.is_active]
+                if not user.is_active:
+                    end_sessions(user)  # an old cookie must not work again once reactivated
             what = []
             if "is_active" in changes:
                 what.append("activated" if user.is_active else "deactivated")
