@@ -68,6 +68,30 @@ def test_cronos_run_follow_streams_the_output_as_a_real_process(tmp_path, settin
     assert result.stdout == "line 1\nline 2\nline 3\n"
 
 
+def test_cronos_run_follow_never_passes_an_agents_escape_sequences_to_the_terminal(tmp_path):
+    # Cursor moves, a window title, OSC 52 (writes the operator's clipboard), a bell.
+    hostile = r"printf 'a\033[2J\033[1;1Hb\033]0;title\007c\033]52;c;ZXZpbA==\007d\007\033[31me\n'"
+    make_agent("hostile", command=hostile, working_dir=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "manage.py", "cronos_run", "hostile", "--inline", "--follow"],
+        cwd=ROOT,
+        env=process_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "abcde\n"  # not a terminal here: no colour either
+
+
+def test_terminal_safe_keeps_colours_for_a_terminal_and_nothing_else():
+    from runs.management.commands.cronos_run import terminal_safe
+
+    text = "\x1b[31mred\x1b[0m \x1b]8;;http://x\x07link\x1b]8;;\x07 \x1b[2K\x1b"
+    assert terminal_safe(text, colour=True) == "\x1b[31mred\x1b[0m link "
+    assert terminal_safe(text, colour=False) == "red link "
+
+
 def test_cronos_run_exit_status_is_non_zero_for_a_failed_run_as_a_real_process(tmp_path):
     make_agent("missing-dir", command="true", working_dir=str(tmp_path / "nowhere"))
     result = subprocess.run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -11,6 +12,7 @@ from datetime import timedelta
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
 
+from agents.masking import ESCAPE_SEQUENCE
 from agents.models import Agent
 from audit.actor import Actor
 from audit.commands import INTERRUPTED, CommandFailed, CronosCommand
@@ -110,11 +112,12 @@ class Command(CronosCommand):
 
     def _follow(self, run: Run) -> None:
         seq, started, hinted = -1, time.monotonic(), False
+        colour = sys.stdout.isatty()
         while True:
             run.refresh_from_db(fields=["state"])
             chunks = list(RunChunk.objects.filter(run=run, seq__gt=seq).order_by("seq"))
             for chunk in chunks:
-                sys.stdout.write(chunk.text)
+                sys.stdout.write(terminal_safe(chunk.text, colour=colour))
                 seq = chunk.seq
             sys.stdout.flush()
             if run.is_final and not chunks:
@@ -207,3 +210,14 @@ def _duration(value: timedelta) -> str:
 
 def _json_dumps(data: dict) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+_ESCAPE = re.compile(ESCAPE_SEQUENCE + r"|\x1b")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def terminal_safe(text: str, *, colour: bool) -> str:
+    """An agent's output as it may reach the operator's terminal: every escape sequence and
+    control character removed (an agent could otherwise move the cursor, rewrite the lines
+    above, set the window title or the clipboard with OSC 52), colours kept when `colour`."""
+    return _ESCAPE.sub(lambda m: m[0] if colour and _COLOUR.fullmatch(m[0]) else "", text)
