@@ -21,7 +21,7 @@ from runs.models import Run
 from tests.factories import make_agent
 from tests.pages import admin_pages, asgi_get, site_pages
 
-pytestmark = [pytest.mark.django_db, pytest.mark.date_sensitive]
+pytestmark = pytest.mark.django_db
 
 HX = {"HX-Request": "true"}
 

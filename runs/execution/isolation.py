@@ -73,8 +73,10 @@ PROBE_SECONDS = 10
 # runs; then, shallowest first: W makes a path writable again (the working directory, the
 # run's folder, /tmp, HOME), R read-only again inside one (Cronos's installation, its Python,
 # the directories of its PATH), H hides it (an empty read-only tmpfs over a directory,
-# /dev/null over a file). A path that does not exist has nothing to do; any other failure
-# stops the run before the agent starts (fail closed, exit 125).
+# /dev/null over a file). Binds are recursive: a user namespace may not bind a tree without
+# the mounts below it (they could hide something). A path that does not exist has nothing to
+# do; a W that cannot be made writable (a read-only file system) stays read-only, as it is
+# outside; any other failure stops the run before the agent starts (fail closed, exit 125).
 # The agent runs in the foreground, not `exec`: PID 1 ignores the signals it has no handler
 # for, so the agent must not be PID 1 or TERM would not end it; its status becomes the init's.
 # When it has exited, what it left running in the namespace gets TERM, the grace, and the note
@@ -97,9 +99,8 @@ while [ "$1" != "--" ]; do
   mode=$1; path=$2; shift 2
   [ -e "$path" ] || continue
   case "$mode" in
-    W) "$mount" --bind "$path" "$path" && "$mount" -o remount,bind,rw "$path" \
-         || fail "cannot make $path writable" ;;
-    R) "$mount" --bind "$path" "$path" && "$mount" -o remount,bind,ro "$path" \
+    W) { "$mount" --rbind "$path" "$path" && "$mount" -o remount,bind,rw "$path"; } 2>/dev/null ;;
+    R) "$mount" --rbind "$path" "$path" && "$mount" -o remount,bind,ro "$path" \
          || fail "cannot make $path read-only" ;;
     H) if [ -d "$path" ]; then
          "$mount" -t tmpfs -o ro,nosuid,nodev,noexec,mode=0,size=4k cronos-hidden "$path"
