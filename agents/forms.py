@@ -28,6 +28,7 @@ from agents.versions import (
     latest_version_id,
     snapshot,
     version_number,
+    version_values,
 )
 
 
@@ -304,7 +305,29 @@ class AgentForm(forms.ModelForm):
         if "plain_variables" in self.cleaned_data and "secret_variables" in self.cleaned_data:
             self.instance.variables = self.build_variables()
         super()._post_clean()
+        self._keep_what_others_changed()
         self._refuse_if_saved_since()
+
+    def _keep_what_others_changed(self) -> None:
+        """Saving over a newer version applies this person's changes onto it, never the form's
+        stale copy of the rest: a field they left as they found it takes the newer version's
+        value (someone else's description, a rename), one they changed is theirs. So "save
+        over" undoes only the other changes to the fields both touched, which the refusal
+        showed them."""
+        over = self.cleaned_data.get("replace_version")
+        opened = self.cleaned_data.get("based_on_version")
+        if self.errors or not over or not opened or over == opened or self.instance.pk is None:
+            return
+        found = {
+            v.history_id: v for v in self.instance.history.filter(history_id__in=[opened, over])
+        }
+        if opened not in found or over not in found:
+            return  # not versions of this agent: the check that follows refuses it
+        base, newer = version_values(found[opened]), version_values(found[over])
+        mine = snapshot(self.instance)
+        for name, value in mine.items():
+            if name in base and value == base[name] and newer.get(name) != value:
+                setattr(self.instance, name, newer[name])
 
     def _refuse_if_saved_since(self) -> None:
         """Refuse here, with the form, an edit someone else's save overtook (the admin can only

@@ -103,7 +103,39 @@ def test_saving_over_the_other_version_is_a_deliberate_choice(client, editor):
 
     assert "Saved cron-git: version 3." in response.content.decode()
     agent = Agent.objects.get()
-    assert (agent.command, agent.description) == ("echo mine", "first words")
+    # Mine applied onto theirs: their description stays, my command lands.
+    assert (agent.command, agent.description) == ("echo mine", "their words")
+
+
+def test_saving_over_undoes_only_the_fields_both_people_changed(client, editor):
+    make_agent(description="first words", prompt="first prompt")
+    as_user(client, editor)
+    mine = opened_form(client, description="my words", prompt="my prompt")
+    saved_by_someone_else(description="their words", command="echo theirs")
+    refused = client.post(edit_url(), mine).content.decode()
+    button = re.search(r'<button type="submit" name="replace_version" value="(\d+)"', refused)
+    assert button is not None
+    client.post(edit_url(), form_data(refused, edit_url(), replace_version=button[1]))
+    agent = Agent.objects.get()
+    assert (agent.description, agent.prompt) == ("my words", "my prompt")  # both mine
+    assert agent.command == "echo theirs"  # only theirs: kept
+
+
+def test_saving_over_a_rename_keeps_the_new_name(client, editor):
+    make_agent("disk-report", description="first words")
+    as_user(client, editor)
+    mine = opened_form(client, "disk-report", description="my words")
+    saved_by_someone_else("disk-report", name="disk-report-2")
+    refused = client.post(edit_url("disk-report"), mine)
+    assert refused.status_code == 409
+    html = refused.content.decode()
+    button = re.search(r'<button type="submit" name="replace_version" value="(\d+)"', html)
+    # The refusal's form posts to the agent under its new name.
+    target = edit_url("disk-report-2")
+    assert f'action="{target}"' in html
+    client.post(target, form_data(html, target, replace_version=button[1]))
+    agent = Agent.objects.get()
+    assert (agent.name, agent.description) == ("disk-report-2", "my words")
 
 
 def test_taking_the_current_version_draws_the_form_again_from_it(client, editor):
