@@ -334,4 +334,5 @@ def test_enter_in_a_refused_form_saves_nothing_over_the_other_version(web, brows
     page.click("button:has-text('Save over version 2')")
     expect(page).to_have_url(f"{web}/agents/shared/")
     agent.refresh_from_db()
-    assert (agent.model, agent.description) == ("claude-a", "first words")
+    # Mine applied onto theirs: my model lands, their description (which I left) stays.
+    assert (agent.model, agent.description) == ("claude-a", "their words")
