@@ -131,13 +131,20 @@ def test_the_watch_sees_what_the_policy_refuses(web, browser_page, viewer):
         }"""
     )
     page.click("#injected")
-    assert page.evaluate("() => [window.clicked, window.disallowed]") == [None, 1]
+    page.wait_for_function("() => window.disallowed === 1")  # htmx's event, dispatched late
+    assert page.evaluate("() => window.clicked") is None
     page.evaluate("() => { htmx.config.allowEval = true; }")
     page.click("#injected")
     assert page.evaluate("() => window.clicked") is None
     watched.settle()
+    expected = {"style-src-attr", "script-src-elem", "script-src"}
+    # Violation reports are delivered as events after the fact: on a busy machine, later.
+    for _ in range(100):
+        if {violation["directive"] for violation in watched.violations} >= expected:
+            break
+        page.wait_for_timeout(50)
     directives = {violation["directive"] for violation in watched.violations}
-    assert directives == {"style-src-attr", "script-src-elem", "script-src"}, watched.violations
+    assert directives == expected, watched.violations
     said = " ".join(watched.errors)  # and the console says so
     assert "Applying inline style violates" in said
     assert "'unsafe-eval' is not an allowed source" in said
