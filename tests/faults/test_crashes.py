@@ -165,6 +165,9 @@ def test_the_whole_stack_killed_mid_run_then_restarted(stack, tmp_path):
     assert all(r.slot > killed_at - timedelta(seconds=1) for r in missed)
     assert all(r.created_at >= restarted_at for r in missed)  # found again after the restart
     # Each run started its agent at most once (a redelivered task is refused by the claim).
+    # The pid is recorded as the launcher starts; the agent itself starts a little later, once
+    # its isolation is set up (runs/execution/isolation.py): wait for its line.
+    wait_for(lambda: str(retry.pk) in starts.read_text().split(), 15, "the retry's agent to start")
     executions = Counter(int(line) for line in starts.read_text().split())
     assert max(executions.values()) == 1
     assert executions[victim.pk] == 1 and executions[retry.pk] == 1
