@@ -69,7 +69,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
@@ -716,8 +716,25 @@ def _own_walk_until(zone: ZoneInfo, position: datetime, found: datetime) -> date
 # --- Runs ----------------------------------------------------------------------------------------
 
 
+class UnknownZone(ValueError):
+    """A time zone name that names no zone."""
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` ("Europe/Paris"). Raises UnknownZone for anything else: an
+    unknown name, a malformed one (absolute path, "..") and a folder of the zone database
+    ("America"), which Python 3.11 with the `tzdata` package reports as IsADirectoryError, an
+    OSError rather than ZoneInfoNotFoundError. Every check of a zone name goes through here."""
+    if not isinstance(name, str):
+        raise UnknownZone(f"unknown time zone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise UnknownZone(f"unknown time zone {name!r}") from exc
+
+
 def _as_zone(tz: str | ZoneInfo) -> ZoneInfo:
-    return tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+    return tz if isinstance(tz, ZoneInfo) else zone(tz)
 
 
 def _as_schedule(schedule: Schedule | str) -> Schedule:

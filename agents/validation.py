@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import zoneinfo
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -32,8 +31,8 @@ WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\)")
 
 def validate_timezone(value: str) -> None:
     try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+        cron.zone(value)
+    except cron.UnknownZone as exc:
         raise ValidationError(
             f"{value!r} is not a known IANA time zone (for example Europe/Paris or UTC)."
         ) from exc

@@ -186,6 +186,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "simple_history",
     "django_q",
+    "django_celery_beat",  # housekeeping rows on the Celery engine; before "runs" (its admin)
     "channels",
     "axes",  # login throttling; before "audit", whose login entries read what axes decided
     "audit",
@@ -363,7 +364,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 try:
     zoneinfo.ZoneInfo(TIME_ZONE)
-except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+    # OSError: with the tzdata package installed, a folder name ("America") is a directory.
     raise SettingError(
         f"TIME_ZONE must be an IANA time zone such as Europe/Paris or UTC (got {TIME_ZONE!r})."
     ) from None
@@ -446,8 +448,49 @@ CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int(
 CRONOS_LIVE_POLL_SECONDS = env_float(
     "CRONOS_LIVE_POLL_SECONDS", 1.0 if REDIS_URL else 0.1, minimum=0, above=True
 )
-# The engine adapter (runs.engines): django-q2 today.
-CRONOS_ENGINE = env_str("CRONOS_ENGINE", "runs.engines.q2.DjangoQEngine")
+# The engine adapter (runs.engines): `q2` (django-q2, the default: ORM broker embedded, Redis
+# with REDIS_URL), `celery` (Celery on Redis, django-celery-beat for housekeeping) or `inline`
+# (in the calling process); a dotted class path still works, for test engines.
+CRONOS_ENGINE = env_str("CRONOS_ENGINE", "q2")
+if CRONOS_ENGINE not in ("q2", "celery", "inline") and "." not in CRONOS_ENGINE:
+    raise SettingError(f"CRONOS_ENGINE must be q2, celery or inline (got {CRONOS_ENGINE!r}).")
+if CRONOS_ENGINE in ("celery", "runs.engines.celery.CeleryEngine") and not REDIS_URL:
+    raise SettingError(
+        "CRONOS_ENGINE=celery needs a Redis broker: set REDIS_URL (e.g. redis://127.0.0.1:6379/0)."
+    )
+# Celery (CRONOS_ENGINE=celery; runs/engines/celery.py reads the CELERY_* names). Every value is
+# a decision, not a default left alone (DESIGN.md §6; research/wave2.md §7):
+CELERY_BROKER_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
+# One queue and one key prefix per site (CRONOS_Q_NAME, as django-q2's queue): two sites or two
+# test sessions on one Redis never take each other's runs.
+CELERY_TASK_DEFAULT_QUEUE = Q_CLUSTER["name"]
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Redis hands a fetched but unacknowledged message out again after this many seconds. Runs
+    # are acknowledged when a worker process accepts them and the executor's claim refuses a
+    # second delivery, so this only bounds how long a message lost with a dying worker waits.
+    "visibility_timeout": env_int("CRONOS_CELERY_VISIBILITY_TIMEOUT", 3600, minimum=60),
+    "global_keyprefix": f"{Q_CLUSTER['name']}:",
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Early acknowledgement: a run is never handed to a second worker because the first is slow;
+# a worker killed mid-run leaves the run to the reaper (lost, then Cronos's own retry policy).
+CELERY_TASK_ACKS_LATE = False
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_EXPIRES = None  # else beat schedules its own `celery.backend_cleanup`
+# The executor owns timeouts (it ends the agent's process group); a hard limit kills the worker.
+CELERY_TASK_TIME_LIMIT = None
+# Fetch only when a process is free: a prefetched run waiting behind a long one would pass the
+# visibility timeout and be delivered twice (measured in the lab; docs/plans/celery-engine.md).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_DISABLE_PREFETCH = True
+CELERY_WORKER_CONCURRENCY = Q_CLUSTER["workers"]
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BEAT_SCHEDULER = "runs.engines.beat:HousekeepingScheduler"
+CELERY_TIMEZONE = "UTC"
+DJANGO_CELERY_BEAT_TZ_AWARE = True
 # Isolation of agents from Cronos (runs/execution/isolation.py): user, mount and pid
 # namespaces hide the data folder where the host allows them; CRONOS_AGENT_USER (a user name,
 # Cronos running as root) runs agents as that separate account. Without either, agents are

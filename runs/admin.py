@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+    SolarSchedule,
+)
 
+from audit import roles
 from audit.actor import Actor
+from audit.log import record
 from audit.models import AuditEntry
+from runs.engines import HOUSEKEEPING_TASK
 from runs.models import Run
 from runs.services import cancel_run
 
@@ -63,3 +74,79 @@ class RunAdmin(admin.ModelAdmin):
         actor = Actor.from_request(request, source=AuditEntry.Source.ADMIN)
         count = sum(cancel_run(run, actor) for run in queryset.select_related("agent"))
         self.message_user(request, f"Cancelled or asked to stop {count} run(s).", messages.SUCCESS)
+
+
+# --- Housekeeping on the Celery engine (runs/engines/beat.py) -------------------------------
+#
+# django-celery-beat's own admin would let anyone with its permissions make a periodic task
+# that calls any Celery task with any arguments (the risk for which Cronos's admin offers no
+# django-q2 schedules either). Instead: only Cronos's `cronos: <task>` rows, only admins (the
+# admin role or superusers), no add or delete, the task and its arguments read-only, every
+# change audited.
+
+for _model in (PeriodicTask, IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+def _is_admin(request) -> bool:
+    user = request.user
+    return bool(
+        user.is_active and (user.is_superuser or user.groups.filter(name=roles.ADMIN).exists())
+    )
+
+
+@admin.register(PeriodicTask)
+class HousekeepingTaskAdmin(admin.ModelAdmin):
+    """Cronos's housekeeping rows as periodic tasks: admins may change when they run."""
+
+    list_display = [
+        "name",
+        "enabled",
+        "interval",
+        "expire_seconds",
+        "last_run_at",
+        "total_run_count",
+    ]
+    fields = ["name", "description", "enabled", "interval", "expire_seconds", "task", "args"]
+    readonly_fields = ["name", "description", "task", "args"]
+    actions = None
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(task=HOUSEKEEPING_TASK)
+
+    def has_module_permission(self, request) -> bool:
+        return _is_admin(request)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return _is_admin(request)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return _is_admin(request)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        before = {name: _plain(form.initial.get(name)) for name in form.changed_data}
+        super().save_model(request, obj, form, change)
+        PeriodicTasks.update_changed()  # beat re-reads its rows
+        record(
+            Actor.from_request(request, source=AuditEntry.Source.ADMIN),
+            "housekeeping.change",
+            obj,
+            object_name=obj.name,
+            changes={
+                name: [before[name], _plain(form.cleaned_data.get(name))]
+                for name in form.changed_data
+            },
+        )
+
+
+def _plain(value):
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

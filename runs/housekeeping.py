@@ -1,24 +1,28 @@
 """Housekeeping: the registry of idempotent periodic tasks (DESIGN.md §7.11).
 
 Each task is a function `(now, engine) -> list of run ids it acted on`, safe to run on any
-number of scheduler processes at once (every one works through conditional UPDATEs), and safe
-to run late or twice. The scheduler process runs them after each pass (`Housekeeper.tick`);
-a later engine (Celery with django-celery-beat) may drive the same registry instead. A new
-periodic duty (approval expiry, wake-ups, retention) is one more line in TASKS, never more
-code in the scheduler's loop.
+number of processes at once (every one works through conditional UPDATEs: a new task must too),
+and safe to run late or twice. On django-q2 the scheduler process runs them all after each pass
+(`Housekeeper.tick`). On Celery, django-celery-beat sends the `beat` ones as periodic tasks
+(runs/engines/beat.py keeps one `cronos: <name>` row per task, editable by admins) to the
+workers, which run them through `run_task`; the scheduler keeps the others (`release` is on the
+path of a run's start). A new periodic duty (approval expiry, wake-ups, retention) is one more
+line in TASKS, never more code in the scheduler's loop.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.utils import timezone
 
 from runs import dispatch, followups
-from runs.engines import Engine
+from runs.engines import Engine, engine_name, get_engine
 from runs.scheduling import reaper
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,9 @@ class Task:
     # A task that remembers its own passes gets a `run` of its own in each Housekeeper (each
     # scheduler process) from `make()`; `run` is then what one pass on its own does.
     make: Callable[[], Callable[[datetime, Engine | None], list[int]]] | None = None
+    # Driven by django-celery-beat on the Celery engine (every max(1, every_seconds) s); False:
+    # always in the scheduler process, whatever the engine.
+    beat: bool = True
 
 
 def _reaper() -> Callable[[datetime, Engine | None], list[int]]:
@@ -60,6 +67,7 @@ TASKS: list[Task] = [
         lambda now, engine: dispatch.release(now, engine=engine),
         0,
         "hand over waiting runs whose turn came, and orphans",
+        beat=False,  # a jittered run is released 0.75 s before its start: the scheduler's pace
     ),
     Task(
         "redeliver",
@@ -74,6 +82,35 @@ TASKS: list[Task] = [
         "redo the follow-ups of ended runs left without them",
     ),
 ]
+
+
+def scheduler_tasks() -> list[Task]:
+    """The tasks the scheduler process runs on the configured engine: all of them, except on
+    Celery, where beat drives the `beat` ones."""
+    if engine_name() == "celery":
+        return [task for task in TASKS if not task.beat]
+    return list(TASKS)
+
+
+def beat_tasks() -> list[Task]:
+    """The tasks django-celery-beat sends on the Celery engine."""
+    return [task for task in TASKS if task.beat]
+
+
+_workers: dict[int, Housekeeper] = {}
+
+
+def run_task(name: str) -> list[int]:
+    """Run housekeeping task `name` once, now, in this process (a Celery worker process, from
+    beat's `cronos: <name>`); returns the run ids it acted on. The reaper keeps its memory of
+    its own passes per process, as in a scheduler. Raises KeyError for a name not in TASKS."""
+    pid = os.getpid()
+    keeper = _workers.get(pid)
+    if keeper is None:
+        keeper = _workers[pid] = Housekeeper(beat_tasks())
+    if name not in keeper.runs:
+        raise KeyError(f"no housekeeping task {name!r} (known: {', '.join(keeper.runs)})")
+    return keeper.runs[name](timezone.now(), get_engine())
 
 
 class Housekeeper:

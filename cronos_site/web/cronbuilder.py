@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from agents import cron
 from cronos_site.web.params import id_param
@@ -192,8 +191,8 @@ def preview(expression: str, tz: str, after: datetime, count: int = 5) -> Previe
     if result.empty:
         return result
     try:
-        ZoneInfo(result.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+        cron.zone(result.timezone)
+    except cron.UnknownZone:
         result.error = (
             f"unknown time zone {result.timezone!r}: use an IANA name such as Europe/Paris"
         )

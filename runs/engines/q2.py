@@ -8,7 +8,7 @@ from django.db import transaction
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
-TASK = "runs.engines.tasks.execute_run"
+from runs.engines import RUN_TASK as TASK
 
 
 class DjangoQEngine:

@@ -27,7 +27,7 @@ from agents.models import Agent
 from runs import faults
 from runs.dispatch import JITTER_REASON, admit, dispatch
 from runs.engines import Engine
-from runs.housekeeping import Housekeeper
+from runs.housekeeping import Housekeeper, scheduler_tasks
 from runs.models import AgentRunState, Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class Scheduler:
         self.dry_run = dry_run
         self.lead = timedelta(seconds=settings.CRONOS_DISPATCH_LEAD_SECONDS)
         self.grace = timedelta(seconds=settings.CRONOS_MISSED_GRACE_SECONDS)
-        self.housekeeper = Housekeeper()
+        self.housekeeper = Housekeeper(scheduler_tasks())
         self.cursors: dict[int, Cursor] = {}
         self.fingerprint: tuple | None = None
         self.moved: set[int] = set()  # agents whose next slot changed since it was last stored

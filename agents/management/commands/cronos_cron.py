@@ -82,8 +82,8 @@ class Command(CronosCommand):
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
     try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        return cron.zone(name)
+    except cron.UnknownZone as exc:
         raise CommandError(
             f"unknown time zone {name!r} (use an IANA name such as Europe/Paris or UTC)"
         ) from exc

@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from agents import cron
 from agents.models import Agent
 from runs.execution.claude_stream import StreamParser
 from runs.execution.runners.base import Command, Runner
@@ -33,8 +34,8 @@ def local_time(instant: datetime, zone_name: str, now: datetime) -> str:
     """An instant as a person in the agent's zone reads it: "14:00 CEST (Europe/Paris)", with
     the date when that is not today there ("2025-06-15 09:00 CEST (Europe/Paris)")."""
     try:
-        zone = zoneinfo.ZoneInfo(zone_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        zone = cron.zone(zone_name)
+    except cron.UnknownZone:
         # An old version's zone this host no longer knows: UTC, and the text says so.
         zone, zone_name = zoneinfo.ZoneInfo("UTC"), "UTC"
     local = instant.astimezone(zone)
