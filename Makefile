@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: run setup test test-scaled test-any-hour lint format bench clean
+.PHONY: run setup test test-scaled test-celery test-any-hour lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,12 +28,24 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/cronos
 TEST_REDIS_URL    ?= redis://127.0.0.1:6379/15
 
 ## test: the gates (lint, format, import direction, types), the whole suite, then the
-## integration tests on PostgreSQL + Redis (those skip, saying what to start, when the
-## services are missing; CI=true requires them)
+## integration tests on PostgreSQL + Redis, then the tests that start workers once more on the
+## Celery engine (the last two skip, saying what to start, when the services are missing;
+## CI=true requires them)
 test: lint
 	$(BIN)/pytest
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CRONOS_Q_NAME=cronos-test-$$$$ \
 		$(BIN)/pytest -m integration
+	$(CELERY_LANE)
+
+# The Celery lane: every test marked `workers` (real workers, schedulers, beats) on Celery
+# with PostgreSQL and Redis.
+CELERY_LANE = DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	CRONOS_Q_NAME=cronos-test-$$$$ CRONOS_ENGINE=celery CRONOS_TEST_ENGINE=celery \
+	$(BIN)/pytest -m "integration and workers"
+
+## test-celery: only the Celery lane
+test-celery: $(STAMP)
+	$(CELERY_LANE)
 
 ## test-scaled: only the scaled-out lane
 test-scaled: $(STAMP)

@@ -216,6 +216,37 @@ def at_option(config) -> datetime | None:
 
 def pytest_configure(config):
     at_option(config)  # a bad --at stops the run before any test
+    from tests.processes import ENGINE
+
+    if ENGINE not in ("q2", "celery"):
+        raise pytest.UsageError(f"CRONOS_TEST_ENGINE must be q2 or celery (got {ENGINE!r})")
+    if ENGINE == "celery" and not os.environ.get("REDIS_URL"):
+        raise pytest.UsageError(
+            "CRONOS_TEST_ENGINE=celery needs Redis: set REDIS_URL (make test does: "
+            "REDIS_URL=redis://127.0.0.1:6379/15)"
+        )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _broker_keys_of_this_session():
+    """A worker stopped hard may leave a fetched message in Redis under the session's queue
+    name (CRONOS_Q_NAME=cronos-test-<pid>), in keys that never expire: deleted at the end.
+    Never a wildcard beyond that name: sessions and sites share the Redis database."""
+    yield
+    from django.conf import settings as django_settings
+
+    name = django_settings.Q_CLUSTER["name"]
+    if not django_settings.REDIS_URL or not name.startswith("cronos-test-"):
+        return
+    import redis
+
+    try:
+        client = redis.Redis.from_url(django_settings.REDIS_URL, socket_timeout=3)
+        keys = [*client.scan_iter(f"{name}:*"), *client.scan_iter(name)]
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # nothing to clean if it is gone
 
 
 @pytest.fixture(autouse=True)

@@ -20,6 +20,12 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The engine the process tests run on: `q2` (django-q2's cluster) or `celery` (Celery workers
+# and beat, on Redis). `make test` runs the tests marked `workers` once more with
+# CRONOS_TEST_ENGINE=celery (tests/conftest.py refuses celery without REDIS_URL).
+ENGINE = os.environ.get("CRONOS_TEST_ENGINE", "q2")
+CELERY = [sys.executable, "-m", "celery", "-A", "runs.engines.celery"]
+
 
 def database_url() -> str:
     """The test database as a DATABASE_URL, for other processes."""
@@ -51,11 +57,21 @@ def process_env(**extra: str) -> dict[str, str]:
 @contextmanager
 def manage(*args: str, log: Path, stop_grace: float = 10, **env: str) -> Iterator[subprocess.Popen]:
     """`python manage.py ARGS` in the background, in its own session; stopped on exit."""
+    with started([sys.executable, "manage.py", *args], log, stop_grace, env) as proc:
+        yield proc
+
+
+@contextmanager
+def started(
+    argv: list[str], log: Path, stop_grace: float, env: dict[str, str]
+) -> Iterator[subprocess.Popen]:
+    """`argv` in the background from the checkout, in its own session (its process group is
+    what `stop` signals), output appended to `log`; stopped on exit."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            argv,
             cwd=ROOT,
-            env=process_env(**env),
+            env=process_env(**{"CRONOS_ENGINE": ENGINE, **env}),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -64,6 +80,54 @@ def manage(*args: str, log: Path, stop_grace: float = 10, **env: str) -> Iterato
         yield proc
     finally:
         stop(proc, stop_grace)
+
+
+def worker_argv(name: str = "worker") -> list[str]:
+    """The command of the engine's workers: django-q2's cluster, or a Celery worker (prefork
+    pool, named uniquely so two in one test are two nodes)."""
+    if ENGINE == "celery":
+        return [
+            *CELERY,
+            "worker",
+            "--loglevel=INFO",
+            f"--hostname={name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    return [sys.executable, "manage.py", "qcluster"]
+
+
+def scheduler_argv() -> list[str]:
+    """The scheduler, and on Celery its housekeeping clock (beat) in the same process group, so
+    a kill -9 or a SIGSTOP of "the scheduler" reaches both, as of one machine's processes."""
+    if ENGINE == "celery":
+        beat = " ".join([*CELERY, "beat", "--loglevel=INFO"])
+        return ["sh", "-c", f"{sys.executable} manage.py cronos_scheduler & {beat} & wait"]
+    return [sys.executable, "manage.py", "cronos_scheduler"]
+
+
+@contextmanager
+def workers(log: Path, stop_grace: float = 0.5, **env: str) -> Iterator[subprocess.Popen]:
+    """The engine's workers (`worker_argv`), stopped hard on exit (a graceful stop waits for
+    the runs: ~10 s on django-q2, a run's whole length on Celery)."""
+    env.setdefault("CRONOS_HEARTBEAT_SECONDS", "0.2")
+    with started(worker_argv(log.stem), log, stop_grace, env) as proc:
+        yield proc
+
+
+@contextmanager
+def beat(log: Path, stop_grace: float = 0.5, **env: str) -> Iterator[subprocess.Popen]:
+    """A django-celery-beat process alone (runs/engines/beat.py), stopped on exit."""
+    with started([*CELERY, "beat", "--loglevel=INFO"], log, stop_grace, env) as proc:
+        yield proc
+
+
+@contextmanager
+def scheduler(log: Path, stop_grace: float = 10, **env: str) -> Iterator[subprocess.Popen]:
+    """The scheduler (with beat on Celery: `scheduler_argv`), stopped on exit."""
+    with started(scheduler_argv(), log, stop_grace, env) as proc:
+        yield proc
 
 
 def stop(proc: subprocess.Popen, grace: float = 10) -> None:

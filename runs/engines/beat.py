@@ -80,7 +80,9 @@ def sync_periodic_tasks() -> dict[str, list[str]]:
         stale.delete()
     if created or removed:
         PeriodicTasks.update_changed()
-        log.info("housekeeping rows synced", extra={"created": created, "removed": removed})
+        log.info(
+            "housekeeping rows synced", extra={"rows_created": created, "rows_removed": removed}
+        )
     return {"created": created, "removed": removed}
 
 

@@ -18,7 +18,7 @@ from django.db import connection
 from runs.execution import process
 from runs.models import Run
 from tests.db_clock import db_clock  # noqa: F401  (the database clock a test moves)
-from tests.processes import ROOT, manage
+from tests.processes import ENGINE, ROOT, scheduler, workers
 
 FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
 
@@ -31,12 +31,14 @@ def on_postgresql() -> bool:
 def places(settings, tmp_path):
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
     settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
-    settings.CRONOS_ENGINE = "runs.engines.q2.DjangoQEngine"
+    settings.CRONOS_ENGINE = ENGINE
 
 
 class Stack:
-    """The Cronos processes of one test. Each is stopped hard at the end (a graceful django-q2
-    shutdown takes ~10 s), and so is any agent process a run left behind."""
+    """The Cronos processes of one test, on the test lane's engine (tests/processes.py: a
+    django-q2 cluster or Celery workers; the scheduler with beat on Celery). Each is stopped
+    hard at the end (a graceful shutdown waits for runs), and so is any agent process a run
+    left behind."""
 
     def __init__(self, tmp_path: Path, exits: contextlib.ExitStack) -> None:
         self.tmp_path = tmp_path
@@ -45,16 +47,17 @@ class Stack:
         self.procs: list[subprocess.Popen] = []
 
     def cluster(self, name: str = "cluster", **env: str) -> subprocess.Popen:
-        env.setdefault("CRONOS_HEARTBEAT_SECONDS", "0.2")
-        return self._start("qcluster", name, env)
+        """The engine's workers (a django-q2 cluster or a Celery worker)."""
+        return self._start(workers, name, env)
 
     def scheduler(self, name: str = "scheduler", **env: str) -> subprocess.Popen:
-        return self._start("cronos_scheduler", name, env)
+        """The scheduler (and beat, in the same process group, on Celery)."""
+        return self._start(scheduler, name, env)
 
-    def _start(self, command: str, name: str, env: dict[str, str]) -> subprocess.Popen:
+    def _start(self, starter, name: str, env: dict[str, str]) -> subprocess.Popen:
         log = self.tmp_path / f"{name}.log"
         self.logs.append(log)
-        proc = self.exits.enter_context(manage(command, log=log, stop_grace=0.5, **env))
+        proc = self.exits.enter_context(starter(log, stop_grace=0.5, **env))
         self.procs.append(proc)
         return proc
 

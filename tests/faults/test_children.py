@@ -14,11 +14,11 @@ from audit.actor import Actor
 from runs.models import Run
 from runs.services import trigger_run
 from tests.factories import make_agent
-from tests.processes import ROOT, process_env, stop
+from tests.processes import ENGINE, ROOT, process_env, stop, worker_argv
 from tests.runs.test_integration import finished, output
 from tests.runs.test_process import DAEMON, pid_namespace
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.workers]
 
 
 def gone(pid: int) -> bool:
@@ -129,15 +129,17 @@ def test_a_double_forked_daemon_without_its_environment_is_ended_with_the_run(st
 
 @pytest.fixture
 def cluster_as_pid_1(tmp_path) -> Iterator[psutil.Process]:
-    """The Procfile's worker line as a container runs it: `qcluster` is PID 1 of its own pid
-    namespace (which sees only its own processes), its workers are its grandchildren. Yields
-    the namespace's `unshare` process; everything in the namespace is its descendant."""
+    """The Procfile's worker line as a container runs it: `qcluster` (or `celery worker`) is
+    PID 1 of its own pid namespace (which sees only its own processes), its workers are its
+    grandchildren. Yields the namespace's `unshare` process; everything in the namespace is its
+    descendant. Neither main process reaps orphans it did not start: the pool processes, as
+    subreapers (runs.execution.process.become_subreaper), reap what runs leave."""
     log = tmp_path / "cluster.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [*pid_namespace(), sys.executable, "manage.py", "qcluster"],
+            [*pid_namespace(), *worker_argv("pid-1")],
             cwd=ROOT,
-            env=process_env(CRONOS_HEARTBEAT_SECONDS="0.2", **UNISOLATED),
+            env=process_env(CRONOS_ENGINE=ENGINE, CRONOS_HEARTBEAT_SECONDS="0.2", **UNISOLATED),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -89,6 +89,7 @@ def test_a_scheduler_killed_between_creating_a_run_and_handing_it_over(stack, tm
     assert all(counts[run.pk] == 1 for run in runs)
 
 
+@pytest.mark.workers
 def test_the_whole_stack_killed_mid_run_then_restarted(stack, tmp_path):
     starts = tmp_path / "starts"
     starts.touch()

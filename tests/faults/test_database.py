@@ -71,6 +71,7 @@ def test_a_locked_sqlite_database_delays_slots_but_drops_none(stack, tmp_path):
     assert all(r.state == Run.State.SUCCEEDED and output(r) == "tick\n" for r in during)
 
 
+@pytest.mark.workers
 def test_dropped_postgresql_connections_are_reopened_and_the_run_still_succeeds(stack, tmp_path):
     if not on_postgresql():
         pytest.skip("PostgreSQL connections; SQLite has its own fault above")

@@ -100,6 +100,7 @@ def assert_succeeded_once(run: Run, starts: Path) -> None:
     assert "".join(run.chunks.order_by("seq").values_list("text", flat=True)).endswith("woke\n")
 
 
+@pytest.mark.workers
 def test_a_host_that_slept_loses_no_run(stack, tmp_path):
     agent, starts = sleeper(tmp_path, schedule=EVERY_SECOND)
     cluster = stack.cluster(**LIVENESS)
@@ -132,6 +133,7 @@ def test_a_host_that_slept_loses_no_run(stack, tmp_path):
     assert_succeeded_once(victim, starts)
 
 
+@pytest.mark.workers
 def test_workers_suspended_while_the_scheduler_runs_lose_no_run(stack, tmp_path):
     agent, starts = sleeper(tmp_path, schedule=EVERY_SECOND)
     cluster = stack.cluster(**LIVENESS)

@@ -12,13 +12,16 @@ import psutil
 import pytest
 
 from audit.actor import Actor
+from runs import housekeeping
+from runs.execution import process
 from runs.models import Run
 from runs.scheduling.scheduler import Scheduler
-from runs.services import trigger_run
+from runs.services import cancel_run, trigger_run
 from tests.factories import make_agent
-from tests.processes import ROOT, manage, wait_for
+from tests.processes import ENGINE, ROOT, manage, scheduler, wait_for, workers
 from tests.runs.engines import RecordingEngine
 
+# Every test here but the FileEngine one runs again on Celery (`workers`, tests/processes.py).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
@@ -28,14 +31,15 @@ FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
 def places(settings, tmp_path):
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
     settings.CRONOS_CLAUDE_BIN = str(FAKE_CLAUDE)
-    settings.CRONOS_ENGINE = "runs.engines.q2.DjangoQEngine"
+    settings.CRONOS_ENGINE = ENGINE
 
 
 @pytest.fixture
 def cluster(tmp_path):
+    """The engine's workers (django-q2's cluster, or Celery workers: tests/processes.py)."""
     log = tmp_path / "cluster.log"
-    # Stopped hard: a graceful django-q2 shutdown takes ~10 s and the tests need nothing of it.
-    with manage("qcluster", log=log, stop_grace=0.5, CRONOS_HEARTBEAT_SECONDS="0.2") as proc:
+    # Stopped hard: a graceful shutdown waits for runs and the tests need nothing of it.
+    with workers(log) as proc:
         yield proc
     if os.environ.get("CRONOS_SHOW_LOGS"):
         print(log.read_text())
@@ -62,6 +66,7 @@ def output(run: Run) -> str:
     return "".join(run.chunks.order_by("seq").values_list("text", flat=True))
 
 
+@pytest.mark.workers
 def test_a_manual_run_executes_in_a_worker_of_the_real_cluster(cluster, tmp_path):
     agent = make_agent(
         "hello",
@@ -79,6 +84,7 @@ def test_a_manual_run_executes_in_a_worker_of_the_real_cluster(cluster, tmp_path
     ).read_text() == output(run)
 
 
+@pytest.mark.workers
 def test_the_claude_runner_reports_metrics_from_the_stand_in_cli(cluster, tmp_path):
     agent = make_agent(
         "claude-agent",
@@ -97,6 +103,7 @@ def test_the_claude_runner_reports_metrics_from_the_stand_in_cli(cluster, tmp_pa
     assert "Committed 2 files" in run.result_text
 
 
+@pytest.mark.workers
 def test_a_failing_claude_run_is_failed_with_the_reason(cluster, tmp_path):
     sample = ROOT / "tests/runs/samples/claude/max-turns.stream.jsonl"
     agent = make_agent(
@@ -112,6 +119,7 @@ def test_a_failing_claude_run_is_failed_with_the_reason(cluster, tmp_path):
     assert "turn limit" in run.reason
 
 
+@pytest.mark.workers
 def test_a_worker_killed_mid_run_leaves_a_lost_run_and_no_process(cluster, tmp_path, settings):
     settings.CRONOS_STALE_AFTER_SECONDS = 30
     agent = make_agent("sleeper", command="echo started; sleep 60", working_dir=str(tmp_path))
@@ -128,12 +136,15 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_and_no_process(cluster, tmp_p
     # A signal is delivered asynchronously: wait until the kernel has ended the worker.
     wait_for(lambda: ended(worker), 15, "the killed worker to end")
 
-    # The reaper's pass, as a scheduler that has just started runs it, on this machine: the
-    # worker's pid (with its start time) is gone, so the run is lost at once, long before its
-    # heartbeat is 30 s old, with no clock moved.
-    result = Scheduler(RecordingEngine()).tick()
+    # The reaper's pass, as a scheduler that has just started runs it (on Celery: as beat has
+    # a worker run it), on this machine: the worker's pid (with its start time) is gone, so the
+    # run is lost at once, long before its heartbeat is 30 s old, with no clock moved.
+    if ENGINE == "celery":
+        lost = housekeeping.run_task("reap")
+    else:
+        lost = Scheduler(RecordingEngine()).tick().lost
     run.refresh_from_db()
-    assert result.lost == [run.pk]
+    assert lost == [run.pk]
     assert run.state == "lost"
     assert run.reason.startswith(f"lost: its worker on {run.host} (pid {run.worker_pid}) is gone")
     wait_for(
@@ -143,6 +154,26 @@ def test_a_worker_killed_mid_run_leaves_a_lost_run_and_no_process(cluster, tmp_p
     )
 
 
+@pytest.mark.workers
+def test_a_running_run_cancelled_ends_with_its_whole_process_group(cluster, tmp_path):
+    # Never Celery's `revoke` (it would signal the pool process; the agent, in its own
+    # session, would go on): the executor ends the agent's group, TERM then KILL.
+    agent = make_agent("long", command="sleep 600 & sleep 600; wait", working_dir=str(tmp_path))
+    run = trigger_run(agent, Actor.system())
+    run = wait_for(
+        lambda: Run.objects.filter(pk=run.pk, state="running", pid__isnull=False).first(),
+        30,
+        "the agent to start",
+    )
+    pgid = run.pgid
+    assert pgid and process.group_members(pgid)
+    assert cancel_run(run, Actor.system())
+    run = finished(run, 30)
+    assert run.state == "cancelled", run.reason
+    assert process.group_members(pgid) == []
+
+
+@pytest.mark.workers
 def test_scheduled_runs_fire_through_the_scheduler_and_the_cluster(cluster, tmp_path):
     agent = make_agent(
         "every-second",
@@ -151,7 +182,7 @@ def test_scheduled_runs_fire_through_the_scheduler_and_the_cluster(cluster, tmp_
         working_dir=str(tmp_path),
         allow_concurrent=True,
     )
-    with manage("cronos_scheduler", log=tmp_path / "scheduler.log"):
+    with scheduler(tmp_path / "scheduler.log"):
         wait_for(
             lambda: Run.objects.filter(agent=agent, state="succeeded").count() >= 3,
             60,
@@ -163,6 +194,7 @@ def test_scheduled_runs_fire_through_the_scheduler_and_the_cluster(cluster, tmp_
     assert all(output(r) == "tick\n" for r in runs)
 
 
+@pytest.mark.workers
 def test_the_demo_cron_git_agent_really_commits(cluster, tmp_path, settings):
     settings.DATA_DIR = tmp_path
     from agents.models import Agent
@@ -224,6 +256,7 @@ def test_two_real_schedulers_fire_every_slot_exactly_once(tmp_path):
         )
 
 
+@pytest.mark.workers
 def test_two_schedulers_and_two_clusters_run_every_slot_exactly_once(tmp_path):
     executions = tmp_path / "executions"
     executions.mkdir()
@@ -239,10 +272,10 @@ def test_two_schedulers_and_two_clusters_run_every_slot_exactly_once(tmp_path):
     ]
     env = {"CRONOS_HEARTBEAT_SECONDS": "0.5", "CRONOS_WORKERS": "3"}
     with (
-        manage("qcluster", log=tmp_path / "c1.log", stop_grace=0.5, **env),
-        manage("qcluster", log=tmp_path / "c2.log", stop_grace=0.5, **env),
-        manage("cronos_scheduler", log=tmp_path / "s1.log"),
-        manage("cronos_scheduler", log=tmp_path / "s2.log"),
+        workers(tmp_path / "c1.log", **env),
+        workers(tmp_path / "c2.log", **env),
+        scheduler(tmp_path / "s1.log"),
+        scheduler(tmp_path / "s2.log"),
     ):
         wait_for(
             lambda: all(
@@ -267,6 +300,7 @@ def test_two_schedulers_and_two_clusters_run_every_slot_exactly_once(tmp_path):
     assert len(hosts_pids) >= 2  # the work was shared between workers
 
 
+@pytest.mark.workers
 def test_an_agent_of_the_real_cluster_sees_no_database_broker_or_key_of_cronos(
     cluster, tmp_path, settings
 ):
