@@ -3,10 +3,11 @@
 Each task is a function `(now, engine) -> list of run ids it acted on`, safe to run on any
 number of processes at once (every one works through conditional UPDATEs: a new task must too),
 and safe to run late or twice. On django-q2 the scheduler process runs them all after each pass
-(`Housekeeper.tick`). On Celery, django-celery-beat sends the `beat` ones as periodic tasks
+(`Housekeeper.tick`). On Celery, django-celery-beat sends every one as a periodic task
 (runs/engines/beat.py keeps one `cronos: <name>` row per task, editable by admins) to the
-workers, which run them through `run_task`; the scheduler keeps the others (`release` is on the
-path of a run's start). A new periodic duty (approval expiry, wake-ups, retention) is one more
+workers, which run them through `run_task`; the scheduler keeps running those marked
+`in_scheduler` as well (`release` is on the path of a run's start: beat's 1 s tick would make
+jittered runs late). A new periodic duty (approval expiry, wake-ups, retention) is one more
 line in TASKS, never more code in the scheduler's loop.
 """
 
@@ -37,9 +38,9 @@ class Task:
     # A task that remembers its own passes gets a `run` of its own in each Housekeeper (each
     # scheduler process) from `make()`; `run` is then what one pass on its own does.
     make: Callable[[], Callable[[datetime, Engine | None], list[int]]] | None = None
-    # Driven by django-celery-beat on the Celery engine (every max(1, every_seconds) s); False:
-    # always in the scheduler process, whatever the engine.
-    beat: bool = True
+    # On the Celery engine, run by the scheduler process too (not only sent by beat, every
+    # max(1, every_seconds) s): for a task whose lateness is a run's lateness.
+    in_scheduler: bool = False
 
 
 def _reaper() -> Callable[[datetime, Engine | None], list[int]]:
@@ -67,7 +68,7 @@ TASKS: list[Task] = [
         lambda now, engine: dispatch.release(now, engine=engine),
         0,
         "hand over waiting runs whose turn came, and orphans",
-        beat=False,  # a jittered run is released 0.75 s before its start: the scheduler's pace
+        in_scheduler=True,  # a jittered run is released 0.75 s before its start
     ),
     Task(
         "redeliver",
@@ -86,15 +87,15 @@ TASKS: list[Task] = [
 
 def scheduler_tasks() -> list[Task]:
     """The tasks the scheduler process runs on the configured engine: all of them, except on
-    Celery, where beat drives the `beat` ones."""
+    Celery, where beat drives them all and the scheduler only those `in_scheduler` too."""
     if engine_name() == "celery":
-        return [task for task in TASKS if not task.beat]
+        return [task for task in TASKS if task.in_scheduler]
     return list(TASKS)
 
 
 def beat_tasks() -> list[Task]:
-    """The tasks django-celery-beat sends on the Celery engine."""
-    return [task for task in TASKS if task.beat]
+    """The tasks django-celery-beat sends on the Celery engine: the whole registry."""
+    return list(TASKS)
 
 
 _workers: dict[int, Housekeeper] = {}

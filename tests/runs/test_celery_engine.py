@@ -147,23 +147,24 @@ def test_a_broker_that_is_down_loses_no_run_and_raises_nothing(
 # --- Housekeeping: who drives which task ------------------------------------------------------
 
 
-def test_on_celery_the_scheduler_keeps_only_what_beat_does_not_drive(settings):
+def test_on_celery_beat_drives_every_task_and_the_scheduler_keeps_release(settings):
     settings.CRONOS_ENGINE = "q2"
     assert [t.name for t in Scheduler().housekeeper.tasks] == [t.name for t in housekeeping.TASKS]
     settings.CRONOS_ENGINE = "celery"
     kept = [t.name for t in Scheduler().housekeeper.tasks]
     assert kept == ["release"]
     driven = [t.name for t in housekeeping.beat_tasks()]
-    assert set(driven) == {"reap", "redeliver", "followups"}
-    assert set(kept) | set(driven) == {t.name for t in housekeeping.TASKS}
+    assert set(driven) == {"reap", "release", "redeliver", "followups"}
+    assert set(driven) == {t.name for t in housekeeping.TASKS}
 
 
 def test_a_worker_runs_a_housekeeping_task_by_name(settings):
     settings.CRONOS_ENGINE = "tests.runs.engines.RecordingEngine"
     assert housekeeping.run_task("redeliver") == []
     assert housekeeping.run_task("reap") == []
-    with pytest.raises(KeyError, match="no housekeeping task 'release'"):
-        housekeeping.run_task("release")  # the scheduler's, never beat's
+    assert housekeeping.run_task("release") == []
+    with pytest.raises(KeyError, match="no housekeeping task 'nope'"):
+        housekeeping.run_task("nope")
 
 
 # --- The beat rows ----------------------------------------------------------------------------
@@ -209,6 +210,7 @@ def test_beat_rows_follow_the_registry_and_keep_what_an_admin_chose():
     scheduler = HousekeepingScheduler.__new__(HousekeepingScheduler)
     assert set(scheduler.enabled_models_qs().values_list("name", flat=True)) == {
         "cronos: reap",
+        "cronos: release",
         "cronos: redeliver",
     }
 
