@@ -13,7 +13,7 @@ from runs.services import trigger_run
 from tests.factories import make_agent
 from tests.runs.test_integration import finished, output
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.workers]
 
 LINES = 150_000  # `seq 150000` prints about 1 MB
 
