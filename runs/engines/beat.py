@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -97,3 +98,24 @@ class HousekeepingScheduler(DatabaseScheduler):
 
     def enabled_models_qs(self):
         return super().enabled_models_qs().filter(task=HOUSEKEEPING_TASK)
+
+
+# A Celery site whose beat is not running has no reaper, no re-delivery and no follow-up sweep:
+# nothing says so but this. DatabaseScheduler writes `last_run_at` when it syncs (every 3 min).
+SILENT_AFTER = timedelta(minutes=10)
+
+
+def beat_silence(now: datetime) -> str | None:
+    """What to tell the operator when no beat has sent `cronos: reap` for SILENT_AFTER (10 min)
+    before `now`, or None while one does (or the row is disabled on purpose)."""
+    row = PeriodicTask.objects.filter(name=PREFIX + "reap").first()
+    if row is not None and not row.enabled:
+        return None
+    last = row.last_run_at if row is not None else None
+    if last is not None and now - last < SILENT_AFTER:
+        return None
+    since = f"last at {last:%Y-%m-%d %H:%M:%S %Z}" if last else "never"
+    return (
+        f"no Celery beat is sending Cronos's housekeeping (cronos: reap: {since}): runs whose "
+        "worker died are not marked lost. Start one: celery -A runs.engines.celery beat"
+    )

@@ -26,11 +26,16 @@ from agents import cron
 from agents.models import Agent
 from runs import faults
 from runs.dispatch import JITTER_REASON, admit, dispatch
-from runs.engines import Engine
+from runs.engines import Engine, engine_name
 from runs.housekeeping import Housekeeper, scheduler_tasks
 from runs.models import AgentRunState, Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
+
+# On Celery, the scheduler looks whether a beat sends the housekeeping first after this long
+# (beat records its sends every 3 minutes), then every minute (seconds).
+BEAT_WATCH_FIRST = 10 * 60
+BEAT_WATCH_EVERY = 60
 
 
 @dataclass
@@ -165,6 +170,9 @@ class Scheduler:
         self.handovers: list[datetime] = []  # heap: starts of the jittered runs made pending
         # Seconds a pass may spend accounting backlogs after firing its on-time slots.
         self.backlog_budget = 2.0
+        # On Celery: when to look next whether a beat sends the housekeeping (monotonic s).
+        self.beat_watch_at = time.monotonic() + BEAT_WATCH_FIRST
+        self.beat_silent = False
 
     # --- knowing the agents ------------------------------------------------------------------
 
@@ -269,6 +277,7 @@ class Scheduler:
         if not self.dry_run:
             # Reaping, releasing waiting runs, re-delivery, the follow-ups sweep...
             result.housekeeping = self.housekeeper.tick(now, self.engine)
+            self._watch_beat()
         upcoming = [c.peek() for c in self.cursors.values()]
         result.next_slot = min((u for u in upcoming if u is not None), default=None)
         while self.handovers and self.handovers[0] <= now:
@@ -281,6 +290,21 @@ class Scheduler:
             )
             self.moved.clear()
         return result
+
+    def _watch_beat(self) -> None:
+        """On Celery, warn (once, and once more when it is back) while no beat sends the
+        housekeeping: without one, runs whose worker died are never marked lost."""
+        if time.monotonic() < self.beat_watch_at or engine_name() != "celery":
+            return
+        self.beat_watch_at = time.monotonic() + BEAT_WATCH_EVERY
+        from runs.engines.beat import beat_silence  # Celery's packages: on Celery only
+
+        problem = beat_silence(timezone.now())
+        if problem and not self.beat_silent:
+            log.warning(problem)
+        elif self.beat_silent and not problem:
+            log.warning("a Celery beat sends Cronos's housekeeping again")
+        self.beat_silent = bool(problem)
 
     def _account_backlog(
         self,

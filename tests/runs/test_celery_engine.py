@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 
 import pytest
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from agents import cron
@@ -15,6 +17,7 @@ from agents.validation import validate_timezone
 from audit.models import AuditEntry
 from runs import housekeeping
 from runs.engines import ENGINES, HOUSEKEEPING_TASK, engine_name, get_engine
+from runs.engines import beat as beat_module
 from runs.engines import celery as celery_engine
 from runs.engines.beat import HousekeepingScheduler, sync_periodic_tasks
 from runs.scheduling.scheduler import Scheduler
@@ -264,3 +267,46 @@ def test_only_admins_see_and_change_the_housekeeping_rows_and_each_change_is_aud
     assert entry.actor_username == admin_user.username and entry.source == "admin"
     assert entry.object_name == "cronos: reap"
     assert entry.changes == {"enabled": [True, False], "expire_seconds": [5, 30]}
+
+
+def test_the_scheduler_says_when_no_beat_sends_the_housekeeping(settings, caplog, monkeypatch):
+    settings.CRONOS_ENGINE = "celery"
+    sync_periodic_tasks()
+    scheduler = Scheduler(dry_run=False)
+    watch = scheduler._watch_beat
+
+    def due():  # the scheduler's own pace: the next look is now
+        scheduler.beat_watch_at = 0
+
+    with caplog.at_level(logging.WARNING, logger="runs.scheduling.scheduler"):
+        due()
+        watch()
+        assert (
+            "no Celery beat is sending Cronos's housekeeping (cronos: reap: never)" in caplog.text
+        )
+        caplog.clear()
+        due()
+        watch()
+        assert caplog.text == ""  # said once
+        PeriodicTask.objects.filter(name="cronos: reap").update(last_run_at=timezone.now())
+        due()
+        watch()
+        assert "sends Cronos's housekeeping again" in caplog.text
+        caplog.clear()
+        stale = timezone.now() - beat_module.SILENT_AFTER - timedelta(seconds=1)
+        PeriodicTask.objects.filter(name="cronos: reap").update(last_run_at=stale)
+        due()
+        watch()
+        assert "cronos: reap: last at" in caplog.text
+        caplog.clear()
+        PeriodicTask.objects.filter(name="cronos: reap").update(enabled=False)  # on purpose
+        due()
+        watch()
+        assert "again" in caplog.text
+    settings.CRONOS_ENGINE = "q2"
+    scheduler.beat_silent = False
+    due()
+    with caplog.at_level(logging.WARNING, logger="runs.scheduling.scheduler"):
+        PeriodicTask.objects.all().delete()
+        watch()
+    assert "no Celery beat" not in caplog.text  # django-q2 needs none
