@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
+from django.dispatch import Signal
 
 from agents.models import Agent
 from agents.versions import (
@@ -164,7 +165,16 @@ def save_agent(
         _save_version(agent, actor, reason or ("Created" if creating else "Changed"))
         action = action or ("agent.create" if creating else "agent.update")
         record(actor, action, agent, changes=changes, message=reason)
+        if not creating:
+            # In the same transaction: runs waiting for approval are asked again (runs app).
+            agent_changed.send(sender=Agent, agent=agent, actor=actor, changes=changes)
     return changes
+
+
+# Sent inside the transaction that saves a new version of an existing agent (a form, the admin,
+# a rollback, an import), with `agent`, `actor` and `changes` ({field: [old, new]}). The runs app
+# listens (runs.approvals.agent_changed): agents cannot import runs (apps depend one way).
+agent_changed = Signal()
 
 
 def _save_version(agent: Agent, actor: Actor, reason: str) -> None:

@@ -16,6 +16,11 @@ class RunsConfig(AppConfig):
 
         provide_full_delete(FullDelete(describe=describe_deletion, delete=delete_agents_with_runs))
 
+        # Runs waiting for approval are asked again when their agent changes (DESIGN.md §7.1).
+        from agents.services import agent_changed
+
+        agent_changed.connect(_agent_changed, dispatch_uid="runs.approvals.agent_changed")
+
         # Agents stay out of Cronos (DESIGN.md §4): no Cronos process is dumpable, and
         # Cronos's own files are private; the start-up statement is a system check.
         from runs import checks  # noqa: F401  (registers the check)
@@ -27,3 +32,9 @@ class RunsConfig(AppConfig):
             # The process that runs agents states at start-up how they are kept out of Cronos
             # (isolation.current() logs it); the check above warns on every command.
             isolation.current()
+
+
+def _agent_changed(sender, agent, actor, changes, **kwargs) -> None:
+    from runs import approvals
+
+    approvals.agent_changed(agent, actor, changes)

@@ -23,9 +23,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Agent
-from runs import clock
+from runs import approvals, clock
 from runs.engines import Engine, get_engine
-from runs.models import Run, new_dispatch_token
+from runs.models import Approval, Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,36 @@ def admit(run: Run, *, locked: set[int] | None = None, force: bool = False) -> b
     overlap gate.
     """
     if force:
-        return run.mark_queued()
+        with transaction.atomic():
+            needs = (
+                Agent.objects.select_for_update(no_key=True)
+                .filter(pk=run.agent_id, approval_required=True)
+                .values_list("pk", flat=True)
+            )
+            if _awaits_approval([run], set(needs)):
+                return False
+            return run.mark_queued()
     return bool(_admit([run], locked=set(locked or ()), fresh=True))
+
+
+def _awaits_approval(runs: list[Run], needing: set[int]) -> set[int]:
+    """The first gate at hand-over (DESIGN.md §3): runs of agents that require approval
+    (`needing`, agent ids) and are not approved wait for it (runs.approvals.request); returns
+    their ids. The caller holds the agents' locks."""
+    candidates = [run for run in runs if run.agent_id in needing]
+    if not candidates:
+        return set()
+    approved = set(
+        Approval.objects.filter(
+            run_id__in=[run.pk for run in candidates], decision=Approval.Decision.APPROVED
+        ).values_list("run_id", flat=True)
+    )
+    waiting: set[int] = set()
+    for run in candidates:
+        if run.pk not in approved:
+            approvals.request(run)
+            waiting.add(run.pk)
+    return waiting
 
 
 def dispatch(runs: list[Run], engine: Engine | None = None) -> list[Run]:
@@ -103,13 +131,17 @@ def _admit(runs: list[Run], *, locked: set[int], fresh: bool) -> list[Run]:
     with transaction.atomic():
         # In id order, so that two batches locking overlapping agents cannot deadlock.
         agents = {
-            pk: (concurrent, policy)
-            for pk, concurrent, policy in Agent.objects.select_for_update(no_key=True)
+            pk: (concurrent, policy, approval)
+            for pk, concurrent, policy, approval in Agent.objects.select_for_update(no_key=True)
             .filter(pk__in={run.agent_id for run in runs})
             .order_by("pk")
-            .values_list("pk", "allow_concurrent", "overlap_policy")
+            .values_list("pk", "allow_concurrent", "overlap_policy", "approval_required")
         }
-        exclusive = [pk for pk, (concurrent, _) in agents.items() if not concurrent]
+        # Approval first: a run waiting for it holds no lock, so the overlap policy is met at
+        # the hand-over after the decision (runs.approvals).
+        waiting = _awaits_approval(runs, {pk for pk, (_, _, a) in agents.items() if a})
+        runs = [run for run in runs if run.pk not in waiting]
+        exclusive = [pk for pk, (concurrent, _, _) in agents.items() if not concurrent]
         busy_runs = Q(state__in=Run.HOLDING_STATES)
         if fresh:
             busy_runs |= Q(state=Run.State.PENDING, dispatch_token="")  # waiting: first come
@@ -122,7 +154,7 @@ def _admit(runs: list[Run], *, locked: set[int], fresh: bool) -> list[Run]:
         for run in runs:
             if run.agent_id not in agents:
                 continue  # the agent was deleted meanwhile, and its runs with it
-            concurrent, policy = agents[run.agent_id]
+            concurrent, policy, _ = agents[run.agent_id]
             if concurrent:
                 admitted.append(run)
             elif run.agent_id in busy or run.agent_id in locked:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from runs import dispatch, followups
+from runs import approvals, dispatch, followups
 from runs.engines import Engine, engine_name, get_engine
 from runs.scheduling import reaper
 
@@ -75,6 +75,12 @@ TASKS: list[Task] = [
         lambda now, engine: dispatch.redeliver(now, engine=engine),
         0,
         "hand over again queued runs no worker claimed",
+    ),
+    Task(
+        "approvals",
+        lambda now, engine: approvals.sweep(now),
+        1,
+        "auto-approve or expire the approval requests whose timer passed",
     ),
     Task(
         "followups",

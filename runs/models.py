@@ -361,12 +361,33 @@ class Run(models.Model):
             finished_at=timezone.now(),
         )
 
-    def skip(self, reason: str) -> bool:
-        """Pending -> skipped, with the reason (overlap, missed slot, condition...)."""
+    def await_approval(self, reason: str = "awaiting approval") -> bool:
+        """Pending -> awaiting approval (runs.approvals): it waits without the agent's lock and
+        without a dispatcher (token cleared) until a person, or the agent's timer, decides."""
+        return self._transition(
+            [self.State.PENDING],
+            state=self.State.AWAITING_APPROVAL,
+            dispatch_token="",
+            reason=reason,
+        )
+
+    def approve_start(self, token: str, reason: str) -> bool:
+        """Awaiting approval -> pending, ours to hand over (`token`): the one conditional UPDATE
+        that two approvers deciding at once race for."""
+        return self._transition(
+            [self.State.AWAITING_APPROVAL],
+            state=self.State.PENDING,
+            dispatch_token=token,
+            reason=reason,
+        )
+
+    def skip(self, reason: str, *, waiting: Sequence[str] = ()) -> bool:
+        """Pending -> skipped, with the reason (overlap, missed slot, condition...). `waiting`:
+        other states it may be skipped from (awaiting approval: rejected or expired)."""
         now = timezone.now()
         # Nothing follows a skip (never retried, never notified): its follow-ups are done.
         return self._transition(
-            [self.State.PENDING],
+            [self.State.PENDING, *waiting],
             state=self.State.SKIPPED,
             reason=reason,
             finished_at=now,
@@ -604,8 +625,15 @@ class Notification(models.Model):
         FINISHED = "finished", "Run finished"
         FAILED = "failed", "Run failed"
         ATTENTION = "attention", "Needs attention"
+        APPROVAL = "approval", "Approval needed"
+
+    class Audience(models.TextChoices):
+        EVERYONE = "", "Everyone"
+        APPROVERS = "approvers", "Approvers"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Who sees it: everyone, or only those who may approve runs (an approval request).
+    audience = models.CharField(max_length=16, choices=Audience.choices, blank=True, default="")
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="notifications")
     run = models.ForeignKey(
         Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="notifications"
@@ -639,3 +667,68 @@ class NotificationRead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} read {self.notification_id}"
+
+
+class Approval(models.Model):
+    """The request to approve one run before it starts, and its decision (DESIGN.md §7.1).
+
+    Made when a run of an agent that requires approval reaches hand-over (runs.approvals);
+    `cause` is the person who caused the run (DESIGN.md §3), who can never approve it. Asked
+    again (`asked`, `requested_at`, `stale_reason`) when the agent changes while it waits, so
+    what is approved is what will run (`agent_version`). The decision is written in the same
+    transaction as the run's own conditional transition, which two approvers race for.
+    """
+
+    class Decision(models.TextChoices):
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        EXPIRED = "expired", "Expired"
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="approval")
+    # The version of the agent the request shows (prompt included): what will run.
+    agent_version = models.ForeignKey(
+        Agent.history.model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+    asked = models.PositiveIntegerField(default=1, help_text="How many times it was asked.")
+    stale_reason = models.TextField(blank=True, help_text="Why it was asked again.")
+    cause = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    cause_name = models.CharField(max_length=150, blank=True)
+    # From the agent's timers at the request (seconds after `requested_at`); null: never.
+    auto_approve_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_by_name = models.CharField(max_length=150, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, max_length=2000)
+
+    class Meta:
+        indexes = [
+            # The approvals page and the timers: the few undecided requests among many.
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(decision=""),
+                name="approval_waiting_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"approval of run #{self.run_id}: {self.decision or 'waiting'}"
+
+    def as_json(self) -> dict:
+        """The run's `approval` in its JSON (cronos_run --json, cronos_runs --json)."""
+        return {
+            "requested_by": self.cause_name or None,
+            "requested_at": self.requested_at.isoformat(),
+            "asked": self.asked,
+            "decided_by": self.decided_by_name or None,
+            "decision": self.decision or None,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "note": self.note,
+        }

@@ -80,10 +80,39 @@ def push(notification: Notification) -> None:
         log.warning("could not push a notification", exc_info=True)
 
 
+def notify_approval_requested(run: Run, approval) -> Notification:
+    """Ask the approvers (in-app, live, and as a desktop notification where allowed) to decide
+    on `run`. Email joins here with the notifications issue (the seam: one call per request)."""
+    again = " (asked again)" if approval.asked > 1 else ""
+    notification = Notification.objects.create(
+        kind=Notification.Kind.APPROVAL,
+        audience=Notification.Audience.APPROVERS,
+        agent=run.agent,
+        run=run,
+        title=f"{run.agent.name}: run #{run.pk} awaits approval{again}",
+        body=(
+            f"{run.get_trigger_display()} run"
+            + (f" caused by {approval.cause_name}" if approval.cause_name else "")
+            + (f". {approval.stale_reason}" if approval.stale_reason else "")
+        )[:1000],
+    )
+    push(notification)
+    return notification
+
+
+def visible_to(user):
+    """The notifications `user` may see: approval requests only for those who may approve."""
+    shown = Notification.objects.all()
+    if not user.has_perm("agents.approve_run"):
+        shown = shown.exclude(audience=Notification.Audience.APPROVERS)
+    return shown
+
+
 def for_user(user, limit: int = 20):
     """The newest notifications, each with `is_read` for this person."""
     return (
-        Notification.objects.select_related("agent", "run")
+        visible_to(user)
+        .select_related("agent", "run")
         .annotate(
             is_read=Exists(NotificationRead.objects.filter(notification=OuterRef("pk"), user=user))
         )
@@ -92,12 +121,12 @@ def for_user(user, limit: int = 20):
 
 
 def unread_count(user) -> int:
-    return Notification.objects.exclude(reads__user=user).count()
+    return visible_to(user).exclude(reads__user=user).count()
 
 
 def mark_read(user, ids: list[int] | None = None) -> int:
     """Mark some (or all) notifications read for this person; returns how many."""
-    unread = Notification.objects.exclude(reads__user=user)
+    unread = visible_to(user).exclude(reads__user=user)
     if ids is not None:
         unread = unread.filter(pk__in=ids)
     rows = [

@@ -41,7 +41,16 @@ def run_summary(run: Run) -> dict:
         "result": run.result_text or None,
         "commits": run.commits,
         "files_changed": run.files_changed,
+        # The approval before it ran (runs.approvals), or None for an agent without one.
+        "approval": _approval(run),
     }
+
+
+def _approval(run: Run) -> dict | None:
+    try:
+        return run.approval.as_json()
+    except Run.approval.RelatedObjectDoesNotExist:
+        return None
 
 
 def run_line(run: Run) -> str:

@@ -179,7 +179,9 @@ class NotificationConsumer(TailingConsumer):
     async def admit(self, user) -> bool:
         after = query_params(self.scope).get("after", "")
         self.after = int(after) if after.isdigit() else None
-        return True  # `perm` is the whole rule: notifications are the site's, not a person's
+        # The site's notifications, but approval requests only for those who may approve.
+        self.viewer = user
+        return True
 
     async def notification_new(self, event: dict) -> None:
         self.wake.set()
@@ -199,5 +201,6 @@ class NotificationConsumer(TailingConsumer):
 
     @database_sync_to_async
     def _newer(self) -> list[dict]:
-        rows = Notification.objects.filter(pk__gt=self.after).select_related("agent")
+        visible = notifications.visible_to(self.viewer)
+        rows = visible.filter(pk__gt=self.after).select_related("agent")
         return [notifications.as_message(n) for n in rows.order_by("id")[:50]]

@@ -1,0 +1,285 @@
+"""Approvals before a run (DESIGN.md §7.1): the gate at hand-over, four eyes against every role
+and path, timers on a fake clock, requests made stale by an edit, one outcome for two
+approvers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core.exceptions import PermissionDenied
+from django.utils import timezone
+
+from agents.services import save_agent
+from audit.actor import Actor
+from audit.models import AuditEntry
+from runs import approvals, housekeeping, notifications
+from runs.approvals import AlreadyDecided, FourEyes, StaleRequest
+from runs.dispatch import lock_holder
+from runs.followups import after_run
+from runs.models import Approval, Notification, Run
+from runs.scheduling.scheduler import Scheduler
+from runs.services import trigger_run
+from runs.summary import run_summary
+from tests.factories import make_agent
+from tests.runs.engines import RecordingEngine
+
+pytestmark = pytest.mark.django_db
+
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def engine(settings):
+    settings.CRONOS_ENGINE = "tests.runs.engines.RecordingEngine"
+    RecordingEngine.everything = []
+
+
+def actor(user) -> Actor:
+    return Actor(user=user, source=AuditEntry.Source.WEB, ip_address="10.0.0.9")
+
+
+def gated(name="gated", **fields):
+    fields.setdefault("schedule", "")
+    return make_agent(name, approval_required=True, **fields)
+
+
+def state(run: Run) -> str:
+    run.refresh_from_db()
+    return run.state
+
+
+def test_a_manual_run_of_an_approval_agent_waits_without_the_lock(admin_user):
+    agent = gated()
+    run = trigger_run(agent, actor(admin_user))
+    assert run.state == Run.State.AWAITING_APPROVAL
+    assert RecordingEngine.everything == []
+    assert lock_holder(agent) is None  # waits without holding the agent's lock
+    approval = run.approval
+    assert (approval.cause_id, approval.cause_name) == (admin_user.pk, admin_user.username)
+    assert approval.agent_version_id == run.agent_version_id and approval.decision == ""
+    assert AuditEntry.objects.filter(action="run.approval_request").count() == 1
+    note = Notification.objects.get(kind=Notification.Kind.APPROVAL)
+    assert note.audience == Notification.Audience.APPROVERS and note.run_id == run.pk
+
+
+def test_an_approver_approves_and_the_run_is_handed_over(admin_user, approver):
+    run = trigger_run(gated(), actor(admin_user))
+    run = approvals.approve(run, actor(approver), "looks fine")
+    assert run.state == Run.State.QUEUED
+    assert RecordingEngine.everything == [run.pk]
+    approval = Approval.objects.get(run=run)
+    assert (approval.decision, approval.decided_by_name, approval.note) == (
+        "approved",
+        approver.username,
+        "looks fine",
+    )
+    entry = AuditEntry.objects.get(action="run.approve")
+    assert entry.actor_username == approver.username and entry.ip_address == "10.0.0.9"
+    assert run_summary(run)["approval"] | {"requested_at": None, "decided_at": None} == {
+        "requested_by": admin_user.username,
+        "requested_at": None,
+        "asked": 1,
+        "decided_by": approver.username,
+        "decision": "approved",
+        "decided_at": None,
+        "note": "looks fine",
+    }
+
+
+def test_the_cause_can_never_approve_admins_included(admin_user, approver):
+    from django.contrib.auth.models import Group
+
+    from audit import roles
+
+    approver.groups.add(Group.objects.get(name=roles.OPERATOR))  # approver and operator
+    for cause in (admin_user, approver):
+        run = trigger_run(gated(f"own-{cause.username}"), actor(cause))
+        with pytest.raises(FourEyes, match="cannot approve it: another person must"):
+            approvals.approve(run, actor(cause))
+        assert state(run) == Run.State.AWAITING_APPROVAL
+        assert approvals.may_approve(run, actor(cause)).startswith(cause.username)
+
+
+def test_a_shell_account_without_a_user_cannot_approve(admin_user):
+    run = trigger_run(gated(), actor(admin_user))
+    with pytest.raises(FourEyes, match="never by a shell account"):
+        approvals.approve(run, Actor.cli())
+    assert state(run) == Run.State.AWAITING_APPROVAL
+
+
+@pytest.mark.parametrize("role_user", ["viewer", "operator", "editor", "outsider"], indirect=True)
+def test_roles_without_the_approver_permission_cannot_decide(admin_user, role_user):
+    run = trigger_run(gated(), actor(admin_user))
+    for decide in (approvals.approve, approvals.reject):
+        with pytest.raises(PermissionDenied):
+            decide(run, actor(role_user))
+    assert state(run) == Run.State.AWAITING_APPROVAL
+
+
+def test_a_rejection_skips_the_run_with_the_reason(admin_user, approver):
+    run = trigger_run(gated(), actor(admin_user))
+    run = approvals.reject(run, actor(approver), "not today")
+    assert run.state == Run.State.SKIPPED
+    assert run.reason == f"approval rejected by {approver.username}: not today"
+    assert run.followups_done_at is not None  # nothing follows a skip
+    assert RecordingEngine.everything == []
+
+
+def test_the_second_decision_is_told_who_won(admin_user, approver, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from audit import roles
+
+    other = django_user_model.objects.create_user("bea")
+    other.groups.add(Group.objects.get(name=roles.APPROVER))
+    run = trigger_run(gated(), actor(admin_user))
+    approvals.reject(run, actor(approver))
+    with pytest.raises(AlreadyDecided, match=f"already rejected by {approver.username}"):
+        approvals.approve(run, actor(other))
+    assert state(run) == Run.State.SKIPPED
+    assert Approval.objects.get(run=run).decided_by_name == approver.username
+
+
+def test_a_scheduled_run_is_caused_by_the_last_editor(editor, approver, admin_user):
+    agent = gated(actor=actor(editor))
+    run = Run.objects.create(agent=agent, trigger=Run.Trigger.SCHEDULE, slot=START)
+    from runs.dispatch import dispatch
+
+    dispatch([run])
+    assert state(run) == Run.State.AWAITING_APPROVAL
+    assert run.approval.cause_name == editor.username
+    agent.description = "edited by the admin"
+    save_agent(agent, actor(admin_user))
+    run.approval.refresh_from_db()
+    assert run.approval.cause_name == admin_user.username  # asked again: the new last editor
+    with pytest.raises(FourEyes, match="changed the agent last"):
+        approvals.approve(run, actor(admin_user))
+    assert approvals.approve(run, actor(approver)).state == Run.State.QUEUED
+
+
+def test_a_retry_keeps_the_cause_and_waits_again(admin_user, approver):
+    agent = gated(max_retries=1, retry_delay_seconds=0)
+    run = approvals.approve(trigger_run(agent, actor(admin_user)), actor(approver))
+    Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING)
+    run.refresh_from_db()
+    assert run.finish(Run.State.FAILED, reason="exit 1", exit_code=1)
+    after_run(run)
+    retry = Run.objects.get(retry_of=run)
+    housekeeping.run_task("release")
+    assert state(retry) == Run.State.AWAITING_APPROVAL
+    assert retry.approval.cause_name == admin_user.username
+    with pytest.raises(FourEyes, match="caused the run it retries"):
+        approvals.approve(retry, actor(admin_user))
+
+
+def test_the_overlap_policy_applies_at_hand_over_after_approval(admin_user, approver):
+    agent = gated(overlap_policy="skip")
+    first = approvals.approve(trigger_run(agent, actor(admin_user)), actor(approver))
+    assert first.state == Run.State.QUEUED
+    second = trigger_run(agent, actor(admin_user))
+    assert second.state == Run.State.AWAITING_APPROVAL  # waiting, not skipped: no lock held
+    second = approvals.approve(second, actor(approver))
+    assert second.state == Run.State.SKIPPED
+    assert second.reason.startswith(f"overlap: run #{first.pk} is still queued")
+
+
+@pytest.mark.date_sensitive
+def test_auto_approve_after_its_delay_on_a_fake_clock(admin_user):
+    agent = gated(approval_auto_approve_seconds=600)
+    with time_machine.travel(START, tick=False) as clock:
+        run = trigger_run(agent, actor(admin_user))
+        assert approvals.sweep(timezone.now()) == []
+        clock.shift(timedelta(seconds=599))
+        assert approvals.sweep(timezone.now()) == []
+        clock.shift(timedelta(seconds=1))
+        assert approvals.sweep(timezone.now()) == [run.pk]
+    assert state(run) == Run.State.QUEUED
+    approval = Approval.objects.get(run=run)
+    assert (approval.decision, approval.decided_by_name) == ("approved", "system (timeout)")
+    assert AuditEntry.objects.get(action="run.approve").actor_username == "system"
+
+
+@pytest.mark.date_sensitive
+def test_expiry_skips_the_run_and_comes_before_a_later_auto_approve(admin_user):
+    agent = gated(approval_expire_seconds=60, approval_auto_approve_seconds=3600)
+    with time_machine.travel(START, tick=False) as clock:
+        run = trigger_run(agent, actor(admin_user))
+        clock.shift(timedelta(seconds=61))
+        assert housekeeping.run_task("approvals") == [run.pk]
+        assert approvals.sweep(timezone.now()) == []  # idempotent
+    assert state(run) == Run.State.SKIPPED and run.reason == "approval expired"
+    assert Approval.objects.get(run=run).decision == "expired"
+
+
+def test_an_edit_while_a_run_waits_asks_again_and_refuses_the_old_decision(
+    admin_user, approver, editor
+):
+    agent = gated(prompt="first prompt", runner="claude", command="")
+    run = trigger_run(agent, actor(admin_user))
+    seen = run.approval.asked
+    agent.prompt = "second prompt"
+    save_agent(agent, actor(editor))
+    approval = Approval.objects.get(run=run)
+    assert approval.asked == seen + 1
+    assert approval.stale_reason.startswith(f"{editor.username} changed gated (prompt)")
+    assert approval.agent_version_id == Run.objects.get(pk=run.pk).agent_version_id
+    with pytest.raises(StaleRequest, match="asked again since you looked"):
+        approvals.approve(run, actor(approver), seen_asked=seen)
+    assert state(run) == Run.State.AWAITING_APPROVAL
+    assert approvals.approve(run, actor(approver), seen_asked=seen + 1).state == "queued"
+
+
+def test_pausing_the_agent_does_not_make_a_request_stale(admin_user, approver):
+    from agents.services import set_enabled
+
+    agent = gated()
+    run = trigger_run(agent, actor(admin_user))
+    set_enabled(agent, False, actor(admin_user))
+    set_enabled(agent, True, actor(admin_user))
+    assert Approval.objects.get(run=run).asked == 1
+    assert approvals.approve(run, actor(approver), seen_asked=1).state == Run.State.QUEUED
+
+
+def test_turning_approval_off_lets_waiting_runs_go_on(admin_user, editor):
+    agent = gated()
+    run = trigger_run(agent, actor(admin_user))
+    agent.approval_required = False
+    save_agent(agent, actor(editor))
+    assert state(run) == Run.State.PENDING
+    assert housekeeping.run_task("release") == [run.pk]
+    assert state(run) == Run.State.QUEUED
+
+
+def test_forcing_past_the_overlap_gate_does_not_skip_approval(admin_user):
+    run = trigger_run(gated(), actor(admin_user), force=True)
+    assert run.state == Run.State.AWAITING_APPROVAL
+
+
+def test_a_scheduler_pass_sends_nothing_of_an_approval_agent(admin_user):
+    with time_machine.travel(START, tick=False) as clock:
+        gated("every-minute", schedule="* * * * *")
+        scheduler = Scheduler(RecordingEngine())
+        scheduler.tick()
+        clock.shift(timedelta(seconds=60.1))
+        scheduler.tick()
+    assert RecordingEngine.everything == []
+    assert set(Run.objects.values_list("state", flat=True)) == {Run.State.AWAITING_APPROVAL}
+
+
+def test_approval_requests_are_shown_to_approvers_only(admin_user, approver, viewer, operator):
+    trigger_run(gated(), actor(operator))
+    assert notifications.unread_count(approver) == 1
+    assert notifications.unread_count(admin_user) == 1
+    assert notifications.unread_count(viewer) == 0
+    assert [n.kind for n in notifications.for_user(viewer)] == []
+
+
+def test_saving_an_agent_nobody_else_could_approve_warns(admin_user, editor):
+    agent = gated()
+    # ada (admin) is the only one who may approve: saved by ada, nobody else could.
+    assert "nobody else can approve" in approvals.lonely_approval_warning(agent, admin_user.pk)
+    assert approvals.lonely_approval_warning(agent, editor.pk) == ""
+    agent.approval_required = False
+    assert approvals.lonely_approval_warning(agent, admin_user.pk) == ""
