@@ -395,9 +395,7 @@ def sweep(now: datetime | None = None) -> list[int]:
                 _decide(run, Actor.system(), Approval.Decision.APPROVED, "", None, by=TIMEOUT_ACTOR)
                 _hand_over(run)
             else:
-                _decide(
-                    run, Actor.system(), Approval.Decision.EXPIRED, "", None, by=TIMEOUT_ACTOR
-                )
+                _decide(run, Actor.system(), Approval.Decision.EXPIRED, "", None, by=TIMEOUT_ACTOR)
         except ApprovalError:
             continue  # decided by someone else meanwhile, or asked again
         decided.append(run.pk)
