@@ -22,6 +22,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
 from agents import cron
+from agents.approvers import lonely_approval_warning
 from agents.forms import FIELDSETS, AgentForm, TemplateChoiceForm, conflict_context
 from agents.models import Agent
 from agents.services import (
@@ -145,6 +146,9 @@ class AgentAdmin(admin.ModelAdmin):
         kept = enabled_kept(obj, asked)
         if kept:
             self.message_user(request, kept, messages.WARNING)
+        lonely = lonely_approval_warning(obj, request.user.pk)
+        if lonely:
+            self.message_user(request, lonely, messages.WARNING)
 
     # --- deleting: the same path as the pages ---------------------------------------------
     # Deleting an agent takes its runs with it, so its active runs are cancelled and waited

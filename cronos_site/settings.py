@@ -238,6 +238,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 # Admins see on every page when agents run unisolated (DESIGN.md §4).
                 "cronos_site.web.context_processors.isolation_warning",
+                "cronos_site.web.context_processors.approvals_waiting",
             ],
         },
     },

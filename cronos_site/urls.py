@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from cronos_site.web.urls import agent_urls, run_urls
+from cronos_site.web.urls import agent_urls, audit_urls, run_urls
 
 admin.site.site_header = "Cronos"
 admin.site.site_title = "Cronos"
@@ -15,6 +15,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include(run_urls)),
+    path("", include(audit_urls)),
     path("", include(agent_urls)),
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.utils.html import format_html
 from django_celery_beat.models import (
     ClockedSchedule,
@@ -17,9 +18,10 @@ from audit import roles
 from audit.actor import Actor
 from audit.log import record
 from audit.models import AuditEntry
+from runs import approvals
 from runs.engines import HOUSEKEEPING_TASK
 from runs.models import Run
-from runs.services import cancel_run
+from runs.services import approve_run, cancel_run, reject_run
 
 
 @admin.register(Run)
@@ -39,7 +41,7 @@ class RunAdmin(admin.ModelAdmin):
     search_fields = ["agent__name", "reason", "result_text", "chunks__text"]
     list_select_related = ["agent"]
     date_hierarchy = "created_at"
-    actions = ["cancel_selected"]
+    actions = ["cancel_selected", "approve_selected", "reject_selected"]
     readonly_fields = [f.name for f in Run._meta.fields] + ["output_tail"]
     show_full_result_count = False  # counting a million runs on every page is not free
 
@@ -68,6 +70,35 @@ class RunAdmin(admin.ModelAdmin):
 
     def has_cancel_permission(self, request) -> bool:
         return request.user.has_perm("agents.cancel_run")
+
+    def has_approve_permission(self, request) -> bool:
+        return request.user.has_perm(approvals.PERMISSION)
+
+    @admin.action(
+        description="Approve selected runs (waiting for approval)", permissions=["approve"]
+    )
+    def approve_selected(self, request, queryset) -> None:
+        self._decide(request, queryset, approve_run, "Approved")
+
+    @admin.action(
+        description="Reject selected runs (waiting for approval)", permissions=["approve"]
+    )
+    def reject_selected(self, request, queryset) -> None:
+        self._decide(request, queryset, reject_run, "Rejected")
+
+    def _decide(self, request, queryset, decide, done: str) -> None:
+        """Each run through runs.approvals (four eyes, audited as from the admin); what was
+        refused is said run by run."""
+        actor = Actor.from_request(request, source=AuditEntry.Source.ADMIN)
+        decided = 0
+        for run in queryset.select_related("agent").order_by("pk"):
+            try:
+                decide(run, actor)
+                decided += 1
+            except (approvals.ApprovalError, PermissionDenied) as exc:
+                self.message_user(request, f"Run #{run.pk}: {exc}", messages.WARNING)
+        if decided:
+            self.message_user(request, f"{done} {decided} run(s).", messages.SUCCESS)
 
     @admin.action(description="Cancel selected runs", permissions=["cancel"])
     def cancel_selected(self, request, queryset) -> None:

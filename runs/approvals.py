@@ -24,10 +24,10 @@ Everything here is audited, in the same transaction as the change it records.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Q
@@ -140,40 +140,6 @@ def may_approve(run: Run, actor: Actor) -> str:
     return ""
 
 
-def approvers_besides(user_id: int | None) -> list[str]:
-    """Usernames of the active people, other than `user_id`, who may approve runs (approver
-    or admin role, direct permission, superusers): empty means nobody could approve a run this
-    person caused."""
-    app_label, codename = PERMISSION.split(".")
-    permitted = (
-        Q(is_superuser=True)
-        | Q(
-            groups__permissions__codename=codename,
-            groups__permissions__content_type__app_label=app_label,
-        )
-        | Q(
-            user_permissions__codename=codename, user_permissions__content_type__app_label=app_label
-        )
-    )
-    people = get_user_model().objects.filter(permitted, is_active=True)
-    if user_id is not None:
-        people = people.exclude(pk=user_id)
-    return sorted(set(people.values_list("username", flat=True)))
-
-
-def lonely_approval_warning(agent: Agent, user_id: int | None) -> str:
-    """The warning for saving an approval-required agent that nobody but its saver (the cause
-    of its scheduled runs) could approve; "" when someone could."""
-    if not agent.approval_required or approvers_besides(user_id):
-        return ""
-    return (
-        f"{agent.name} requires approval, but nobody else can approve its runs: you are its "
-        "last editor, so its scheduled runs are yours, and you cannot approve them yourself. "
-        "Give someone the approver role, or its runs will wait"
-        + (" until they expire." if agent.approval_expire_seconds else ".")
-    )
-
-
 # --- Asking ---------------------------------------------------------------------------------
 
 
@@ -237,15 +203,17 @@ def _after(now: datetime, seconds: int | None) -> datetime | None:
 
 
 def approve(run: Run, actor: Actor, note: str = "", *, seen_asked: int | None = None) -> Run:
-    """Approve a waiting run as `actor` (four eyes, permission), with an optional note; then
-    hand it over (the overlap policy applies then). `seen_asked`: how many times the request
+    """Approve a waiting run as `actor` (four eyes, permission), with an optional note: it is
+    pending again, for the caller to hand over (runs.services.approve_run does, through
+    runs.dispatch.after_approval; the overlap policy applies then). `seen_asked`: how many times the request
     had been asked when the person looked (the page sends it); asked again since raises
     StaleRequest.
     Raises PermissionDenied/FourEyes, AlreadyDecided, StaleRequest. Returns the run."""
     actor.require(PERMISSION)
     check_four_eyes(run, actor)
     _decide(run, actor, Approval.Decision.APPROVED, note, seen_asked)
-    return _hand_over(run)
+    run.refresh_from_db()
+    return run
 
 
 def reject(run: Run, actor: Actor, note: str = "", *, seen_asked: int | None = None) -> Run:
@@ -355,28 +323,16 @@ def _not_waiting(run: Run, approval: Approval | None, state: str | None) -> str:
     return f"run #{run.pk} is not waiting for approval (it is {fresh.get_state_display().lower()})"
 
 
-def _hand_over(run: Run) -> Run:
-    """An approved run meets the gates as a new run would (runs.dispatch); a jittered one
-    waits, released, for its own start."""
-    from runs.dispatch import JITTER_REASON, admit, dispatch
-
-    run.refresh_from_db()
-    lead = timedelta(seconds=1)
-    if run.not_before is not None and run.not_before > timezone.now() + lead:
-        run.wait_for_lock(JITTER_REASON)
-    elif admit(run):
-        dispatch([run])
-    run.refresh_from_db()
-    return run
-
-
 # --- Timers ----------------------------------------------------------------------------------
 
 
-def sweep(now: datetime | None = None) -> list[int]:
+def sweep(
+    now: datetime | None = None, hand_over: Callable[[Run], object] | None = None
+) -> list[int]:
     """Housekeeping: auto-approve or expire the waiting requests whose timer has passed at
-    `now` (whichever of the two comes first); returns the run ids decided. Idempotent: each
-    decision is the run's conditional transition, so two processes never decide twice."""
+    `now` (whichever of the two comes first); returns the run ids decided. An approved run is
+    given to `hand_over` (runs.dispatch.after_approval, which housekeeping passes). Idempotent:
+    each decision is the run's conditional transition, so two processes never decide twice."""
     now = now or timezone.now()
     due = (
         Approval.objects.filter(decision="", run__state=Run.State.AWAITING_APPROVAL)
@@ -393,7 +349,8 @@ def sweep(now: datetime | None = None) -> list[int]:
         try:
             if approving:
                 _decide(run, Actor.system(), Approval.Decision.APPROVED, "", None, by=TIMEOUT_ACTOR)
-                _hand_over(run)
+                if hand_over is not None:
+                    hand_over(run)
             else:
                 _decide(run, Actor.system(), Approval.Decision.EXPIRED, "", None, by=TIMEOUT_ACTOR)
         except ApprovalError:

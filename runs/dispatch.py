@@ -208,6 +208,22 @@ def _gate(run: Run, policy: str, *, starting: bool) -> None:
     run.wait_for_lock(f"waiting: {holder_text}")
 
 
+def after_approval(run: Run, engine: Engine | None = None) -> Run:
+    """Hand over a run just approved (runs.approvals): it meets the gates as a new run would
+    (the overlap policy applies now); a jittered one waits, released, for its own start.
+    Returns the run as it is then."""
+    run.refresh_from_db()
+    lead = timedelta(seconds=settings.CRONOS_DISPATCH_LEAD_SECONDS)
+    if run.state != Run.State.PENDING:
+        return run
+    if run.not_before is not None and run.not_before > timezone.now() + lead:
+        run.wait_for_lock(JITTER_REASON)
+    elif admit(run):
+        dispatch([run], engine)
+    run.refresh_from_db()
+    return run
+
+
 def _enqueue(runs: list[Run], engine: Engine | None) -> None:
     if runs:
         (engine or get_engine()).enqueue([run.pk for run in runs])

@@ -78,7 +78,9 @@ TASKS: list[Task] = [
     ),
     Task(
         "approvals",
-        lambda now, engine: approvals.sweep(now),
+        lambda now, engine: approvals.sweep(
+            now, hand_over=lambda run: dispatch.after_approval(run, engine)
+        ),
         1,
         "auto-approve or expire the approval requests whose timer passed",
     ),

@@ -26,12 +26,33 @@ from agents.services import (
 from agents.versions import latest_version_id
 from audit.actor import Actor
 from audit.log import record
-from runs.dispatch import admit, dispatch
+from runs import approvals
+from runs.dispatch import admit, after_approval, dispatch
 from runs.engines import Engine
 from runs.followups import SWEEP_AFTER
 from runs.models import Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
+
+
+def approve_run(
+    run: Run,
+    actor: Actor,
+    note: str = "",
+    *,
+    seen_asked: int | None = None,
+    engine: Engine | None = None,
+) -> Run:
+    """Approve a run waiting for approval (runs.approvals.approve: permission, four eyes,
+    audited) and hand it over; returns it as it is then (queued, waiting its turn, or skipped
+    by the overlap policy). Raises what runs.approvals.approve raises."""
+    approvals.approve(run, actor, note, seen_asked=seen_asked)
+    return after_approval(run, engine)
+
+
+def reject_run(run: Run, actor: Actor, note: str = "", *, seen_asked: int | None = None) -> Run:
+    """Reject a run waiting for approval: skipped, reason `approval rejected` (runs.approvals)."""
+    return approvals.reject(run, actor, note, seen_asked=seen_asked)
 
 
 def trigger_run(

@@ -430,6 +430,8 @@
         }
         desktop(message);
         refresh();
+        // Pages that list what a notification is about (the approvals page) refresh at once.
+        if (window.htmx) window.htmx.trigger(document.body, "cronos-notification", { kind: message.kind });
       };
       ws.onclose = (event) => {
         // Signed out or no longer allowed (cronos_site/web/sockets.py): say so, do not retry.

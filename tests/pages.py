@@ -34,6 +34,8 @@ POST_ONLY = {
     "agents:toggle",
     "agents:cancel",
     "runs:cancel",
+    "runs:approve",
+    "runs:reject",
     "runs:notifications_read",
     "logout",
 }
@@ -56,6 +58,9 @@ SITE_ROUTES = [
     "runs:agent_health",
     "runs:upcoming",
     "runs:notifications",
+    "runs:approvals",
+    "audit:list",
+    "audit:export",
     "login",
 ]
 
@@ -98,6 +103,20 @@ def site_pages(agent: Agent, run: Run) -> list[Page]:
         Page("runs:agent_health", f"/health/{name}/"),
         Page("runs:upcoming", "/upcoming/"),
         Page("runs:notifications", "/notifications/", htmx=True),
+        Page("runs:approvals", "/approvals/", htmx=True, role="admin_user"),
+        Page(
+            "audit:list",
+            "/audit/",
+            ("who", "action", "object", "source", "since", "until", "before", "after"),
+            htmx=True,
+            role="admin_user",
+        ),
+        Page(
+            "audit:export",
+            "/audit/export.csv",
+            ("who", "action", "object", "source", "since", "until"),
+            role="admin_user",
+        ),
         Page("login", "/login/", ("next",)),
     ]
 

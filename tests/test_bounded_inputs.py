@@ -185,7 +185,9 @@ def problem(html: str) -> str:
 
 def ask(client, url: str, query: str, headers: dict | None = None):
     response = client.get(f"{url}?{query}", headers=headers or {})
-    html = response.content.decode("utf-8", "replace")
+    # A download (the audit export) streams: its body is read the way a browser would.
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    html = body.decode("utf-8", "replace")
     where = f"{url}?{query[:120]}"
     assert response.status_code < 500, (where, response.status_code)
     if response.status_code == 400:

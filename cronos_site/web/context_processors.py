@@ -6,6 +6,7 @@ from django.http import HttpRequest
 
 from audit import roles
 from runs.execution import isolation
+from runs.models import Run
 
 
 def isolation_warning(request: HttpRequest) -> dict[str, str]:
@@ -20,3 +21,12 @@ def isolation_warning(request: HttpRequest) -> dict[str, str]:
     if current.isolated and current.can_run:
         return {"isolation_warning": ""}
     return {"isolation_warning": current.describe()}
+
+
+def approvals_waiting(request: HttpRequest) -> dict[str, int | None]:
+    """`approvals_waiting`: for those who may approve, how many runs wait for approval (the
+    nav's badge); None for everyone else (no link shown)."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated or not user.has_perm("agents.approve_run"):
+        return {"approvals_waiting": None}
+    return {"approvals_waiting": Run.objects.filter(state=Run.State.AWAITING_APPROVAL).count()}

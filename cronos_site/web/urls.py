@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from cronos_site.web.views import agents, runs, site
+from cronos_site.web.views import agents, approvals, audit, runs, site
 
 agent_urls = (
     [
@@ -38,6 +38,9 @@ run_urls = (
         path("runs/<int:run_id>/", runs.run_detail, name="detail"),
         path("runs/<int:run_id>/output/", runs.run_output, name="output"),
         path("runs/<int:run_id>/cancel/", runs.run_cancel, name="cancel"),
+        path("runs/<int:run_id>/approve/", approvals.approve, name="approve"),
+        path("runs/<int:run_id>/reject/", approvals.reject, name="reject"),
+        path("approvals/", approvals.approval_list, name="approvals"),
         path("health/", runs.health_page, name="health"),
         path("health/<slug:name>/", runs.agent_health, name="agent_health"),
         path("upcoming/", runs.upcoming, name="upcoming"),
@@ -45,4 +48,13 @@ run_urls = (
         path("notifications/read/", runs.notifications_read, name="notifications_read"),
     ],
     "runs",
+)
+
+# The audit log (admins): the page, and its downloads as JSON Lines or CSV.
+audit_urls = (
+    [
+        path("audit/", audit.audit_list, name="list"),
+        path("audit/export.<str:fmt>", audit.audit_export, name="export"),
+    ],
+    "audit",
 )

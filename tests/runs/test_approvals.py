@@ -11,6 +11,7 @@ import time_machine
 from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 
+from agents.approvers import lonely_approval_warning
 from agents.services import save_agent
 from audit.actor import Actor
 from audit.models import AuditEntry
@@ -20,7 +21,7 @@ from runs.dispatch import lock_holder
 from runs.followups import after_run
 from runs.models import Approval, Notification, Run
 from runs.scheduling.scheduler import Scheduler
-from runs.services import trigger_run
+from runs.services import approve_run, reject_run, trigger_run
 from runs.summary import run_summary
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine
@@ -66,7 +67,7 @@ def test_a_manual_run_of_an_approval_agent_waits_without_the_lock(admin_user):
 
 def test_an_approver_approves_and_the_run_is_handed_over(admin_user, approver):
     run = trigger_run(gated(), actor(admin_user))
-    run = approvals.approve(run, actor(approver), "looks fine")
+    run = approve_run(run, actor(approver), "looks fine")
     assert run.state == Run.State.QUEUED
     assert RecordingEngine.everything == [run.pk]
     approval = Approval.objects.get(run=run)
@@ -97,7 +98,7 @@ def test_the_cause_can_never_approve_admins_included(admin_user, approver):
     for cause in (admin_user, approver):
         run = trigger_run(gated(f"own-{cause.username}"), actor(cause))
         with pytest.raises(FourEyes, match="cannot approve it: another person must"):
-            approvals.approve(run, actor(cause))
+            approve_run(run, actor(cause))
         assert state(run) == Run.State.AWAITING_APPROVAL
         assert approvals.may_approve(run, actor(cause)).startswith(cause.username)
 
@@ -105,14 +106,14 @@ def test_the_cause_can_never_approve_admins_included(admin_user, approver):
 def test_a_shell_account_without_a_user_cannot_approve(admin_user):
     run = trigger_run(gated(), actor(admin_user))
     with pytest.raises(FourEyes, match="never by a shell account"):
-        approvals.approve(run, Actor.cli())
+        approve_run(run, Actor.cli())
     assert state(run) == Run.State.AWAITING_APPROVAL
 
 
 @pytest.mark.parametrize("role_user", ["viewer", "operator", "editor", "outsider"], indirect=True)
 def test_roles_without_the_approver_permission_cannot_decide(admin_user, role_user):
     run = trigger_run(gated(), actor(admin_user))
-    for decide in (approvals.approve, approvals.reject):
+    for decide in (approve_run, reject_run):
         with pytest.raises(PermissionDenied):
             decide(run, actor(role_user))
     assert state(run) == Run.State.AWAITING_APPROVAL
@@ -120,7 +121,7 @@ def test_roles_without_the_approver_permission_cannot_decide(admin_user, role_us
 
 def test_a_rejection_skips_the_run_with_the_reason(admin_user, approver):
     run = trigger_run(gated(), actor(admin_user))
-    run = approvals.reject(run, actor(approver), "not today")
+    run = reject_run(run, actor(approver), "not today")
     assert run.state == Run.State.SKIPPED
     assert run.reason == f"approval rejected by {approver.username}: not today"
     assert run.followups_done_at is not None  # nothing follows a skip
@@ -135,9 +136,9 @@ def test_the_second_decision_is_told_who_won(admin_user, approver, django_user_m
     other = django_user_model.objects.create_user("bea")
     other.groups.add(Group.objects.get(name=roles.APPROVER))
     run = trigger_run(gated(), actor(admin_user))
-    approvals.reject(run, actor(approver))
+    reject_run(run, actor(approver))
     with pytest.raises(AlreadyDecided, match=f"already rejected by {approver.username}"):
-        approvals.approve(run, actor(other))
+        approve_run(run, actor(other))
     assert state(run) == Run.State.SKIPPED
     assert Approval.objects.get(run=run).decided_by_name == approver.username
 
@@ -155,13 +156,13 @@ def test_a_scheduled_run_is_caused_by_the_last_editor(editor, approver, admin_us
     run.approval.refresh_from_db()
     assert run.approval.cause_name == admin_user.username  # asked again: the new last editor
     with pytest.raises(FourEyes, match="changed the agent last"):
-        approvals.approve(run, actor(admin_user))
-    assert approvals.approve(run, actor(approver)).state == Run.State.QUEUED
+        approve_run(run, actor(admin_user))
+    assert approve_run(run, actor(approver)).state == Run.State.QUEUED
 
 
 def test_a_retry_keeps_the_cause_and_waits_again(admin_user, approver):
     agent = gated(max_retries=1, retry_delay_seconds=0)
-    run = approvals.approve(trigger_run(agent, actor(admin_user)), actor(approver))
+    run = approve_run(trigger_run(agent, actor(admin_user)), actor(approver))
     Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING)
     run.refresh_from_db()
     assert run.finish(Run.State.FAILED, reason="exit 1", exit_code=1)
@@ -171,16 +172,16 @@ def test_a_retry_keeps_the_cause_and_waits_again(admin_user, approver):
     assert state(retry) == Run.State.AWAITING_APPROVAL
     assert retry.approval.cause_name == admin_user.username
     with pytest.raises(FourEyes, match="caused the run it retries"):
-        approvals.approve(retry, actor(admin_user))
+        approve_run(retry, actor(admin_user))
 
 
 def test_the_overlap_policy_applies_at_hand_over_after_approval(admin_user, approver):
     agent = gated(overlap_policy="skip")
-    first = approvals.approve(trigger_run(agent, actor(admin_user)), actor(approver))
+    first = approve_run(trigger_run(agent, actor(admin_user)), actor(approver))
     assert first.state == Run.State.QUEUED
     second = trigger_run(agent, actor(admin_user))
     assert second.state == Run.State.AWAITING_APPROVAL  # waiting, not skipped: no lock held
-    second = approvals.approve(second, actor(approver))
+    second = approve_run(second, actor(approver))
     assert second.state == Run.State.SKIPPED
     assert second.reason.startswith(f"overlap: run #{first.pk} is still queued")
 
@@ -194,7 +195,7 @@ def test_auto_approve_after_its_delay_on_a_fake_clock(admin_user):
         clock.shift(timedelta(seconds=599))
         assert approvals.sweep(timezone.now()) == []
         clock.shift(timedelta(seconds=1))
-        assert approvals.sweep(timezone.now()) == [run.pk]
+        assert housekeeping.run_task("approvals") == [run.pk]
     assert state(run) == Run.State.QUEUED
     approval = Approval.objects.get(run=run)
     assert (approval.decision, approval.decided_by_name) == ("approved", "system (timeout)")
@@ -226,9 +227,9 @@ def test_an_edit_while_a_run_waits_asks_again_and_refuses_the_old_decision(
     assert approval.stale_reason.startswith(f"{editor.username} changed gated (prompt)")
     assert approval.agent_version_id == Run.objects.get(pk=run.pk).agent_version_id
     with pytest.raises(StaleRequest, match="asked again since you looked"):
-        approvals.approve(run, actor(approver), seen_asked=seen)
+        approve_run(run, actor(approver), seen_asked=seen)
     assert state(run) == Run.State.AWAITING_APPROVAL
-    assert approvals.approve(run, actor(approver), seen_asked=seen + 1).state == "queued"
+    assert approve_run(run, actor(approver), seen_asked=seen + 1).state == "queued"
 
 
 def test_pausing_the_agent_does_not_make_a_request_stale(admin_user, approver):
@@ -239,7 +240,7 @@ def test_pausing_the_agent_does_not_make_a_request_stale(admin_user, approver):
     set_enabled(agent, False, actor(admin_user))
     set_enabled(agent, True, actor(admin_user))
     assert Approval.objects.get(run=run).asked == 1
-    assert approvals.approve(run, actor(approver), seen_asked=1).state == Run.State.QUEUED
+    assert approve_run(run, actor(approver), seen_asked=1).state == Run.State.QUEUED
 
 
 def test_turning_approval_off_lets_waiting_runs_go_on(admin_user, editor):
@@ -279,7 +280,7 @@ def test_approval_requests_are_shown_to_approvers_only(admin_user, approver, vie
 def test_saving_an_agent_nobody_else_could_approve_warns(admin_user, editor):
     agent = gated()
     # ada (admin) is the only one who may approve: saved by ada, nobody else could.
-    assert "nobody else can approve" in approvals.lonely_approval_warning(agent, admin_user.pk)
-    assert approvals.lonely_approval_warning(agent, editor.pk) == ""
+    assert "nobody else can approve" in lonely_approval_warning(agent, admin_user.pk)
+    assert lonely_approval_warning(agent, editor.pk) == ""
     agent.approval_required = False
-    assert approvals.lonely_approval_warning(agent, admin_user.pk) == ""
+    assert lonely_approval_warning(agent, admin_user.pk) == ""

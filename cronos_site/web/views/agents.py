@@ -33,6 +33,7 @@ from django_htmx.http import push_url
 
 from agents import agentfile as config
 from agents import catalogue
+from agents.approvers import lonely_approval_warning
 from agents.forms import FIELDSETS, AgentForm, conflict_context, label, named_changes
 from agents.models import Agent
 from agents.services import (
@@ -420,6 +421,9 @@ def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
                     messages.success(request, f"Saved {agent.name}: version {number}.")
                 else:
                     messages.info(request, "Nothing changed.")
+                lonely = lonely_approval_warning(agent, request.user.pk)
+                if lonely:
+                    messages.warning(request, lonely)
                 # The form does not take `enabled` from someone who may not change it; the
                 # service keeps it too (an operator's change since the form was drawn).
                 kept = enabled_kept(agent, asked)
@@ -450,6 +454,12 @@ def run_now(request: HttpRequest, name: str) -> HttpResponse:
             request,
             f"Run #{run.pk} was skipped: {run.reason}. "
             "Tick “even if a run is active” to start it anyway.",
+        )
+    elif run.state == Run.State.AWAITING_APPROVAL:
+        messages.info(
+            request,
+            f"Run #{run.pk} waits for approval: another person with the approver role decides "
+            "on the Approvals page.",
         )
     else:
         forced = " past the overlap gate" if force else ""

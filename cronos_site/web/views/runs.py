@@ -35,8 +35,8 @@ from cronos_site.web.access import (
 from cronos_site.web.params import EARLIEST_YEAR, LATEST_YEAR, id_param
 from cronos_site.web.runlist import STATE_CHOICES, TRIGGER_CHOICES, RunQuery, cursor, runs_page
 from cronos_site.web.runpage import output_window, timeline_events, version_info
-from runs import health, notifications
-from runs.models import AgentRunState, Run
+from runs import approvals, health, notifications
+from runs.models import AgentRunState, Approval, Run
 from runs.scheduling import upcoming as upcoming_runs
 from runs.services import cancel_run
 
@@ -54,7 +54,13 @@ def run_context(request: HttpRequest, run: Run) -> dict:
     config = run.agent_version or agent
     attempts = (getattr(config, "max_retries", agent.max_retries) or 0) + 1
     usual = health.usual_duration(agent) if run.state == Run.State.RUNNING else None
+    approval = Approval.objects.filter(run_id=run.pk).first()
+    waiting = run.state == Run.State.AWAITING_APPROVAL and approval is not None
+    may_decide = waiting and request.user.has_perm(approvals.PERMISSION)
     return {
+        "approval": approval,
+        "can_decide": may_decide,
+        "approval_refusal": approvals.may_approve(run, actor(request)) if may_decide else "",
         "run": run,
         "agent": agent,
         "active": not run.is_final,
