@@ -36,6 +36,7 @@ DOING = {
     CHANGE: "editing agents",
     DELETE: "deleting agents",
     "agents.approve_run": "approving runs",
+    "audit.view_auditentry": "seeing the audit log",
 }
 
 

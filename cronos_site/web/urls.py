@@ -1,6 +1,6 @@
-"""The pages' URLs. Two namespaces, named after what a page shows: `agents:` (the agents
-page is the home page, an agent, the wizard, the cron builder) and `runs:` (runs, one run,
-health, upcoming runs, notifications)."""
+"""The pages' URLs. Three namespaces, named after what a page shows: `agents:` (the agents
+page is the home page, an agent, the wizard, the cron builder), `runs:` (runs, one run,
+approvals, health, upcoming runs, notifications) and `audit:` (the audit log and its export)."""
 
 from __future__ import annotations
 
