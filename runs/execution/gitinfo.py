@@ -117,6 +117,7 @@ class _Repository:
     toplevel: str
     git_dir: str
     env: dict[str, str]
+    common_dir: str = ""  # the repository's own common folder (not the private view)
 
 
 def _plain_env() -> dict[str, str]:
@@ -213,9 +214,21 @@ def _opened(path: str) -> Iterator[_Repository | None]:
         for i, (key, value) in enumerate(copied):
             env[f"GIT_CONFIG_KEY_{i}"] = key
             env[f"GIT_CONFIG_VALUE_{i}"] = value
-        yield _Repository(cwd=path, toplevel=toplevel, git_dir=git_dir, env=env)
+        yield _Repository(
+            cwd=path, toplevel=toplevel, git_dir=git_dir, env=env, common_dir=common_dir
+        )
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+@contextmanager
+def configless(path: str) -> Iterator[tuple[str, dict[str, str], str] | None]:
+    """(the working tree's top, the environment, the repository's common folder) in which git
+    works on the repository at `path` without reading any of its config or hooks (see
+    _opened), for the commands Cronos itself runs there (runs/execution/review.py); None when
+    `path` is in no working tree."""
+    with _opened(path) as repo:
+        yield (repo.toplevel, repo.env, repo.common_dir) if repo is not None else None
 
 
 def _settings(listed: str) -> list[tuple[str, str]] | None:
