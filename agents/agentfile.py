@@ -19,6 +19,8 @@ Legacy keys (what the prototype wrote) and the Agent fields they fill::
     guardrails.allowed_tools          allowed_tools
     guardrails.disallowed_tools       disallowed_tools
     guardrails.permission_mode        permission_mode
+    guardrails.network                guardrail_network (any | none; Cronos extension)
+    guardrails.read_only              guardrail_read_only (Cronos extension)
     catch_up_policy                   catch_up_policy
     allow_concurrent                  allow_concurrent
     retry_policy.max_retries          max_retries
@@ -47,6 +49,12 @@ Cronos extensions, written on export only when they differ from the model's defa
     approval.required                 approval_required
     approval.auto_approve_seconds     approval_auto_approve_seconds
     approval.expire_seconds           approval_expire_seconds
+    review.required                   review_required
+    review.target_branch              review_target_branch
+    review.push                       review_push
+    review.auto_approve_seconds       review_auto_approve_seconds
+    review.expire_seconds             review_expire_seconds
+    review.protected_paths            review_protected_paths
     notifications.on_failure          notify_on_failure
     notifications.on_success          notify_on_success
     notifications.emails              notify_emails
@@ -141,6 +149,8 @@ _KEYS = [
     _Key("guardrails.allowed_tools", "allowed_tools", "strings"),
     _Key("guardrails.disallowed_tools", "disallowed_tools", "strings"),
     _Key("guardrails.permission_mode", "permission_mode", "choice"),
+    _Key("guardrails.network", "guardrail_network", "choice"),
+    _Key("guardrails.read_only", "guardrail_read_only", "bool"),
     _Key("extra_args", "extra_args", "strings"),
     _Key("catch_up_policy", "catch_up_policy", "choice"),
     _Key("catch_up.window_seconds", "catch_up_window_seconds", "int"),
@@ -159,6 +169,12 @@ _KEYS = [
     _Key("approval.required", "approval_required", "bool"),
     _Key("approval.auto_approve_seconds", "approval_auto_approve_seconds", "int"),
     _Key("approval.expire_seconds", "approval_expire_seconds", "int"),
+    _Key("review.required", "review_required", "bool"),
+    _Key("review.target_branch", "review_target_branch", "text"),
+    _Key("review.push", "review_push", "bool"),
+    _Key("review.auto_approve_seconds", "review_auto_approve_seconds", "int"),
+    _Key("review.expire_seconds", "review_expire_seconds", "int"),
+    _Key("review.protected_paths", "review_protected_paths", "strings"),
     _Key("notifications.on_failure", "notify_on_failure", "bool"),
     _Key("notifications.on_success", "notify_on_success", "bool"),
     _Key("notifications.emails", "notify_emails", "strings"),
@@ -180,7 +196,7 @@ TOP_ORDER = [
     "name", "description", "enabled", "schedule", "timezone", "jitter_seconds", "working_dir",
     "runner", "command", "model", "max_turns", "timeout_secs", "guardrails", "extra_args",
     "catch_up_policy", "catch_up", "allow_concurrent", "overlap_policy", "retry_policy",
-    "limits", "approval", "notifications", "depends_on", "env", "secrets",
+    "limits", "approval", "review", "notifications", "depends_on", "env", "secrets",
 ]  # fmt: skip
 _SPECIAL = {"runner", "command", "env", "secrets"}
 KNOWN_TOP = set(TOP_ORDER)

@@ -123,6 +123,8 @@ LABELS = {
     "approval_expire_seconds": "Approval expires after (seconds)",
     "notify_emails": "Email addresses",
     "notify_webhook_url": "Webhook URL",
+    "guardrail_network": "Network (guardrail)",
+    "guardrail_read_only": "Read-only working directory (guardrail)",
     "variables": "Variables",
     "extra_config": "Other settings",
 }
@@ -177,6 +179,12 @@ class AgentForm(forms.ModelForm):
     extra_args = LinesField(required=False, help_text="One argument per line.")
     depends_on = LinesField(required=False, help_text="One agent name per line.")
     notify_emails = LinesField(required=False, help_text="One address per line.")
+    review_protected_paths = LinesField(
+        required=False,
+        label="Protected paths",
+        help_text="One glob per line (like .gitignore): a change touching one is never "
+        "merged automatically, e.g. .github/ or *.lock.",
+    )
     notify_webhook_url = forms.URLField(required=False, assume_scheme="https")
     plain_variables = forms.CharField(
         required=False,
@@ -423,6 +431,8 @@ FIELDSETS = [
             "allowed_tools",
             "disallowed_tools",
             "permission_mode",
+            "guardrail_network",
+            "guardrail_read_only",
             "extra_args",
             "plain_variables",
             "secret_variables",
@@ -461,6 +471,12 @@ FIELDSETS = [
             "approval_required",
             "approval_auto_approve_seconds",
             "approval_expire_seconds",
+            "review_required",
+            "review_target_branch",
+            "review_push",
+            "review_auto_approve_seconds",
+            "review_expire_seconds",
+            "review_protected_paths",
             "notify_on_failure",
             "notify_on_success",
             "notify_emails",

@@ -45,6 +45,10 @@ class Agent(models.Model):
         PLAN = "plan", "plan"
         BYPASS = "bypassPermissions", "bypassPermissions"
 
+    class GuardrailNetwork(models.TextChoices):
+        ANY = "any", "any"
+        NONE = "none", "none (no network)"
+
     class CatchUpPolicy(models.TextChoices):
         SKIP = "skip", "Skip missed slots (record them)"
         RUN_ONCE = "run_once", "Run once for the latest missed slot"
@@ -90,6 +94,19 @@ class Agent(models.Model):
         default=list, blank=True, validators=[limits.validate_disallowed_tools]
     )
     permission_mode = models.CharField(max_length=32, choices=PermissionMode.choices, blank=True)
+    # Guardrails (DESIGN.md §7.3), enforced by runs/execution/guardrails.py.
+    guardrail_network = models.CharField(
+        max_length=8,
+        choices=GuardrailNetwork.choices,
+        default=GuardrailNetwork.ANY,
+        help_text="none: the agent's processes run in a fresh network namespace (no network, "
+        "only their own loopback). Refused for a Claude agent, which needs its API.",
+    )
+    guardrail_read_only = models.BooleanField(
+        default=False,
+        help_text="Verified after the run: any change to the working directory (tracked, "
+        "untracked or ignored files) fails the run and lists the paths.",
+    )
     extra_args = models.JSONField(
         default=list,
         blank=True,
@@ -157,6 +174,38 @@ class Agent(models.Model):
     approval_required = models.BooleanField(default=False)
     approval_auto_approve_seconds = models.PositiveIntegerField(null=True, blank=True)
     approval_expire_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # Review of a run's changes before they land (DESIGN.md §7.2; runs.reviews): the run works
+    # on a branch cronos/<agent>/<run-id> cut from the target (the working directory's current
+    # branch when blank), and a person approves the merge.
+    review_required = models.BooleanField(
+        "Review changes before they land",
+        default=False,
+        help_text="Runs work on a branch of their own; an approver merges it into the target.",
+    )
+    review_target_branch = models.CharField(
+        "Target branch",
+        max_length=200,
+        blank=True,
+        help_text="The branch runs start from and are merged into (blank: the one checked out).",
+    )
+    review_push = models.BooleanField(
+        "Push after merging", default=False, help_text="git push origin <target> once merged."
+    )
+    review_auto_approve_seconds = models.PositiveIntegerField(
+        "Merge automatically after (seconds)",
+        null=True,
+        blank=True,
+        help_text="Never when the change touches a protected path.",
+    )
+    review_expire_seconds = models.PositiveIntegerField(
+        "Review expires after (seconds)", null=True, blank=True
+    )
+    review_protected_paths = models.JSONField(
+        "Protected paths",
+        default=list,
+        blank=True,
+        help_text="Globs (like .gitignore): a change touching one is never merged automatically.",
+    )
     notify_on_failure = models.BooleanField(default=True)
     notify_on_success = models.BooleanField(default=False)
     notify_emails = models.JSONField(

@@ -190,6 +190,27 @@ def _too_short(ciphertext: str) -> bool:
     return len(value.strip()) < MIN_SECRET_CHARS
 
 
+# The guardrail network: none (DESIGN.md §7.3) cuts every connection, the claude CLI's to its
+# API too: such an agent could only fail.
+CLAUDE_NEEDS_NETWORK = (
+    "network: none is refused for a claude agent: the claude CLI needs the network to reach "
+    "its API. Use network: any (and limit its tools), or the command runner."
+)
+
+
+# git check-ref-format(1): what a branch name may not contain or start or end with.
+_BAD_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|[/.]$|\.lock$|/\.")
+
+
+def branch_problem(name: str) -> str:
+    """Why `name` cannot be a git branch name (the rules of git check-ref-format), or ""."""
+    if not name:
+        return ""
+    if name == "@" or _BAD_BRANCH.search(name):
+        return f"{name!r} is not a git branch name (see git check-ref-format)."
+    return ""
+
+
 def validate_agent(agent: Agent) -> None:
     errors: dict[str, list[str]] = {}
 
@@ -202,9 +223,17 @@ def validate_agent(agent: Agent) -> None:
         add("command", "The command runner needs a command line to run.")
     if agent.runner == "claude" and not agent.prompt.strip():
         add("prompt", "The claude runner needs a prompt (the agent's CLAUDE.md).")
+    if agent.runner == "claude" and agent.guardrail_network == "none":
+        add("guardrail_network", CLAUDE_NEEDS_NETWORK)
     problem = working_dir_problem(agent.working_dir, enabled=bool(agent.enabled))
     if problem:
         add("working_dir", problem)
+    problem = branch_problem(agent.review_target_branch)
+    if problem:
+        add("review_target_branch", problem)
+    for glob in agent.review_protected_paths or []:
+        if not isinstance(glob, str) or not glob.strip() or len(glob) > 500:
+            add("review_protected_paths", f"{glob!r} is not a path glob (one per line).")
     if agent.schedule:
         try:
             validate_schedule(agent.schedule)

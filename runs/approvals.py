@@ -38,7 +38,7 @@ from agents.versions import diff_versions, latest_version_id, version_number
 from audit.actor import Actor
 from audit.log import record
 from runs import notifications
-from runs.models import Approval, Run, new_dispatch_token
+from runs.models import Approval, Review, Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,10 @@ def check_four_eyes(run: Run, actor: Actor, cause: Cause | None = None) -> None:
 
 
 def _stored_cause(run: Run) -> Cause:
+    if run.state == Run.State.AWAITING_REVIEW:
+        review = Review.objects.filter(run_id=run.pk).values_list("cause_id", "cause_name").first()
+        if review is not None:
+            return Cause(review[0], review[1])
     approval = Approval.objects.filter(run_id=run.pk).values_list("cause_id", "cause_name").first()
     if approval is not None:
         return Cause(approval[0], approval[1])

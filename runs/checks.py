@@ -1,4 +1,5 @@
-"""System checks of the runs app: agent isolation (DESIGN.md §4 "Isolation from Cronos").
+"""System checks of the runs app: agent isolation (DESIGN.md §4 "Isolation from Cronos") and
+the guardrails this host enforces (§7.3, runs/execution/guardrails.py).
 
 Django runs system checks when `migrate`, `qcluster`, `cronos_scheduler` and most commands
 start, so every Cronos process that `make run` starts warns when agents run unisolated or are
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core import checks
 
-from runs.execution import isolation
+from runs.execution import guardrails, isolation
 
 
 @checks.register("cronos")
@@ -37,6 +38,24 @@ def agent_isolation(app_configs, **kwargs) -> list[checks.CheckMessage]:
             )
         ]
     return _unauthenticated_services()
+
+
+@checks.register("cronos")
+def guardrails_enforceable(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    """WARNING for each guardrail this host cannot enforce (DESIGN.md §7.3): probed here, at
+    the start of every command, so the worker knows before its first run."""
+    if not isolation.current().can_run:
+        return []  # cronos.W001 says why no agent runs at all
+    return [
+        checks.Warning(
+            f"guardrail {row['guardrail']} cannot be enforced on this host: {row['detail']}",
+            hint="Agents with this guardrail fail before they start; `cronos_status --host` "
+            "says what this host enforces.",
+            id="cronos.W004",
+        )
+        for row in guardrails.current().rows()
+        if not row["enforced"]
+    ]
 
 
 def _unauthenticated_services() -> list[checks.CheckMessage]:

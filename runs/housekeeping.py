@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from runs import approvals, dispatch, followups
+from runs import approvals, dispatch, followups, reviews
 from runs.engines import Engine, engine_name, get_engine
 from runs.scheduling import reaper
 
@@ -83,6 +83,12 @@ TASKS: list[Task] = [
         ),
         1,
         "auto-approve or expire the approval requests whose timer passed",
+    ),
+    Task(
+        "reviews",
+        lambda now, engine: reviews.sweep(now, finished=followups.after_run),
+        5,
+        "merge automatically or expire the reviews whose timer passed",
     ),
     Task(
         "followups",

@@ -68,6 +68,7 @@ class RunState(models.TextChoices):
     AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
+    AWAITING_REVIEW = "awaiting_review", "Awaiting review"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     TIMED_OUT = "timed_out", "Timed out"
@@ -75,6 +76,7 @@ class RunState(models.TextChoices):
     KILLED = "killed", "Killed (limit)"
     LOST = "lost", "Lost (worker died)"
     SKIPPED = "skipped", "Skipped"
+    REJECTED = "rejected", "Rejected (review)"
 
 
 class Run(models.Model):
@@ -92,11 +94,17 @@ class Run(models.Model):
 
     # The state groups (DESIGN.md §3), defined here once and used everywhere.
     # Handed to a worker and not ended: these hold the agent's lock.
-    HOLDING_STATES = [State.QUEUED, State.RUNNING]
+    HOLDING_STATES = [State.QUEUED, State.RUNNING, State.AWAITING_REVIEW]
     # Not started yet: a cancel ends them at once.
     WAITING_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED]
     # Waiting or running: not final yet.
-    ACTIVE_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING]
+    ACTIVE_STATES = [
+        State.PENDING,
+        State.AWAITING_APPROVAL,
+        State.QUEUED,
+        State.RUNNING,
+        State.AWAITING_REVIEW,
+    ]
     FINAL_STATES = [
         State.SUCCEEDED,
         State.FAILED,
@@ -105,6 +113,7 @@ class Run(models.Model):
         State.KILLED,
         State.LOST,
         State.SKIPPED,
+        State.REJECTED,
     ]
     # What a row in a list of runs shows (RunQuerySet.for_list).
     LIST_COLUMNS = (
@@ -342,7 +351,7 @@ class Run(models.Model):
         self, state: str, *, reason: str = "", exit_code: int | None = None, **values
     ) -> bool:
         """Running -> a final state, with the outcome."""
-        assert state in self.FINAL_STATES
+        assert state in self.FINAL_STATES or state == self.State.AWAITING_REVIEW
         return self._transition(
             [self.State.RUNNING],
             state=state,
@@ -409,9 +418,24 @@ class Run(models.Model):
             followups_done_at=now,
         ):
             return True
+        if self._transition(
+            [self.State.AWAITING_REVIEW],
+            state=self.State.CANCELLED,
+            reason=f"cancelled by {by} during review: its changes were discarded"
+            if by
+            else "cancelled during review: its changes were discarded",
+            cancel_requested_at=now,
+            cancel_requested_by=by,
+        ):
+            return True
         return self._transition(
             [self.State.RUNNING], cancel_requested_at=now, cancel_requested_by=by
         )
+
+    def end_review(self, state: str, reason: str) -> bool:
+        """Awaiting review -> succeeded (merged) or rejected: the reviewer's conditional UPDATE."""
+        assert state in (self.State.SUCCEEDED, self.State.REJECTED)
+        return self._transition([self.State.AWAITING_REVIEW], state=state, reason=reason)
 
     def note_retry(self, retry: Run) -> bool:
         """An ended run that will be retried says so (its state stays what it was)."""
@@ -626,6 +650,7 @@ class Notification(models.Model):
         FAILED = "failed", "Run failed"
         ATTENTION = "attention", "Needs attention"
         APPROVAL = "approval", "Approval needed"
+        REVIEW = "review", "Review needed"
 
     class Audience(models.TextChoices):
         EVERYONE = "", "Everyone"
@@ -669,29 +694,18 @@ class NotificationRead(models.Model):
         return f"{self.user_id} read {self.notification_id}"
 
 
-class Approval(models.Model):
-    """The request to approve one run before it starts, and its decision (DESIGN.md §7.1).
-
-    Made when a run of an agent that requires approval reaches hand-over (runs.approvals);
-    `cause` is the person who caused the run (DESIGN.md §3), who can never approve it. Asked
-    again (`asked`, `requested_at`, `stale_reason`) when the agent changes while it waits, so
-    what is approved is what will run (`agent_version`). The decision is written in the same
-    transaction as the run's own conditional transition, which two approvers race for.
-    """
+class PersonDecision(models.Model):
+    """What a person (or a timer) decides about one run, for approvals before it and reviews
+    after it: who caused the run (DESIGN.md §3; never the one to decide: four eyes), the
+    timers, and the decision, written in the same transaction as the run's own conditional
+    transition, which two deciders race for."""
 
     class Decision(models.TextChoices):
         APPROVED = "approved", "Approved"
         REJECTED = "rejected", "Rejected"
         EXPIRED = "expired", "Expired"
 
-    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="approval")
-    # The version of the agent the request shows (prompt included): what will run.
-    agent_version = models.ForeignKey(
-        Agent.history.model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
     requested_at = models.DateTimeField(default=timezone.now)
-    asked = models.PositiveIntegerField(default=1, help_text="How many times it was asked.")
-    stale_reason = models.TextField(blank=True, help_text="Why it was asked again.")
     cause = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -707,6 +721,26 @@ class Approval(models.Model):
     decided_by_name = models.CharField(max_length=150, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     note = models.TextField(blank=True, max_length=2000)
+
+    class Meta:
+        abstract = True
+
+
+class Approval(PersonDecision):
+    """The request to approve one run before it starts, and its decision (DESIGN.md §7.1).
+
+    Made when a run of an agent that requires approval reaches hand-over (runs.approvals).
+    Asked again (`asked`, `requested_at`, `stale_reason`) when the agent changes while it
+    waits, so what is approved is what will run (`agent_version`).
+    """
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="approval")
+    # The version of the agent the request shows (prompt included): what will run.
+    agent_version = models.ForeignKey(
+        Agent.history.model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    asked = models.PositiveIntegerField(default=1, help_text="How many times it was asked.")
+    stale_reason = models.TextField(blank=True, help_text="Why it was asked again.")
 
     class Meta:
         indexes = [
@@ -731,4 +765,57 @@ class Approval(models.Model):
             "decision": self.decision or None,
             "decided_at": self.decided_at.isoformat() if self.decided_at else None,
             "note": self.note,
+        }
+
+
+class Review(PersonDecision):
+    """The review of what one run changed, before it lands (DESIGN.md §7.2; runs.reviews).
+
+    The run worked on `branch`, cut from `target` at `base`; `head` is its last commit. Approving
+    merges the branch into the target (`merged`: how); a conflict or a dirty checkout keeps the
+    run waiting with `problem` saying why, nothing forced.
+    """
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="review")
+    repository = models.CharField(max_length=1000)
+    branch = models.CharField(max_length=300)
+    target = models.CharField(max_length=300)
+    base = models.CharField(max_length=64)
+    head = models.CharField(max_length=64)
+    push = models.BooleanField(default=False)
+    # [{path, status, old_path, added, removed}] (runs.execution.review.Change.as_json).
+    files = models.JSONField(default=list, blank=True)
+    patch = models.TextField(blank=True)
+    patch_truncated = models.BooleanField(default=False)
+    protected_hits = models.JSONField(default=list, blank=True)
+    problem = models.TextField(blank=True, help_text="Why the last approval did not merge.")
+    merged = models.CharField(max_length=300, blank=True, help_text="How it landed.")
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["requested_at"],
+                condition=models.Q(decision=""),
+                name="review_waiting_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"review of run #{self.run_id}: {self.decision or 'waiting'}"
+
+    def as_json(self) -> dict:
+        """The run's `review` in its JSON (cronos_run --json, cronos_runs --json)."""
+        return {
+            "branch": self.branch,
+            "target": self.target,
+            "base": self.base,
+            "head": self.head,
+            "files": self.files,
+            "requested_by": self.cause_name or None,
+            "decided_by": self.decided_by_name or None,
+            "decision": self.decision or None,
+            "decided_at": self.decided_at.isoformat() if self.decided_at else None,
+            "note": self.note,
+            "merged": self.merged or None,
+            "problem": self.problem or None,
         }

@@ -100,6 +100,23 @@ def notify_approval_requested(run: Run, approval) -> Notification:
     return notification
 
 
+def notify_review_requested(run: Run, review) -> Notification:
+    """Ask the approvers to review what `run` changed (in-app, live, desktop); email joins with
+    the notifications issue."""
+    files = len(review.files)
+    notification = Notification.objects.create(
+        kind=Notification.Kind.REVIEW,
+        audience=Notification.Audience.APPROVERS,
+        agent=run.agent,
+        run=run,
+        title=f"{run.agent.name}: run #{run.pk} awaits review of its changes",
+        body=f"{files} file{'' if files == 1 else 's'} changed on {review.branch}, to merge into "
+        f"{review.target}"[:1000],
+    )
+    push(notification)
+    return notification
+
+
 def visible_to(user):
     """The notifications `user` may see: approval requests only for those who may approve."""
     shown = Notification.objects.all()

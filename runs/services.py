@@ -26,10 +26,10 @@ from agents.services import (
 from agents.versions import latest_version_id
 from audit.actor import Actor
 from audit.log import record
-from runs import approvals
+from runs import approvals, reviews
 from runs.dispatch import admit, after_approval, dispatch
 from runs.engines import Engine
-from runs.followups import SWEEP_AFTER
+from runs.followups import SWEEP_AFTER, after_run
 from runs.models import Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
@@ -45,13 +45,23 @@ def approve_run(
 ) -> Run:
     """Approve a run waiting for approval (runs.approvals.approve: permission, four eyes,
     audited) and hand it over; returns it as it is then (queued, waiting its turn, or skipped
-    by the overlap policy). Raises what runs.approvals.approve raises."""
+    by the overlap policy). A run awaiting review has its change merged instead
+    (runs.reviews.approve), then its follow-ups. Raises what those raise."""
+    if run.state == Run.State.AWAITING_REVIEW:
+        run = reviews.approve(run, actor, note)
+        after_run(run)
+        return run
     approvals.approve(run, actor, note, seen_asked=seen_asked)
     return after_approval(run, engine)
 
 
 def reject_run(run: Run, actor: Actor, note: str = "", *, seen_asked: int | None = None) -> Run:
-    """Reject a run waiting for approval: skipped, reason `approval rejected` (runs.approvals)."""
+    """Reject a run waiting for approval (skipped, `approval rejected`), or the change of a run
+    awaiting review (rejected, its branch deleted; then its follow-ups)."""
+    if run.state == Run.State.AWAITING_REVIEW:
+        run = reviews.reject(run, actor, note)
+        after_run(run)
+        return run
     return approvals.reject(run, actor, note, seen_asked=seen_asked)
 
 
@@ -91,6 +101,7 @@ def trigger_run(
 def cancel_run(run: Run, actor: Actor) -> bool:
     """Cancel a run: at once if it has not started, else by asking its executor to stop it."""
     actor.require("agents.cancel_run")
+    in_review = Run.objects.filter(pk=run.pk, state=Run.State.AWAITING_REVIEW).exists()
     with transaction.atomic():
         done = run.cancel(by=actor.username)
         if done:
@@ -104,6 +115,10 @@ def cancel_run(run: Run, actor: Actor) -> bool:
                 else "stop requested while running",
             )
     log.info("run cancel", extra={"run_id": run.pk, "accepted": done})
+    if done and in_review:
+        # Its process had ended: its branch goes, and the next run may have the lock.
+        reviews.discard_cancelled(run)
+        after_run(run)
     return done
 
 

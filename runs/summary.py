@@ -43,7 +43,16 @@ def run_summary(run: Run) -> dict:
         "files_changed": run.files_changed,
         # The approval before it ran (runs.approvals), or None for an agent without one.
         "approval": _approval(run),
+        # The review of its changes (runs.reviews), or None.
+        "review": _review(run),
     }
+
+
+def _review(run: Run) -> dict | None:
+    try:
+        return run.review.as_json()
+    except Run.review.RelatedObjectDoesNotExist:
+        return None
 
 
 def _approval(run: Run) -> dict | None:

@@ -29,4 +29,5 @@ def approvals_waiting(request: HttpRequest) -> dict[str, int | None]:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated or not user.has_perm("agents.approve_run"):
         return {"approvals_waiting": None}
-    return {"approvals_waiting": Run.objects.filter(state=Run.State.AWAITING_APPROVAL).count()}
+    waiting = [Run.State.AWAITING_APPROVAL, Run.State.AWAITING_REVIEW]
+    return {"approvals_waiting": Run.objects.filter(state__in=waiting).count()}

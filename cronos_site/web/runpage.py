@@ -209,3 +209,29 @@ def version_info(run: Run) -> dict | None:
         query = urlencode({"from": version.history_id, "to": latest})
         info["diff_url"] = f"{reverse('agents:diff', args=[run.agent.name])}?{query}"
     return info
+
+
+def patch_lines(patch: str, limit: int = 20000) -> list[tuple[str, str]]:
+    """A unified diff (git diff) as (kind, text) lines for the review page to colour: "file"
+    (a `diff --git` header), "meta" (index, mode, rename, binary lines), "hunk" (@@), "added",
+    "removed", "same". At most `limit` lines (the rest is counted in a last "meta" line)."""
+    lines: list[tuple[str, str]] = []
+    in_header = False
+    raw = patch.splitlines()
+    for text in raw[:limit]:
+        if text.startswith("diff --git "):
+            kind, in_header = "file", True
+        elif text.startswith("@@"):
+            kind, in_header = "hunk", False
+        elif in_header:
+            kind = "meta"
+        elif text.startswith("+"):
+            kind = "added"
+        elif text.startswith("-"):
+            kind = "removed"
+        else:
+            kind = "same"
+        lines.append((kind, text))
+    if len(raw) > limit:
+        lines.append(("meta", f"… {len(raw) - limit} more lines not shown"))
+    return lines

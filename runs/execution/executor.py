@@ -37,8 +37,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import secrets
-from runs import live
-from runs.execution import gitinfo, isolation, workdir
+from runs import live, reviews
+from runs.execution import gitinfo, guardrails, isolation, review, workdir
 from runs.execution.launcher import Launch, launch
 from runs.execution.limits import effective_limits
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
@@ -146,6 +146,13 @@ class Execution:
     run_dir: Path | None = None  # the run's own folder (CRONOS_RUN_DIR)
     secret_values: list[str] = field(default_factory=list)
     git_before: gitinfo.Snapshot | None = None
+    # The run's own worktree when its agent asks for review (runs/execution/review.py); kept
+    # (its branch) only when the run ends awaiting review.
+    workspace: review.Workspace | None = None
+    workspace_kept: bool = False
+    # The working tree before the run, when the agent's guardrail read_only is on.
+    read_only_before: guardrails.Snapshot | None = None
+    read_only_violation: str = ""  # what the run changed despite read_only (its reason)
     is_git: bool = False
     sink: OutputSink | None = None
     tree: ProcessTree | None = None
@@ -194,6 +201,14 @@ class Execution:
         finally:
             if self.tree is not None:
                 self.tree.close()
+            if self.workspace is not None and not self.workspace_kept:
+                # Failed, cancelled, crashed: nothing of the run is left in the repository.
+                try:
+                    review.discard(self.workspace)
+                except Exception:
+                    log.exception(
+                        "could not remove the run's worktree", extra={"run_id": self.run.pk}
+                    )
             if self.run_dir is not None:
                 isolation.remove_run_dir_if_empty(self.run_dir)
 
@@ -217,6 +232,10 @@ class Execution:
         self.isolated = isolation.current()
         if not self.isolated.can_run:
             return self._fail_to_start(self.isolated.problem)
+        # Guardrails (DESIGN.md §7.3): one this host cannot enforce fails the run closed.
+        refused = guardrails.refusal(config)
+        if refused:
+            return self._fail_to_start(refused)
         try:
             self.run_dir = isolation.run_dir(run.pk, self.isolated.agent_user)
         except OSError as exc:
@@ -265,6 +284,15 @@ class Execution:
                 "(Cronos runs programs from it); choose a directory elsewhere"
             )
         self.cwd = cwd
+        if getattr(config, "review_required", False):
+            try:
+                self.workspace = review.open_worktree(
+                    cwd, run.agent.name, run.pk, self.run_dir, config.review_target_branch
+                )
+            except review.ReviewError as exc:
+                return self._fail_to_start(f"review: {exc}")
+            # The agent works in its worktree, never in the person's checkout.
+            self.cwd = self.workspace.worktree
 
         self.runner = runner_for(config, self._mask)
         self.command = self.runner.command({**variables, **builtins})
@@ -272,6 +300,11 @@ class Execution:
         # Before the wait, not after it: the start at not_before should be one spawn away.
         self.git_before = gitinfo.snapshot(cwd)
         self.is_git = self.git_before is not None or gitinfo.in_repository(cwd)
+        if config.guardrail_read_only:
+            try:
+                self.read_only_before = guardrails.snapshot(cwd)
+            except guardrails.SnapshotError as exc:
+                return self._fail_to_start(f"guardrail read_only: true cannot be verified: {exc}")
         started = max(timezone.now(), run.not_before or timezone.now())
         try:
             self.sink = OutputSink(
@@ -342,7 +375,12 @@ class Execution:
                     stdin=self.command.stdin is not None,
                     nice=config.cpu_nice or 0,
                     cpu_seconds=config.cpu_time_limit_seconds,
-                    writable=(self.cwd, str(self.run_dir)),
+                    writable=(
+                        self.cwd,
+                        str(self.run_dir),
+                        *(self.workspace.writable if self.workspace else ()),
+                    ),
+                    network_none=config.guardrail_network == guardrails.NETWORK_NONE,
                 )
             )
         except OSError as exc:
@@ -522,6 +560,8 @@ class Execution:
                 f"(pids {', '.join(f'{p}: {n}' for p, n in tree.pss_unreadable.items())})"
             )
         returncode = tree.reap()
+        if self.read_only_before is not None:
+            self._verify_read_only()
         self._drain_output()
         assert self.runner is not None and self.sink is not None  # prepare() made them
         self.runner.close()
@@ -530,6 +570,11 @@ class Execution:
         self._close_output()
 
         state, reason = self._outcome(returncode)
+        if self.read_only_violation:
+            # A change despite read_only fails a run that would have succeeded; a run that
+            # ended otherwise keeps its state, the violation first in its reason.
+            state = Run.State.FAILED if state in Run.SUCCESS_STATES else state
+            reason = "; ".join(part for part in (self.read_only_violation, reason) if part)
         if self.ending is not None and self.stop_note:
             reason = f"{reason}; {self.stop_note}"
         limits = effective_limits(self.config)
@@ -556,7 +601,21 @@ class Execution:
                 # Git cannot tell two runs' commits apart: both are flagged (workdir.py).
                 shared = workdir.shared_note(self.run, self.git_before.toplevel)
                 reason = "; ".join(part for part in (reason, shared) if part)
-        self._finish(
+        change = None
+        if self.workspace is not None and state == Run.State.SUCCEEDED:
+            try:
+                change = review.conclude(
+                    self.workspace, f"cronos: run #{self.run.pk} of {self.run.agent.name}"
+                )
+            except review.ReviewError as exc:
+                state, reason = Run.State.FAILED, f"{reason + '; ' if reason else ''}review: {exc}"
+            else:
+                if change is None:
+                    note = "nothing to review: the run changed nothing"
+                    reason = f"{reason}; {note}" if reason else note
+                else:
+                    state = Run.State.AWAITING_REVIEW
+        won = self._finish(
             state,
             reason=reason,
             exit_code=_exit_code(returncode),
@@ -564,6 +623,27 @@ class Execution:
             files_changed=files,
             **values,
         )
+        if won and change is not None and self.workspace is not None:
+            self.workspace_kept = True
+            reviews.request(self.run, self.workspace, change, self.config)
+
+    def _verify_read_only(self) -> None:
+        """Compare the working tree with its snapshot from before the run (guardrails.py)."""
+        assert self.read_only_before is not None
+        try:
+            found = guardrails.violation(
+                self.read_only_before, guardrails.snapshot(self.read_only_before.root)
+            )
+        except guardrails.SnapshotError as exc:
+            self.read_only_violation = f"guardrail read_only: true could not be verified: {exc}"
+        else:
+            said = found.reason()
+            if found.paths:
+                self.read_only_violation = said
+            elif said:
+                self.notes.append(said)  # compared in part (capped): said, not a failure
+        if self.read_only_violation:
+            self.notes.append(self.read_only_violation)
 
     def _outcome(self, returncode: int | None) -> tuple[str, str]:
         assert self.runner is not None and self.sink is not None

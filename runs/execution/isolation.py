@@ -23,6 +23,18 @@ both of:
   anything else; the data folder is 0700 and Cronos's processes are not dumpable, so neither
   files nor `/proc/<pid>/environ` of Cronos are readable to it.
 
+The same launcher adds the `network: none` guardrail (DESIGN.md §7.3; runs/execution/
+guardrails.py probes it and decides whether it can be enforced here): with `network_none`, the
+outer `unshare` also makes a new network namespace (`--net`, unshare(1)), which has only a
+loopback interface, and down; the init brings it up with iproute2's `ip link set lo up` (found
+in SYSTEM_PATH, never on the agent's PATH; left down when `ip` is not installed) so that a
+server the agent starts itself answers it on 127.0.0.1. Nothing outside is reachable: neither
+the host's own 127.0.0.1 (Cronos, its database or broker) nor any other address (ENETUNREACH:
+no route). Without namespaces, a separate agent user (Cronos being root) gets a network
+namespace of root's own `unshare --net` instead; unisolated, `network_none` is refused
+(IsolationError: the run fails closed). Unix sockets in the file system (a database's, a
+Docker daemon's) are not network and stay reachable wherever the files are.
+
 Written by hand (a shell init and two util-linux tools) rather than with bubblewrap because
 bubblewrap is not on every host and `pip` cannot install it, while util-linux is part of every
 Debian-like system; the init is a POSIX shell rather than Python because a Python interpreter
@@ -67,7 +79,8 @@ PROBE_SECONDS = 10
 
 # PID 1 of the run's namespaces. Arguments: the grace for leftovers (tenths of a second), the
 # absolute paths of `mount` and `sleep` (never looked up on the agent's PATH, which the agent's
-# author chooses), then (mode, path) pairs in the order to apply them, "--", and the agent's
+# author chooses), the absolute path of `ip` when the run has a network namespace of its own
+# whose loopback is to be brought up ("" otherwise), then (mode, path) pairs in the order to apply them, "--", and the agent's
 # command. First every mount the namespace inherited becomes read-only (/proc, /sys and /dev
 # aside), so the agent cannot change Cronos's installation, its Python, or any program Cronos
 # runs; then, shallowest first: W makes a path writable again (the working directory, the
@@ -87,8 +100,9 @@ PROBE_SECONDS = 10
 # shell itself while it waits): a shell reports a foreground child's death by signal
 # ("Terminated") on its stderr, and that is not the agent's output.
 INIT_SCRIPT = """\
-grace=$1; mount=$2; sleep=$3; shift 3
+grace=$1; mount=$2; sleep=$3; ip=$4; shift 4
 fail() { echo "cronos: could not isolate the agent: $1" >&2; exit 125; }
+[ -z "$ip" ] || "$ip" link set lo up 2>/dev/null
 while read -r _id _parent _dev _root point options _rest; do
   case "$options" in ro|ro,*) continue ;; esac
   point=$(printf '%b' "$point")
@@ -198,18 +212,31 @@ class Isolation:
             f"database, keys and data folder{why}"
         )
 
-    def wrap(self, argv: list[str], writable: Iterable[str] = ()) -> list[str]:
+    def wrap(
+        self, argv: list[str], writable: Iterable[str] = (), network_none: bool = False
+    ) -> list[str]:
         """The command line that starts `argv` isolated as configured (argv itself when not);
         `writable`: the paths the agent may write besides the temporary ones and HOME (its
-        working directory and run folder).
+        working directory and run folder); `network_none`: in a network namespace of its own
+        (the guardrail `network: none`, see the module's docstring).
 
-        Raises IsolationError when agents may not run here (see `problem`).
+        Raises IsolationError when agents may not run here (see `problem`), or when
+        `network_none` cannot be given with this isolation (unisolated).
         """
         if self.problem:
             raise IsolationError(self.problem)
         command = list(argv)
         if self.namespaces:
-            command = _namespaced(command, self._inner_ids(), writable)
+            command = _namespaced(command, self._inner_ids(), writable, network_none)
+        elif network_none:
+            if self.agent_user is None:
+                raise IsolationError(
+                    "network: none needs the namespaces isolation or a separate agent user "
+                    "(CRONOS_AGENT_USER); agents run unisolated here"
+                )
+            # Root's own network namespace (no user namespace needed), then the agent's user.
+            command = [*_without_network(), *_as_user(self.agent_user), *command]
+            return command
         if self.agent_user is not None:
             command = [*_as_user(self.agent_user), *command]
         return command
@@ -229,7 +256,12 @@ class Isolation:
 NONE = Isolation(namespaces=False, agent_user=None, unisolated_allowed=True)
 
 
-def _namespaced(argv: list[str], ids: tuple[int, int], writable: Iterable[str] = ()) -> list[str]:
+def _namespaced(
+    argv: list[str],
+    ids: tuple[int, int],
+    writable: Iterable[str] = (),
+    network_none: bool = False,
+) -> list[str]:
     uid, gid = ids
     # The agent keeps its own user id inside (tools such as git compare it with the owner of
     # the files); as root it must also lose the capabilities root has in its namespace.
@@ -239,16 +271,43 @@ def _namespaced(argv: list[str], ids: tuple[int, int], writable: Iterable[str] =
     unshare, setpriv, mount, sleep = (
         tool(name) for name in ("unshare", "setpriv", "mount", "sleep")
     )
+    # `--net` with the others: the network namespace is owned by the outer user namespace,
+    # where the init is root and may bring its loopback up (CAP_NET_ADMIN there only).
+    net = ["--net"] if network_none else []
+    ip = (loopback_tool() or "") if network_none else ""
     return [
-        *(unshare, "--user", "--map-root-user", "--mount", "--pid", "--fork"),
+        *(unshare, "--user", "--map-root-user", "--mount", "--pid", *net, "--fork"),
         *("--mount-proc", "--kill-child", "--"),
-        *("/bin/sh", "-c", INIT_SCRIPT, "cronos-init", _grace_tenths(), mount, sleep),
+        *("/bin/sh", "-c", INIT_SCRIPT, "cronos-init", _grace_tenths(), mount, sleep, ip),
         *mount_plan(writable),
         "--",
         *(unshare, "--user", f"--map-user={uid}", f"--map-group={gid}", "--"),
         *(setpriv, *drop, "--"),
         *argv,
     ]
+
+
+# Without namespaces (a separate agent user, Cronos being root): a network namespace of root's
+# own, its loopback up, then the agent's user (setpriv). Arguments: `ip`'s path or "", then the
+# command.
+NETWORK_SCRIPT = """\
+ip=$1; shift
+[ -z "$ip" ] || "$ip" link set lo up 2>/dev/null
+exec "$@"
+"""
+
+
+def _without_network() -> list[str]:
+    return [
+        *(tool("unshare"), "--net", "--"),
+        *("/bin/sh", "-c", NETWORK_SCRIPT, "cronos-net", loopback_tool() or ""),
+    ]
+
+
+def loopback_tool() -> str | None:
+    """The absolute path of iproute2's `ip` (SYSTEM_PATH), which brings a new network
+    namespace's loopback up; None when it is not installed (the loopback then stays down)."""
+    return shutil.which("ip", path=SYSTEM_PATH)
 
 
 def tool(name: str) -> str:
@@ -502,7 +561,7 @@ def probe_namespaces(user: AgentUser | None = None) -> str:
         ids = (user.uid, user.gid) if user else (os.getuid(), os.getgid())
         argv = _namespaced(["/bin/sh", "-c", f"! cat {secret}/key 2>/dev/null"], ids)
         # The probe hides its scratch folder instead of the data folder: splice it in.
-        start = argv.index("cronos-init") + 4  # after the grace and the tools
+        start = argv.index("cronos-init") + 5  # after the grace and the tools
         end = argv.index("--", start)
         argv[start:end] = ["H", str(secret)]
         if user is not None:

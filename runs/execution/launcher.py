@@ -13,7 +13,8 @@ escapes to PID 1, and every process of the run starts with the run's marker in i
 Isolation from Cronos (DESIGN.md §4; runs/execution/isolation.py): the command is wrapped so
 that the agent runs in its own user, mount and pid namespaces with Cronos's data folder hidden,
 and/or as a separate user; a host where neither is possible refuses to start agents unless
-CRONOS_ALLOW_UNISOLATED is set. The environment given here is the agent's whole environment
+CRONOS_ALLOW_UNISOLATED is set. The same wrapping gives the guardrail `network: none` a network
+namespace of its own (Launch.network_none). The environment given here is the agent's whole environment
 (isolation.agent_environment builds it from an allow-list).
 """
 
@@ -46,6 +47,10 @@ class Launch:
     # Where it may write besides the temporary directories and HOME (inside namespaces):
     # its working directory and its run's folder.
     writable: tuple[str, ...] = ()
+    # The guardrail `network: none` (DESIGN.md §7.3): a network namespace of its own
+    # (isolation.Isolation.wrap); the executor has checked that this host enforces it
+    # (guardrails.refusal), and wrap refuses it where it cannot be given at all.
+    network_none: bool = False
 
 
 def launch(spec: Launch) -> ProcessTree:
@@ -56,7 +61,9 @@ def launch(spec: Launch) -> ProcessTree:
     # re-parented to this process (Linux; elsewhere it escapes to init, see become_subreaper).
     become_subreaper()
     isolated = spec.isolation or isolation.current()
-    argv = isolated.wrap(spec.argv, writable=spec.writable or (spec.cwd,))
+    argv = isolated.wrap(
+        spec.argv, writable=spec.writable or (spec.cwd,), network_none=spec.network_none
+    )
     if argv != spec.argv:
         # Inside the namespaces a missing program would be the init's "not found" (exit 127)
         # in the output; found here first, it is the same clear start failure as without.

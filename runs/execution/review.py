@@ -232,7 +232,7 @@ def conclude(ws: Workspace, message: str) -> Change | None:
     finally:
         _remove_worktree(ws)
     if head is None or head == ws.base:
-        _delete_branch(ws.repository, ws.branch)
+        delete_branch(ws.repository, ws.branch)
         return None
     return describe(ws.repository, ws.base, head)
 
@@ -240,7 +240,7 @@ def conclude(ws: Workspace, message: str) -> Change | None:
 def discard(ws: Workspace) -> None:
     """Remove the worktree and the branch (a run that failed, a rejected review)."""
     _remove_worktree(ws)
-    _delete_branch(ws.repository, ws.branch)
+    delete_branch(ws.repository, ws.branch)
 
 
 def _remove_worktree(ws: Workspace) -> None:
@@ -250,7 +250,8 @@ def _remove_worktree(ws: Workspace) -> None:
     _run_git(ws.repository, "worktree", "prune", check=False)
 
 
-def _delete_branch(repository: str, branch: str) -> None:
+def delete_branch(repository: str, branch: str) -> None:
+    """Delete a run's branch (only ever a cronos/ one); nothing if it is gone already."""
     if branch.startswith(BRANCH_PREFIX):
         _run_git(repository, "branch", "-D", branch, check=False)
 

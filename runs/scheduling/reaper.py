@@ -28,10 +28,12 @@ import socket
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import transaction
 
+from agents.models import Agent
 from runs import clock, liveness
 from runs.execution import process
-from runs.followups import after_run
+from runs.followups import after_run, schedule_retry
 from runs.models import Run
 
 log = logging.getLogger(__name__)
@@ -77,10 +79,22 @@ class Reaper:
             if verdict is None:
                 continue
             reason, worker_gone = verdict
-            # Unless its worker is gone for sure, a heartbeat landing meanwhile keeps the run.
-            if run.mark_lost(reason, silent_since=None if worker_gone else silent_since):
+            here = bool(run.pid) and self._on_this_machine(run)
+            if worker_gone and here:
+                # Before the lock passes on: its retry never runs beside what it left.
+                kill_leftovers(run)
+            with transaction.atomic():
+                # Under the agent's row lock, as admission takes it (runs.dispatch): the lock
+                # passes from the lost run to its retry in one step, so a new slot's run of
+                # a reaper in another process (beat on Celery) cannot take it in between.
+                Agent.objects.select_for_update(no_key=True).filter(pk=run.agent_id).exists()
+                # Unless its worker is gone for sure, a heartbeat landing meanwhile keeps it.
+                marked = run.mark_lost(reason, silent_since=None if worker_gone else silent_since)
+                if marked:
+                    schedule_retry(run)
+            if marked:
                 lost.append(run.pk)
-                if run.pid and self._on_this_machine(run):
+                if here and not worker_gone:
                     kill_leftovers(run)
                 after_run(run)
                 log.warning("run lost", extra={"run_id": run.pk, "host": run.host})

@@ -30,7 +30,7 @@ from cronos_site.web.access import (
 )
 from cronos_site.web.params import id_param
 from runs import approvals
-from runs.models import Approval, Run
+from runs.models import Approval, Review, Run
 from runs.services import approve_run, reject_run
 
 APPROVE = approvals.PERMISSION
@@ -47,6 +47,30 @@ class Request:
     compared_with: Run | None  # the agent's last approved run, whose version is diffed
     changes: list[FieldChange]
     refusal: str  # why this person may not approve it ("" if they may)
+
+
+@dataclass
+class ReviewRequest:
+    """One run whose changes wait for review, as the page shows it."""
+
+    run: Run
+    review: Review
+    refusal: str
+
+
+def waiting_reviews(request: HtmxHttpRequest) -> list[ReviewRequest]:
+    """The runs whose changes wait for review, oldest first (the diff is on each run's page)."""
+    me = actor(request)
+    runs = (
+        Run.objects.filter(state=Run.State.AWAITING_REVIEW)
+        .select_related("agent", "review")
+        .order_by("review__requested_at", "pk")[:SHOWN]
+    )
+    return [
+        ReviewRequest(run=run, review=run.review, refusal=approvals.may_approve(run, me))
+        for run in runs
+        if hasattr(run, "review")
+    ]
 
 
 def waiting_requests(request: HtmxHttpRequest) -> list[Request]:
@@ -96,12 +120,21 @@ def approval_list(request: HtmxHttpRequest) -> HttpResponse:
     require_perm(request, APPROVE)
     if wants_fragment(request):
         return _list(request)
-    context = {"requests": waiting_requests(request), "section": "approvals", "shown": SHOWN}
+    context = {
+        "requests": waiting_requests(request),
+        "reviews": waiting_reviews(request),
+        "section": "approvals",
+        "shown": SHOWN,
+    }
     return render(request, "runs/approvals.html", context)
 
 
 def _list(request: HtmxHttpRequest) -> HttpResponse:
-    context = {"requests": waiting_requests(request), "shown": SHOWN}
+    context = {
+        "requests": waiting_requests(request),
+        "reviews": waiting_reviews(request),
+        "shown": SHOWN,
+    }
     return render(request, "runs/approvals_list.html", context)
 
 

@@ -34,9 +34,9 @@ from cronos_site.web.access import (
 )
 from cronos_site.web.params import EARLIEST_YEAR, LATEST_YEAR, id_param
 from cronos_site.web.runlist import STATE_CHOICES, TRIGGER_CHOICES, RunQuery, cursor, runs_page
-from cronos_site.web.runpage import output_window, timeline_events, version_info
+from cronos_site.web.runpage import output_window, patch_lines, timeline_events, version_info
 from runs import approvals, health, notifications
-from runs.models import AgentRunState, Approval, Run
+from runs.models import AgentRunState, Approval, Review, Run
 from runs.scheduling import upcoming as upcoming_runs
 from runs.services import cancel_run
 
@@ -55,9 +55,16 @@ def run_context(request: HttpRequest, run: Run) -> dict:
     attempts = (getattr(config, "max_retries", agent.max_retries) or 0) + 1
     usual = health.usual_duration(agent) if run.state == Run.State.RUNNING else None
     approval = Approval.objects.filter(run_id=run.pk).first()
+    review = Review.objects.filter(run_id=run.pk).first()
+    reviewing = run.state == Run.State.AWAITING_REVIEW and review is not None
+    may_review = reviewing and request.user.has_perm(approvals.PERMISSION)
     waiting = run.state == Run.State.AWAITING_APPROVAL and approval is not None
     may_decide = waiting and request.user.has_perm(approvals.PERMISSION)
     return {
+        "review": review,
+        "review_lines": patch_lines(review.patch) if review is not None else [],
+        "can_review": may_review,
+        "review_refusal": approvals.may_approve(run, actor(request)) if may_review else "",
         "approval": approval,
         "can_decide": may_decide,
         "approval_refusal": approvals.may_approve(run, actor(request)) if may_decide else "",
