@@ -206,6 +206,23 @@ def open_worktree(
     )
 
 
+def discard_lost(working_dir: str, agent: str, run_id: int, folder: Path) -> None:
+    """Remove what a run whose worker died left of its review: its worktree in `folder` (the
+    run's folder) and its branch. Nothing when the working directory is no repository."""
+    try:
+        top = _top(working_dir)
+    except ReviewError:
+        return
+    ws = Workspace(
+        repository=top,
+        worktree=str(folder / "worktree"),
+        branch=branch_name(agent, run_id),
+        target="",
+        base="",
+    )
+    discard(ws)
+
+
 def _add_worktree(top: str, common: str, path: str, *args: str) -> None:
     """`git worktree add --quiet [args…]` at `path`. git reaches the repository's common folder
     through a private view (gitinfo) and writes the view's path into the new checkout's .git

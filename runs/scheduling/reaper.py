@@ -26,13 +26,14 @@ from __future__ import annotations
 import logging
 import socket
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 
 from agents.models import Agent
 from runs import clock, liveness
-from runs.execution import process
+from runs.execution import process, review
 from runs.followups import after_run, schedule_retry
 from runs.models import Run
 
@@ -96,6 +97,7 @@ class Reaper:
                 lost.append(run.pk)
                 if here and not worker_gone:
                     kill_leftovers(run)
+                _discard_review(run)
                 after_run(run)
                 log.warning("run lost", extra={"run_id": run.pk, "host": run.host})
         self.silent = silent
@@ -160,6 +162,18 @@ class Reaper:
         if not stale or watching_since > silent_since:
             return None
         return f"lost: its worker on {where} stopped heartbeating (last heartbeat {last})", False
+
+
+def _discard_review(run: Run) -> None:
+    """A lost run of an agent that asks for review leaves no worktree or branch behind."""
+    config = run.agent_version or run.agent
+    if not getattr(config, "review_required", False):
+        return
+    folder = Path(settings.CRONOS_WORK_DIR) / "runs" / str(run.pk)
+    try:
+        review.discard_lost(config.working_dir, run.agent.name, run.pk, folder)
+    except Exception:
+        log.exception("could not remove a lost run's worktree", extra={"run_id": run.pk})
 
 
 def kill_leftovers(run: Run) -> None:

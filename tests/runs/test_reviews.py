@@ -225,3 +225,26 @@ def test_the_run_page_shows_the_diff_and_the_approvals_page_lists_it(
     assert run.state == Run.State.SUCCEEDED
     assert (repo / "notes.md").read_text() == "one\ntwo\n"
     assert git(repo, "log", "-1", "--format=%s").strip() == f"cronos: run #{run.pk} of writer"
+
+
+def test_a_run_lost_with_its_worker_leaves_no_worktree_or_branch(repo, operator, settings):
+    import subprocess as sp
+
+    from runs import liveness
+    from runs.execution import isolation, review
+    from runs.scheduling.reaper import Reaper
+
+    agent = reviewed(repo, "sleep 60")
+    run = trigger_run(agent, web(operator))
+    folder = isolation.run_dir(run.pk)
+    ws = review.open_worktree(str(repo), agent.name, run.pk, folder, "")
+    (Path(ws.worktree) / "half-done.txt").write_text("the worker died here")
+    dead = sp.Popen(["true"])
+    dead.wait()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.QUEUED)
+    run.refresh_from_db()
+    assert run.claim("here", dead.pid, worker=liveness.Worker(dead.pid, 1, liveness.machine()))
+    assert Reaper().reap(timedelta(seconds=30)) == [run.pk]
+    assert branches(repo) == ["main"]
+    assert not Path(ws.worktree).exists()
+    assert git(repo, "worktree", "list").count("\n") == 1
