@@ -107,7 +107,6 @@ def approve(run: Run, actor: Actor, note: str = "", *, by: str = "") -> Run:
         )
         try:
             merged = git.merge(item.repository, item.branch, item.target, message, scratch)
-            pushed = git.push(item.repository, item.target) if item.push else ""
         except git.ReviewError as exc:
             item.problem = str(exc)
             item.save(update_fields=["problem"])
@@ -120,6 +119,13 @@ def approve(run: Run, actor: Actor, note: str = "", *, by: str = "") -> Run:
             )
             failed = ReviewProblem(f"run #{run.pk} was not merged: {exc}")
         else:
+            pushed = ""
+            if item.push:
+                # Merged is merged: a push that fails is said, the run is not held for it.
+                try:
+                    pushed = git.push(item.repository, item.target)
+                except git.ReviewError as exc:
+                    pushed = f"not pushed: {exc}"
             how = f"{merged.kind} of {item.target} to {merged.commit[:12]}" + (
                 f"; {pushed}" if pushed else ""
             )

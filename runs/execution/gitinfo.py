@@ -221,6 +221,12 @@ def _opened(path: str) -> Iterator[_Repository | None]:
         shutil.rmtree(private, ignore_errors=True)
 
 
+def plain_env() -> dict[str, str]:
+    """Cronos's environment for git without any git part or system/global config (_plain_env):
+    for a command that only reads one config value (runs nothing)."""
+    return _plain_env()
+
+
 @contextmanager
 def configless(path: str) -> Iterator[tuple[str, dict[str, str], str] | None]:
     """(the working tree's top, the environment, the repository's common folder) in which git

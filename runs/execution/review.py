@@ -477,6 +477,26 @@ def _checked_out(repository: str, target: str) -> str:
 
 
 def push(repository: str, target: str, remote: str = "origin") -> str:
-    """Push `target` to `remote`; what git said, or raises ReviewError."""
-    _run_git(repository, "push", "--quiet", remote, f"refs/heads/{target}:refs/heads/{target}")
+    """Push `target` to `remote`'s URL; a sentence saying so, or raises ReviewError. The URL is
+    read from the repository's config (reading runs nothing); the push itself, like every
+    command here, sees none of that config (no core.sshCommand, no credential helper)."""
+    url = _remote_url(repository, remote)
+    if not url:
+        raise ReviewError(f"the repository has no remote {remote!r} to push to")
+    if url.startswith("ext::") or "::" in url.split("/", 1)[0]:
+        raise ReviewError(f"the remote {remote!r} uses a transport Cronos does not run ({url})")
+    _run_git(repository, "push", "--quiet", url, f"refs/heads/{target}:refs/heads/{target}")
     return f"pushed {target} to {remote}"
+
+
+def _remote_url(repository: str, remote: str) -> str:
+    env = gitinfo.plain_env()
+    result = subprocess.run(
+        ["git", *_OPTIONS, "config", "--get", f"remote.{remote}.url"],
+        cwd=repository,
+        env=env,
+        capture_output=True,
+        timeout=GIT_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    return result.stdout.decode("utf-8", "replace").strip() if result.returncode == 0 else ""

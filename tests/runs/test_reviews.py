@@ -248,3 +248,28 @@ def test_a_run_lost_with_its_worker_leaves_no_worktree_or_branch(repo, operator,
     assert branches(repo) == ["main"]
     assert not Path(ws.worktree).exists()
     assert git(repo, "worktree", "list").count("\n") == 1
+
+
+def test_review_push_sends_the_merged_target_to_origin(repo, operator, approver, tmp_path):
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    git(repo, "remote", "add", "origin", str(origin))
+    git(repo, "push", "-q", "origin", "main")
+    run = ran(reviewed(repo, "echo pushed >> notes.md", review_push=True), web(operator))
+    run = approve_run(run, web(approver))
+    assert run.state == Run.State.SUCCEEDED and "pushed main to origin" in run.reason
+    remote = subprocess.run(
+        ["git", "rev-parse", "main"], cwd=origin, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert remote == git(repo, "rev-parse", "main").strip()
+
+
+def test_cronos_approve_decides_a_review(repo, operator, approver):
+    from django.core.management import call_command
+
+    run = ran(reviewed(repo, "echo cli >> notes.md"), web(operator))
+    call_command("cronos_approve", str(run.pk), "--reject", "--note", "no", "--user", "april")
+    run.refresh_from_db()
+    assert run.state == Run.State.REJECTED
+    assert run.reason == "review rejected by april: no"
+    assert branches(repo) == ["main"]
