@@ -276,6 +276,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Broker, channel layer ------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+    # Else Celery takes it for an AMQP host and retries for ever, and django-q2 fails late.
+    raise SettingError(
+        "REDIS_URL must be a redis://, rediss:// or unix:// URL such as "
+        f"redis://127.0.0.1:6379/0 (got {REDIS_URL!r})."
+    )
 
 Q_CLUSTER: dict[str, Any] = {
     # The broker's queue is named after the cluster: separate names keep two Cronos sites (or

@@ -112,6 +112,34 @@ def check_four_eyes(run: Run, actor: Actor, cause: Cause | None = None) -> None:
             f"{actor.username} caused run #{run.pk} ({_caused_how(run)}) and cannot approve it: "
             "another person must (four eyes)"
         )
+    if actor.user.pk in unapproved_authors(run):
+        raise FourEyes(
+            f"{actor.username} changed {run.agent.name} since its last approved version and "
+            f"cannot approve run #{run.pk}, which runs that change: another person must "
+            "(four eyes)"
+        )
+
+
+def unapproved_authors(run: Run) -> set[int]:
+    """The people who made a version of the run's agent since the version its last approved
+    run was approved with (every version, for an agent never approved): whoever changed what
+    this run will do cannot be the one who lets it run, however many edits (a description, a
+    pause and resume) came after theirs."""
+    last = (
+        Approval.objects.filter(
+            run__agent_id=run.agent_id,
+            decision=Approval.Decision.APPROVED,
+            agent_version__isnull=False,
+        )
+        .exclude(run_id=run.pk)
+        .order_by("-agent_version_id")
+        .values_list("agent_version_id", flat=True)
+        .first()
+    )
+    versions = run.agent.history.all()
+    if last is not None:
+        versions = versions.filter(history_id__gt=last)
+    return {pk for pk in versions.values_list("history_user_id", flat=True) if pk is not None}
 
 
 def _stored_cause(run: Run) -> Cause:
@@ -147,10 +175,31 @@ def may_approve(run: Run, actor: Actor) -> str:
 # --- Asking ---------------------------------------------------------------------------------
 
 
+def clean_note(note: str) -> str:
+    """A decision's note as kept and shown: one line, every character that is not printable (a
+    newline, ESC, a bidirectional override) made a space — a note reaches terminals (the
+    commands, exports) — and at most NOTE_LIMIT characters."""
+    text = "".join(ch if ch.isprintable() else " " for ch in (note or ""))
+    return " ".join(text.split())[:NOTE_LIMIT]
+
+
 def request(run: Run) -> bool:
     """The approval gate of hand-over (runs.dispatch): move a pending run of an agent that
     requires approval to `awaiting_approval` and ask the approvers. Returns whether it now waits
-    (False: someone else moved it first). Call inside the hand-over's transaction."""
+    (False: skipped or moved by someone else). A scheduled or catch-up run of an agent that
+    already has a run waiting for approval is skipped instead: an every-minute agent left
+    alone for a weekend asks once, not 2,880 times. Call inside the hand-over's transaction."""
+    if run.trigger in (Run.Trigger.SCHEDULE, Run.Trigger.CATCH_UP):
+        earlier = (
+            Run.objects.filter(agent_id=run.agent_id, state=Run.State.AWAITING_APPROVAL)
+            .exclude(pk=run.pk)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if earlier is not None:
+            run.skip(f"approval: run #{earlier} of this agent is still awaiting approval")
+            return False
     if not run.await_approval():
         return False
     approval = _ask(run, asked_again=False)
@@ -234,7 +283,7 @@ def _decide(
     run: Run, actor: Actor, decision: str, note: str, seen_asked: int | None, *, by: str = ""
 ) -> None:
     """Decide on a waiting run as `actor` (named `by` when a timer decides)."""
-    note = (note or "").strip()[:NOTE_LIMIT]
+    note = clean_note(note)
     who = by or actor.username
     stale = ""
     with transaction.atomic():
@@ -389,9 +438,20 @@ def agent_changed(agent: Agent, actor: Actor, changes: dict) -> list[int]:
     affected: list[int] = []
     if not agent.approval_required:
         for run in waiting:
-            if run.approve_start("", "approval no longer required: waiting for its turn"):
+            # Released as a new run would be: it meets the overlap policy at hand-over
+            # (runs.dispatch.release treats this reason so).
+            if run.approve_start("", Run.APPROVAL_WAIVED_REASON):
                 Approval.objects.filter(run=run).update(
-                    stale_reason=f"{actor.username} turned approval off"
+                    stale_reason=f"{actor.username} turned approval off",
+                    decided_by_name=f"{actor.username} (approval turned off)",
+                    decided_at=timezone.now(),
+                )
+                record(
+                    actor,
+                    "run.approval_waived",
+                    run,
+                    object_name=f"{agent.name} #{run.pk}",
+                    message="approval turned off for the agent: the run goes on to hand-over",
                 )
                 affected.append(run.pk)
         return affected

@@ -70,7 +70,7 @@ def _unauthenticated_services() -> list[checks.CheckMessage]:
         return []
     return [
         checks.Warning(
-            f"{' and '.join(found)} carry no password: agents share this host's network and "
+            f"{' and '.join(found)} {'have' if len(found) > 1 else 'has'} no password: agents share this host's network and "
             "could connect to them directly.",
             hint="Use authenticated URLs on the scaled shape (README: Security).",
             id="cronos.W003",

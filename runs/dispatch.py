@@ -251,7 +251,7 @@ def release(
     jittered: list[Run] = []
     locked: set[int] = set()
     for run in candidates[:500]:
-        if run.reason == JITTER_REASON:
+        if run.reason in (JITTER_REASON, Run.APPROVAL_WAIVED_REASON):
             # Its start has come: it meets the agent's overlap policy now, as a new run.
             if run.take_for_dispatch(new_dispatch_token()):
                 jittered.append(run)

@@ -115,6 +115,9 @@ class Run(models.Model):
         State.SKIPPED,
         State.REJECTED,
     ]
+    # The reason of a run released from waiting for approval because its agent no longer needs
+    # any (runs.approvals.agent_changed): handed over as a new run, overlap policy included.
+    APPROVAL_WAIVED_REASON = "approval no longer required: handed over as a new run"
     # What a row in a list of runs shows (RunQuerySet.for_list).
     LIST_COLUMNS = (
         "id",
@@ -290,12 +293,11 @@ class Run(models.Model):
     def take_redelivery(cls, pk: int, queued_at: datetime, now: datetime) -> bool:
         """Queued since `queued_at` and unclaimed -> ours to send again; `queued_at` moves to
         `now`, so each stale run is re-sent by one process at most once per period."""
-        return (
-            cls.objects.filter(pk=pk, state=cls.State.QUEUED, queued_at=queued_at).update(
-                queued_at=now
-            )
-            == 1
-        )
+        # Not `queued_at=queued_at`: SQLite's Now() stores milliseconds ('…58.700') and a
+        # Python datetime is compared as microseconds ('…58.700000'), which never equal; a
+        # millisecond either side is "unchanged since read" on every database.
+        same = Q(queued_at__gte=queued_at - _MS, queued_at__lte=queued_at + _MS)
+        return cls.objects.filter(same, pk=pk, state=cls.State.QUEUED).update(queued_at=now) == 1
 
     def mark_queued(self) -> bool:
         """Pending -> queued, once the engine holds its task."""
@@ -543,6 +545,9 @@ class Run(models.Model):
                 return cls.objects.create(agent=agent, slot=slot, **values)
         except IntegrityError:
             return None
+
+
+_MS = timedelta(milliseconds=1)
 
 
 def new_dispatch_token() -> str:

@@ -96,7 +96,7 @@ def approve(run: Run, actor: Actor, note: str = "", *, by: str = "") -> Run:
     if not by:
         actor.require(PERMISSION)
         approvals.check_four_eyes(run, actor, _cause(run))
-    note = (note or "").strip()[: approvals.NOTE_LIMIT]
+    note = approvals.clean_note(note)
     who = by or actor.username
     failed: ReviewProblem | None = None
     with transaction.atomic():
@@ -158,7 +158,7 @@ def reject(run: Run, actor: Actor, note: str = "", *, expired: bool = False) -> 
     AlreadyDecided."""
     if not expired:
         actor.require(PERMISSION)
-    note = (note or "").strip()[: approvals.NOTE_LIMIT]
+    note = approvals.clean_note(note)
     who = TIMEOUT_ACTOR if expired else actor.username
     with transaction.atomic():
         item = _waiting(run)

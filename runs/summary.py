@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from agents.legacy import printable
 from runs.models import Run
 
 
@@ -66,7 +67,8 @@ def run_line(run: Run) -> str:
     """One line per run for terminal listings."""
     when = run.slot or run.created_at
     ended = f" exit {run.exit_code}" if run.exit_code is not None else ""
-    reason = f" — {run.reason}" if run.reason else ""
+    # A reason may quote an agent's output or a person's note: nothing a terminal acts on.
+    reason = f" — {printable(run.reason)}" if run.reason else ""
     return (
         f"#{run.pk:<6} {run.agent.name:<20} {run.trigger:<9} {run.state:<17} "
         f"{when:%Y-%m-%d %H:%M:%S%z}{ended}{reason}"

@@ -284,3 +284,71 @@ def test_saving_an_agent_nobody_else_could_approve_warns(admin_user, editor):
     assert lonely_approval_warning(agent, editor.pk) == ""
     agent.approval_required = False
     assert lonely_approval_warning(agent, admin_user.pk) == ""
+
+
+def test_whoever_changed_the_agent_since_its_last_approval_cannot_approve(
+    approver, editor, operator, django_user_model
+):
+    # An approver who is also an editor changes what the agent does; someone else then edits
+    # its description, or pauses and resumes it: the change is still theirs to not approve.
+    from django.contrib.auth.models import Group
+
+    from agents.services import set_enabled
+    from audit import roles
+
+    mallory = django_user_model.objects.create_user("mallory")
+    mallory.groups.add(*Group.objects.filter(name__in=[roles.EDITOR, roles.APPROVER]))
+    agent = gated(actor=actor(editor))
+    first = trigger_run(agent, actor(operator))
+    approve_run(first, actor(approver))  # the agent as the editor made it is approved
+    Run.objects.filter(pk=first.pk).update(state=Run.State.SUCCEEDED)  # it ran
+    agent.command = "echo evil"
+    save_agent(agent, actor(mallory))
+    agent.description = "fix a typo"
+    save_agent(agent, actor(editor))
+    set_enabled(agent, False, actor(operator))
+    set_enabled(agent, True, actor(operator))
+    run = trigger_run(agent, actor(operator))
+    with pytest.raises(FourEyes, match="changed gated since its last approved version"):
+        approve_run(run, actor(mallory))
+    assert "since its last approved version" in approvals.may_approve(run, actor(mallory))
+    # Approved by another person, the change is approved: next time mallory may approve.
+    assert approve_run(run, actor(approver)).state == Run.State.QUEUED
+    Run.objects.filter(agent=agent).update(state=Run.State.SUCCEEDED)  # both ran
+    later = trigger_run(agent, actor(operator))
+    assert approve_run(later, actor(mallory)).state == Run.State.QUEUED
+
+
+def test_turning_approval_off_is_audited_and_meets_the_overlap_policy(admin_user, editor):
+    agent = gated(overlap_policy="skip")
+    first = trigger_run(agent, actor(admin_user))
+    second = trigger_run(agent, actor(admin_user))
+    agent.approval_required = False
+    save_agent(agent, actor(editor))
+    assert AuditEntry.objects.filter(action="run.approval_waived").count() == 2
+    housekeeping.run_task("release")
+    states = {Run.objects.get(pk=first.pk).state, Run.objects.get(pk=second.pk).state}
+    assert states == {Run.State.QUEUED, Run.State.SKIPPED}  # skip: one runs, one is skipped
+
+
+def test_a_slot_of_an_agent_already_waiting_is_skipped_not_asked_again(admin_user):
+    agent = gated("every-second", schedule="* * * * * *")
+    runs = [
+        Run.objects.create(agent=agent, trigger=Run.Trigger.SCHEDULE, slot=START + timedelta(s))
+        for s in range(3)
+    ]
+    from runs.dispatch import dispatch
+
+    dispatch(runs)
+    states = [Run.objects.get(pk=r.pk).state for r in runs]
+    assert states == [Run.State.AWAITING_APPROVAL, Run.State.SKIPPED, Run.State.SKIPPED]
+    assert Run.objects.get(pk=runs[1].pk).reason == (
+        f"approval: run #{runs[0].pk} of this agent is still awaiting approval"
+    )
+    assert Notification.objects.filter(kind=Notification.Kind.APPROVAL).count() == 1
+
+
+def test_a_note_is_kept_on_one_line_without_anything_a_terminal_acts_on(admin_user, approver):
+    run = trigger_run(gated(), actor(admin_user))
+    run = reject_run(run, actor(approver), "\x1b]0;PWNED\x07\x1b[2J red\r\nfake row \u202e")
+    assert run.reason == f"approval rejected by {approver.username}: ]0;PWNED [2J red fake row"

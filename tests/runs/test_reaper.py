@@ -279,3 +279,26 @@ def test_each_scheduler_has_a_reaper_of_its_own(db_clock):
         db_clock.advance(1)
     assert second.tick().lost == []
     assert first.tick().lost == [run.pk]
+
+
+def test_a_run_queued_by_the_database_clock_is_handed_over_again():
+    # queued_at is stamped by the database (Now()); SQLite keeps it with milliseconds, which
+    # never equalled the microseconds of the value read back: redelivery never took such a run.
+    from django.db import connection
+
+    from runs.dispatch import redeliver
+
+    agent = make_agent("queued-long-ago", schedule="")
+    run = Run.objects.create(agent=agent, trigger=Run.Trigger.MANUAL)
+    assert run.mark_queued()
+    an_hour_ago = (
+        "strftime('%Y-%m-%d %H:%M:%f', 'now', '-1 hour')"
+        if connection.vendor == "sqlite"
+        else "now() - interval '1 hour'"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Run._meta.db_table} SET queued_at = {an_hour_ago} WHERE id = %s", [run.pk]
+        )
+    assert redeliver() == [run.pk]
+    assert RecordingEngine.everything[-1:] == [run.pk]

@@ -171,4 +171,5 @@ def _decide(request: HtmxHttpRequest, run_id: int, decide, done: str) -> HttpRes
 
 
 def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    # Not capitalised: a message may start with a user name ("opap caused run #3...").
+    return text + ("" if text.endswith(".") else ".")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
+from agents.legacy import printable
 from audit.actor import Actor
 from audit.commands import CronosCommand
 from runs import approvals
@@ -43,6 +44,6 @@ class Command(CronosCommand):
         verb = "Rejected" if reject else "Approved"
         self.stdout.write(
             f"{verb} run #{run.pk} of {run.agent.name}: it is {run.get_state_display().lower()}"
-            + (f" ({run.reason})" if run.reason and run.is_final else "")
+            + (f" ({printable(run.reason)})" if run.reason and run.is_final else "")
             + "."
         )

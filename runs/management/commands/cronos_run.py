@@ -12,6 +12,7 @@ from datetime import timedelta
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import CommandError
 
+from agents.legacy import printable
 from agents.masking import ESCAPE_SEQUENCE
 from agents.models import Agent
 from audit.actor import Actor
@@ -188,7 +189,7 @@ def final_line(run: Run) -> str:
     """How a run ended, in one line: state, duration, reason (and a retry waiting)."""
     line = f"run #{run.pk} of {run.agent.name} {run.state}"
     if run.reason:
-        line += f": {run.reason}"
+        line += f": {printable(run.reason)}"
     if run.duration is not None:
         line += f" (ran {_duration(run.duration)})"
     retry = Run.objects.filter(retry_of=run).order_by("pk").first()

@@ -85,7 +85,8 @@ def host_status() -> dict:
 def agent_status(now) -> list[dict]:
     agents = list(Agent.objects.order_by("name"))
     active: dict[int, Run] = {}
-    for run in Run.objects.active().order_by("created_at"):
+    # The run holding each agent's lock (one waiting for approval holds none).
+    for run in Run.objects.filter(state__in=Run.HOLDING_STATES).order_by("created_at"):
         active.setdefault(run.agent_id, run)
     last = {}
     # The latest run of each agent, one query: Run ids grow with time.
