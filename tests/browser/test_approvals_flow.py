@@ -40,7 +40,7 @@ def test_an_approver_sees_the_request_live_approves_and_the_output_streams(
     )
     approving = browser_page(approver)
     approving.goto(f"{web}/approvals/")
-    expect(approving.locator("[data-empty]")).to_be_visible()
+    expect(approving.locator("#approvals [data-empty]")).to_be_visible()
 
     starting = browser_page(operator)
     starting.goto(f"{web}/agents/{agent.name}/")
@@ -62,7 +62,7 @@ def test_an_approver_sees_the_request_live_approves_and_the_output_streams(
     card.locator("input[name=note]").fill("release day")
     card.locator("[data-approve]").click()
     expect(approving.locator("#messages")).to_contain_text(f"Approved run #{run.pk}")
-    expect(approving.locator("[data-empty]")).to_be_visible()
+    expect(approving.locator("#approvals [data-empty]")).to_be_visible()
 
     wait_for(
         lambda: Run.objects.filter(pk=run.pk, state__in=["running", *Run.FINAL_STATES]).exists(),
