@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -23,20 +22,11 @@ from runs.services import trigger_run
 from tests.browser.test_agents_pages import SCREENSHOTS
 from tests.factories import make_agent
 from tests.processes import wait_for
+from tests.runs.test_review_git import git
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 LIVE = 30_000  # ms
-
-
-def git(repo, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Person", "-c", "user.email=p@example.org", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def test_a_review_diff_is_shown_and_approved_and_the_target_has_the_commit(

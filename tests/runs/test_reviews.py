@@ -26,6 +26,7 @@ from runs.services import approve_run, cancel_run, reject_run, trigger_run
 from runs.summary import run_summary
 from tests.factories import make_agent
 from tests.runs.engines import RecordingEngine
+from tests.runs.test_review_git import git
 
 pytestmark = pytest.mark.django_db
 
@@ -35,16 +36,6 @@ def engine(settings, tmp_path):
     settings.CRONOS_ENGINE = "tests.runs.engines.RecordingEngine"
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
     RecordingEngine.everything = []
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Person", "-c", "user.email=p@example.org", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 @pytest.fixture
