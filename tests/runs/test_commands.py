@@ -142,11 +142,16 @@ def test_cronos_status_shows_next_slot_last_run_and_lock(tmp_path):
     done = Run.objects.create(agent=agent, trigger="manual")
     done.claim("here", 1)
     done.finish("succeeded", exit_code=0)
+    waiting = Run.objects.create(agent=agent, trigger="manual")  # pending: holds no lock
+    out, _ = run_command("cronos_status", "--json")
+    assert {row["name"]: row for row in json.loads(out)}["locked"]["lock"] is None
+    waiting.delete()
     active = Run.objects.create(agent=agent, trigger="manual")
+    assert active.mark_queued()
     make_agent("idle", schedule="", working_dir=str(tmp_path), enabled=False)
     out, _ = run_command("cronos_status", "--json")
     rows = {row["name"]: row for row in json.loads(out)}
-    assert rows["locked"]["lock"] == {"id": active.pk, "state": "pending"}
+    assert rows["locked"]["lock"] == {"id": active.pk, "state": "queued"}
     assert rows["locked"]["last_run"]["id"] == done.pk
     assert rows["locked"]["next"] is not None
     assert rows["locked"]["schedule_words"] == "Every 4 hours (UTC)"
