@@ -1,10 +1,11 @@
 """Measure Cronos against its targets (DESIGN.md §6), never on the user's own data.
 
-`python manage.py cronos_bench lateness|crowd|trigger|throughput|live|pages|all [--json]
-[--shape embedded|scaled] [--seconds N] [--runs N] [--agents N] [--workers N]`
+`python manage.py cronos_bench lateness|crowd|trigger|throughput|live|jitter|pages|all [--json]
+[--shape embedded|scaled] [--engine q2|celery] [--seconds N] [--runs N] [--agents N]
+[--workers N]`
 
 Each benchmark runs in a sandbox of its own (a temporary directory and a fresh database; see
-runs/bench.py). Progress goes to stderr, the report (one JSON object) to stdout.
+runs/bench/harness.py). Progress goes to stderr, the report (one JSON object) to stdout.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class Command(CronosCommand):
     help = (
         "Benchmark Cronos against the targets of DESIGN.md section 6, in a throw-away sandbox "
         "(temporary directory and database): start lateness, a crowd of slots, manual trigger "
-        "latency, throughput against bare django-q2, or all of them."
+        "latency, throughput against bare tasks of the engine, or all of them; on django-q2 "
+        "or Celery."
     )
     # The outer process must not look at the user's database at all, not even for checks.
     requires_system_checks: list[str] = []
@@ -44,8 +46,15 @@ class Command(CronosCommand):
         parser.add_argument(
             "--shape",
             choices=bench.SHAPES,
-            default="embedded",
-            help="embedded: SQLite and the ORM broker (default); scaled: PostgreSQL and Redis.",
+            help="embedded: SQLite and the ORM broker (the default on q2); scaled: PostgreSQL "
+            "and Redis (the default, and the only shape, on celery).",
+        )
+        parser.add_argument(
+            "--engine",
+            choices=bench.ENGINES,
+            default="q2",
+            help="q2: django-q2 (default); celery: Celery workers, django-celery-beat for "
+            "housekeeping, and on lateness Celery beat's own lateness beside Cronos's.",
         )
         parser.add_argument(
             "--seconds",
@@ -65,7 +74,8 @@ class Command(CronosCommand):
         parser.add_argument(
             "--workers",
             type=positive_int,
-            help="Cluster workers (defaults: lateness 16, trigger 2, throughput 4).",
+            help="Workers, django-q2's or Celery's (defaults: lateness 16, trigger 2, "
+            "throughput 4).",
         )
         parser.add_argument(
             "--pg-url",
@@ -76,8 +86,8 @@ class Command(CronosCommand):
         parser.add_argument(
             "--redis-url",
             default=bench.DEFAULT_REDIS_URL,
-            help=f"scaled: a Redis database index for benchmarks, flushed before and after "
-            f"(default {bench.DEFAULT_REDIS_URL}).",
+            help=f"scaled: a Redis database index for benchmarks; each sandbox's keys carry a "
+            f"prefix of its own and are deleted after (default {bench.DEFAULT_REDIS_URL}).",
         )
         parser.add_argument(
             "--keep",
@@ -88,9 +98,11 @@ class Command(CronosCommand):
         parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
 
     def handle(self, *args, benchmark: str, inner: bool, **options):
+        engine = options["engine"]
         opts = bench.BenchOptions(
             benchmark=benchmark,
-            shape=options["shape"],
+            shape=options["shape"] or ("scaled" if engine == "celery" else "embedded"),
+            engine=engine,
             seconds=options["seconds"],
             runs=options["runs"],
             agents=options["agents"],
@@ -104,7 +116,7 @@ class Command(CronosCommand):
                 if benchmark == "all":
                     raise bench.BenchError("--inner runs one benchmark")
                 report = bench.run_inner(
-                    benchmark, opts.shape, opts.parameters(benchmark), sys.stderr
+                    benchmark, opts.shape, opts.engine, opts.parameters(benchmark), sys.stderr
                 )
                 self.stdout.write(json.dumps(report))
                 return
