@@ -260,3 +260,87 @@ class Agent(models.Model):
         """What this agent's next save must fix: rules made after it was saved, which it breaks
         while it keeps running as before (shown on its page)."""
         return stored_problems(self)
+
+
+class WebhookTrigger(models.Model):
+    """A way for something outside Cronos to start a run of one agent: `POST /hooks/<uuid>`
+    (runs.triggers.webhooks receives it; DESIGN.md §7.7).
+
+    Three ways of proving the sender, one per trigger (`auth`):
+    - `bearer`: `Authorization: Bearer <token>` (or `X-Cronos-Token`); only the SHA-256 of
+      the token is stored (the token is 32 random bytes, so a plain hash is enough), and it is
+      shown once when made or rotated.
+    - `github`: GitHub's `X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>`
+      (docs.github.com, "Validating webhook deliveries"); the secret is kept encrypted like an
+      agent's secret variables, since checking a signature needs it.
+    - `standard`: Standard Webhooks (`webhook-id`, `webhook-timestamp` within ±5 minutes,
+      `webhook-signature: v1,<base64>`; standard-webhooks/standard-webhooks spec), secret
+      `whsec_<base64>`, kept encrypted.
+    Rotating keeps the previous secret valid until `previous_valid_until` (the overlap), so a
+    sender can be switched over without a lost delivery.
+
+    A `git` trigger is a bearer trigger made by `cronos_install_hook` for one repository's
+    hook. A deleted trigger keeps its row (without secrets) so that its URL answers 410 Gone.
+    """
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Webhook"
+        GIT = "git", "Git hook"
+
+    class Auth(models.TextChoices):
+        BEARER = "bearer", "Bearer token"
+        GITHUB = "github", "GitHub signature (X-Hub-Signature-256)"
+        STANDARD = "standard", "Standard Webhooks signature"
+
+    class Payload(models.TextChoices):
+        FILE = "file", "As a file: $CRONOS_RUN_DIR/webhook.json"
+        ENV = "env", "In the variable CRONOS_WEBHOOK_PAYLOAD (first 64 KiB)"
+        NONE = "none", "Not passed to the agent"
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="webhooks")
+    uuid = models.UUIDField(unique=True, editable=False)
+    name = models.CharField(max_length=64)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.WEBHOOK)
+    auth = models.CharField(max_length=8, choices=Auth.choices, default=Auth.BEARER)
+    payload = models.CharField(max_length=4, choices=Payload.choices, default=Payload.FILE)
+    # Fire only when the value at this JSON path (jsonpath-ng syntax, e.g. `$.ref`) matches the
+    # pattern (a regular expression searched in it); both blank: every delivery fires.
+    filter_path = models.CharField(max_length=200, blank=True)
+    filter_pattern = models.CharField(max_length=500, blank=True)
+    rate_per_minute = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(6000)],
+        help_text="Deliveries accepted per minute; more are answered 429 with Retry-After.",
+    )
+    enabled = models.BooleanField(default=True)
+    # bearer: the SHA-256 (hex) of the token; github and standard: the secret, encrypted.
+    secret = models.TextField(blank=True)
+    previous_secret = models.TextField(blank=True)
+    previous_valid_until = models.DateTimeField(null=True, blank=True)
+    # git triggers: the repository and hook event the hook was installed for.
+    repo = models.CharField(max_length=1000, blank=True)
+    event = models.CharField(max_length=20, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by_name = models.CharField(max_length=150, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["agent_id", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "name"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="webhook_name_unique_per_agent",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(auth__in=["bearer", "github", "standard"]),
+                name="webhook_auth_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.name} / {self.name}"
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None

@@ -309,3 +309,88 @@ def _label(agent: Agent, field: str) -> str:
         return str(capfirst(agent._meta.get_field(field).verbose_name))  # type: ignore[union-attr]
     except Exception:  # not a model field: a rule's own name
         return field
+
+
+# --- Variables given for one run (API, "Run with variables", re-runs) -----------------------
+#
+# Whoever may run an agent may give it variables for that run, but not change *what* runs:
+# names that steer the dynamic linker, an interpreter's start-up, the shell, git or the search
+# path are refused (DESIGN.md §7.7), as are Cronos's own (CRONOS_*), which the run's facts use.
+RUN_VARIABLES_MAX = 50
+RUN_VARIABLE_VALUE_MAX_CHARS = 32 * 1024
+RUN_VARIABLES_MAX_CHARS = 64 * 1024
+_REFUSED_RUN_NAMES = {
+    "PATH", "HOME", "SHELL", "USER", "LOGNAME", "IFS", "ENV", "BASH_ENV", "CDPATH", "PS4",
+    "SHELLOPTS", "BASHOPTS", "PROMPT_COMMAND", "GLOBIGNORE", "TMPDIR", "NODE_OPTIONS",
+    "NODE_PATH", "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS", "CLASSPATH", "LANG", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
+    "NO_PROXY", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR",
+}  # fmt: skip
+_REFUSED_RUN_PREFIXES = ("LD_", "PYTHON", "GIT_", "CRONOS_", "LC_", "BASH_FUNC_", "DYLD_")
+
+
+def run_variable_problem(name: str) -> str:
+    """Why `name` cannot be given as a variable for one run ("" when it can)."""
+    if not isinstance(name, str) or not VARIABLE_NAME.match(name):
+        return (
+            f"{printable_name(name)} is not a valid variable name (letters, digits and _, "
+            "not starting with a digit)"
+        )
+    upper = name.upper()
+    if upper in _REFUSED_RUN_NAMES:
+        return f"{name} cannot be set for one run: it changes what the agent's programs are"
+    if upper.startswith(_REFUSED_RUN_PREFIXES):
+        return f"{name} cannot be set for one run: names starting with {_prefix(upper)} are refused"
+    return ""
+
+
+def _prefix(name: str) -> str:
+    return next(p for p in _REFUSED_RUN_PREFIXES if name.startswith(p))
+
+
+def printable_name(name: object) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def clean_run_variables(variables: object) -> dict[str, str]:
+    """Variables for one run as given (a mapping of name to text), checked: at most
+    RUN_VARIABLES_MAX names, each allowed (run_variable_problem), each value text without NUL
+    of at most RUN_VARIABLE_VALUE_MAX_CHARS characters, all values together at most
+    RUN_VARIABLES_MAX_CHARS. Returns a plain dict; raises ValidationError listing every
+    problem."""
+    if variables is None:
+        return {}
+    if not isinstance(variables, dict):
+        raise ValidationError("variables must be a mapping of names to text values")
+    problems: list[str] = []
+    if len(variables) > RUN_VARIABLES_MAX:
+        problems.append(f"at most {RUN_VARIABLES_MAX} variables may be given for a run")
+    total = 0
+    clean: dict[str, str] = {}
+    for name, value in variables.items():
+        problem = run_variable_problem(name)
+        if problem:
+            problems.append(problem)
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            problems.append(f"{name} must have a text value")
+            continue
+        text = str(value)
+        if "\x00" in text:
+            problems.append(f"{name} contains a NUL character, which no environment can hold")
+            continue
+        if len(text) > RUN_VARIABLE_VALUE_MAX_CHARS:
+            problems.append(
+                f"{name} is longer than {RUN_VARIABLE_VALUE_MAX_CHARS} characters; pass large "
+                "data in a file"
+            )
+            continue
+        total += len(text)
+        clean[name] = text
+    if total > RUN_VARIABLES_MAX_CHARS:
+        problems.append(f"the values together exceed {RUN_VARIABLES_MAX_CHARS} characters")
+    if problems:
+        raise ValidationError(problems)
+    return clean

@@ -110,3 +110,35 @@ class AuditEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise PermissionError("The audit log is append-only: entries cannot be deleted.")
+
+
+class ApiToken(models.Model):
+    """A person's personal access token for the JSON API (`/api/v1/`, DESIGN.md §7.7).
+
+    The API acts as the token's owner, with that person's roles as they are at each request
+    (a deactivated account or a lost role takes effect at once). The token, `cronos_` plus
+    32 random bytes in URL-safe base64, is shown once when made; only its SHA-256 is stored
+    (a random token of that length needs no slow hash) and its first characters (`prefix`) to
+    tell tokens apart in a list. Revoking keeps the row (when, by whom) for the audit trail.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

@@ -440,6 +440,16 @@ CRONOS_KILL_GRACE_SECONDS = env_float("CRONOS_KILL_GRACE_SECONDS", 5, minimum=0)
 # After a claude session's final `result`, how long the CLI has to exit before it is ended
 # (children such as MCP servers can keep it alive); the outcome comes from the result.
 CRONOS_RESULT_GRACE_SECONDS = env_float("CRONOS_RESULT_GRACE_SECONDS", 10, minimum=0)
+
+# Triggers (DESIGN.md §7.7). The largest webhook body taken (bytes; a larger one is answered
+# 413 from its Content-Length, before it is read), and the address people and git hooks reach
+# this site at (links in hooks and messages).
+CRONOS_WEBHOOK_MAX_BYTES = env_int("CRONOS_WEBHOOK_MAX_BYTES", 256 * 1024, minimum=1024)
+CRONOS_BASE_URL = env_str("CRONOS_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+if not CRONOS_BASE_URL.startswith(("http://", "https://")):
+    raise SettingError(
+        f"CRONOS_BASE_URL must start with http:// or https:// (it is {CRONOS_BASE_URL!r})"
+    )
 # The largest run log `cronos_import` copies from a prototype folder (bytes).
 CRONOS_IMPORT_MAX_LOG_BYTES = env_int("CRONOS_IMPORT_MAX_LOG_BYTES", 64 * 1024 * 1024, minimum=0)
 # An agent without a timeout or an output limit of its own runs under these (0 = none), applied

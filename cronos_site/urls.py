@@ -5,6 +5,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from cronos_site.web.urls import agent_urls, audit_urls, run_urls
+from cronos_site.web.views import hooks
 
 admin.site.site_header = "Cronos"
 admin.site.site_title = "Cronos"
@@ -14,6 +15,9 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    # Webhook deliveries: authenticated by the trigger's token or signature, not by a session.
+    path("hooks/<str:hook_id>", hooks.receive, name="hook"),
+    path("hooks/<str:hook_id>/", hooks.receive),
     path("", include(run_urls)),
     path("", include(audit_urls)),
     path("", include(agent_urls)),

@@ -91,6 +91,8 @@ class Run(models.Model):
         FILE = "file", "File change"
         GIT = "git", "Git"
         UPSTREAM = "upstream", "Upstream agent"
+        API = "api", "API"
+        BACKFILL = "backfill", "Backfill"
 
     # The state groups (DESIGN.md §3), defined here once and used everywhere.
     # Handed to a worker and not ended: these hold the agent's lock.
@@ -191,6 +193,16 @@ class Run(models.Model):
     retry_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
     )
+    # Which trigger, beyond its kind (DESIGN.md §3): a webhook's name and delivery, a git hook's
+    # ref and sha, ... Plain JSON, shown on the run page and in its JSON.
+    trigger_detail = models.JSONField(default=dict, blank=True)
+    # An exact re-run: the run it repeats (same agent version, same variables, same payload).
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+    # Variables given for this run only (name -> value; agents.validation.clean_run_variables):
+    # in the agent's environment, never substituted into its prompt.
+    variables = models.JSONField(default=dict, blank=True)
 
     # Output and metrics.
     log_path = models.CharField(max_length=1000, blank=True)
@@ -824,3 +836,63 @@ class Review(PersonDecision):
             "merged": self.merged or None,
             "problem": self.problem or None,
         }
+
+
+class Delivery(models.Model):
+    """One request to a webhook trigger's URL, whatever came of it (DESIGN.md §7.7: every
+    delivery recorded with its outcome), shown on the agent's page.
+
+    `dedupe_key` is the sender's delivery id (GitHub's `X-GitHub-Delivery`, Standard Webhooks'
+    `webhook-id`, `Idempotency-Key` in bearer mode), set only on the first *authenticated*
+    delivery of that id: unique per trigger (not globally: GitHub's id is per event, and two
+    hooks may receive one event), so a replay gets the first one's answer and starts nothing,
+    and an unauthenticated request can never claim an id first. The body is kept for a
+    delivery that started a run: the run (and its exact re-run) is given it."""
+
+    class Outcome(models.TextChoices):
+        STARTED = "started", "Run started"
+        DUPLICATE = "duplicate", "Duplicate (answered as the first)"
+        FILTERED = "filtered", "Skipped by the filter"
+        PING = "ping", "Ping answered"
+        UNAUTHORIZED = "unauthorized", "Refused: authentication"
+        RATE_LIMITED = "rate_limited", "Refused: rate limit"
+        DISABLED = "disabled", "Refused: trigger disabled"
+        DELETED = "deleted", "Refused: trigger deleted"
+        TOO_LARGE = "too_large", "Refused: too large"
+        REFUSED = "refused", "Refused"
+
+    trigger = models.ForeignKey(
+        "agents.WebhookTrigger", on_delete=models.CASCADE, related_name="deliveries"
+    )
+    received_at = models.DateTimeField(default=timezone.now)
+    delivery_id = models.CharField(max_length=200, blank=True)
+    # NULL, not "": only set keys are unique (the constraint below).
+    dedupe_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    event = models.CharField(max_length=100, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    status_code = models.PositiveSmallIntegerField()
+    reason = models.CharField(max_length=500, blank=True)
+    # The JSON answered (run id, skipped...), given again to a duplicate.
+    answer = models.JSONField(default=dict, blank=True)
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="deliveries"
+    )
+    remote_addr = models.GenericIPAddressField(null=True, blank=True)
+    body_bytes = models.PositiveIntegerField(default=0)
+    body = models.BinaryField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["trigger", "dedupe_key"],
+                condition=models.Q(dedupe_key__isnull=False),
+                name="delivery_unique_per_trigger",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["trigger", "-received_at"], name="delivery_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trigger} {self.outcome} {self.received_at:%Y-%m-%d %H:%M:%S}"

@@ -23,6 +23,7 @@ from agents.services import (
     DeleteRefused,
     delete_agent,
 )
+from agents.validation import clean_run_variables
 from agents.versions import latest_version_id
 from audit.actor import Actor
 from audit.log import record
@@ -72,26 +73,97 @@ def trigger_run(
     trigger: str = Run.Trigger.MANUAL,
     force: bool = False,
     engine: Engine | None = None,
+    variables: dict | None = None,
+    detail: dict | None = None,
 ) -> Run:
-    """Start a run of `agent` now (manual, or a later trigger kind); returns it, maybe skipped
-    or waiting. `force` (a permitted user's choice) starts it past the overlap gate."""
+    """Start a run of `agent` now (manual, API, or another trigger kind); returns it, maybe
+    skipped or waiting. `force` (a permitted user's choice) starts it past the overlap gate.
+    `variables` (name -> text) are given to this run only, in its environment (never into its
+    prompt); `detail` is the trigger's detail (DESIGN.md §3). Raises PermissionDenied, and
+    ValidationError for variables that cannot be given (agents.validation.clean_run_variables).
+    """
     actor.require("agents.run_agent")
+    variables = clean_run_variables(variables)
     with transaction.atomic():
-        run = Run.objects.create(
-            agent=agent,
-            agent_version_id=latest_version_id(agent),
-            trigger=trigger,
-            triggered_by=actor.user if actor.user is not None and actor.user.pk else None,
-            triggered_by_name=actor.username,
-            dispatch_token=new_dispatch_token(),
-        )
-        record(
+        run = make_run(
+            agent,
             actor,
-            "run.trigger",
-            run,
-            object_name=f"{agent.name} #{run.pk}",
+            trigger=trigger,
+            variables=variables,
+            detail=detail,
             message=f"{trigger} run{' (forced past the overlap gate)' if force else ''}",
         )
+    return hand_over(run, force=force, engine=engine)
+
+
+def rerun(original: Run, actor: Actor, *, engine: Engine | None = None) -> Run:
+    """An exact re-run of `original` (DESIGN.md §3 `rerun_of`): the same agent version (prompt
+    and settings as they were, not as they are now), the same variables and the same webhook
+    payload; a new run of its own, caused by `actor`, meeting every gate as new. Raises
+    PermissionDenied."""
+    actor.require("agents.run_agent")
+    detail = {
+        key: value
+        for key, value in (original.trigger_detail or {}).items()
+        if key in ("delivery", "payload", "webhook", "event", "ref", "sha", "repo")
+    }
+    detail["rerun_of"] = original.pk
+    detail["original_trigger"] = original.trigger
+    with transaction.atomic():
+        run = make_run(
+            original.agent,
+            actor,
+            trigger=Run.Trigger.MANUAL,
+            variables=dict(original.variables or {}),
+            detail=detail,
+            version_id=original.agent_version_id,
+            rerun_of=original,
+            message=f"exact re-run of #{original.pk} (agent version {original.agent_version_id})",
+        )
+    return hand_over(run, engine=engine)
+
+
+def make_run(
+    agent: Agent,
+    actor: Actor,
+    *,
+    trigger: str,
+    variables: dict | None = None,
+    detail: dict | None = None,
+    version_id: int | None = None,
+    rerun_of: Run | None = None,
+    message: str = "",
+) -> Run:
+    """Create a run (not yet handed over: hand_over does that once the caller's transaction
+    is committed) and its audit entry; call inside a transaction. The run is pinned to
+    `version_id`, by default the agent's latest version. The caller checked permission and
+    variables."""
+    person = actor.user if actor.user is not None and actor.user.pk else None
+    run = Run.objects.create(
+        agent=agent,
+        agent_version_id=version_id if version_id is not None else latest_version_id(agent),
+        trigger=trigger,
+        trigger_detail=detail or {},
+        variables=variables or {},
+        rerun_of=rerun_of,
+        triggered_by=person,
+        triggered_by_name=actor.username,
+        dispatch_token=new_dispatch_token(),
+    )
+    record(
+        actor,
+        "run.trigger",
+        run,
+        object_name=f"{agent.name} #{run.pk}",
+        message=(message or f"{trigger} run")
+        + (f"; variables for this run: {', '.join(sorted(variables))}" if variables else ""),
+    )
+    return run
+
+
+def hand_over(run: Run, *, force: bool = False, engine: Engine | None = None) -> Run:
+    """Put a new run through the gates (approval, overlap: runs.dispatch.admit) and hand it to
+    the engine if admitted; returns it as it is then (queued, waiting, or skipped)."""
     if admit(run, force=force):
         dispatch([run], engine)
     run.refresh_from_db()

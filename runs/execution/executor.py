@@ -38,7 +38,7 @@ from django.utils import timezone
 
 from agents import secrets
 from runs import live, reviews
-from runs.execution import gitinfo, guardrails, isolation, review, workdir
+from runs.execution import gitinfo, guardrails, isolation, payload, review, workdir
 from runs.execution.launcher import Launch, launch
 from runs.execution.limits import effective_limits
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
@@ -144,6 +144,7 @@ class Execution:
     cwd: str = ""
     isolated: isolation.Isolation | None = None  # how the agent is kept out of Cronos
     run_dir: Path | None = None  # the run's own folder (CRONOS_RUN_DIR)
+    payload_note: str = ""  # where a webhook's payload is, told to a claude agent
     secret_values: list[str] = field(default_factory=list)
     git_before: gitinfo.Snapshot | None = None
     # The run's own worktree when its agent asks for review (runs/execution/review.py); kept
@@ -210,6 +211,7 @@ class Execution:
                         "could not remove the run's worktree", extra={"run_id": self.run.pk}
                     )
             if self.run_dir is not None:
+                payload.remove(self.run_dir)
                 isolation.remove_run_dir_if_empty(self.run_dir)
 
     # --- before the agent starts ---------------------------------------------------------
@@ -251,9 +253,20 @@ class Execution:
             "CRONOS_SLOT": run.slot.isoformat() if run.slot else "",
             "CRONOS_RUN_DIR": str(self.run_dir),
         }
+        # What the run's trigger gave it (DESIGN.md §7.7): variables for this run only (over the
+        # agent's own) and a webhook's payload, in its environment or its folder, never
+        # substituted into the prompt nor passed through a shell.
+        given = dict(run.variables or {})
+        try:
+            self.payload_note = payload.deliver(run, self.run_dir, given, self.isolated.agent_user)
+        except OSError as exc:
+            return self._fail_to_start(f"cannot write the webhook's payload: {exc.strerror or exc}")
+        builtins.update(payload.git_facts(run))
         # An allow-list, never Cronos's own environment: facts about the run come last, so an
         # agent's variable cannot fake them.
-        self.env = isolation.agent_environment(variables, builtins, self.isolated.agent_user)
+        self.env = isolation.agent_environment(
+            {**variables, **given}, builtins, self.isolated.agent_user
+        )
 
         cwd = os.path.expanduser(config.working_dir or "")
         if cwd and not os.path.isabs(cwd):
@@ -295,7 +308,10 @@ class Execution:
             self.cwd = self.workspace.worktree
 
         self.runner = runner_for(config, self._mask)
+        # Only the agent's own variables and the run's facts are substituted into a prompt.
         self.command = self.runner.command({**variables, **builtins})
+        if self.payload_note:
+            self.command = self.runner.with_untrusted_note(self.command, self.payload_note)
 
         # Before the wait, not after it: the start at not_before should be one spawn away.
         self.git_before = gitinfo.snapshot(cwd)

@@ -32,6 +32,12 @@ class Runner:
         and the run's own CRONOS_* facts, as its environment will hold them."""
         raise NotImplementedError
 
+    def with_untrusted_note(self, command: Command, note: str) -> Command:
+        """`command` told about data from outside the run (a webhook's payload): a command
+        line finds it in its environment or folder and is told nothing; a model is told
+        (ClaudeRunner)."""
+        return command
+
     def feed(self, text: str) -> None:
         """Output as it arrives (already masked, decoded), in order; may be called often."""
 
