@@ -6,14 +6,16 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-from cronos_site.web.hooks import WebhookSizeGuard
+from cronos_site.web.hooks import WebhookSizeGuard, install_daphne_guard
 from cronos_site.web.static import StaticFilesHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cronos_site.settings")
 # Static files are served by the app itself so that the embedded shape needs nothing in
 # front of it; a scaled-out site may put a proxy or CDN-less cache before /static/.
-# Webhook bodies over the limit are refused from their Content-Length, before Django reads them.
+# Webhook bodies over the limit are refused from their Content-Length, before Django reads them
+# (and, under daphne, before daphne reads them: cronos_site.web.hooks).
 django_asgi_app = WebhookSizeGuard(StaticFilesHandler(get_asgi_application()))
+install_daphne_guard()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs apps loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
