@@ -25,6 +25,7 @@ from django.utils import timezone
 from runs import approvals, dispatch, followups, reviews
 from runs.engines import Engine, engine_name, get_engine
 from runs.scheduling import reaper
+from runs.triggers import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,12 @@ TASKS: list[Task] = [
         lambda now, engine: followups.sweep(now),
         10,
         "redo the follow-ups of ended runs left without them",
+    ),
+    Task(
+        "deliveries",
+        lambda now, engine: webhooks.prune(now, engine),
+        3600,
+        "forget webhook deliveries older than a week that started no run",
     ),
 ]
 

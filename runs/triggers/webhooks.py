@@ -362,6 +362,31 @@ def _git_detail(document: object, trigger: WebhookTrigger) -> dict[str, str]:
     return detail
 
 
+UNPROVEN = [
+    Delivery.Outcome.UNAUTHORIZED,
+    Delivery.Outcome.DISABLED,
+    Delivery.Outcome.DELETED,
+    Delivery.Outcome.TOO_LARGE,
+]
+REFUSALS_KEPT_PER_MINUTE = 60
+# Deliveries that started no run are kept this long (the ones that did stay with their run).
+KEEP_REFUSED = timedelta(days=7)
+
+
+def _refusals_last_minute(trigger: WebhookTrigger) -> int:
+    since = timezone.now() - RATE_WINDOW
+    return Delivery.objects.filter(
+        trigger=trigger, outcome__in=UNPROVEN, received_at__gt=since
+    ).count()
+
+
+def prune(now, engine=None) -> list[int]:
+    """Housekeeping: forget deliveries older than KEEP_REFUSED that started no run (a run's
+    own delivery stays: its payload is what an exact re-run is given). Returns no run ids."""
+    Delivery.objects.filter(run__isnull=True, received_at__lt=now - KEEP_REFUSED).delete()
+    return []
+
+
 def _refuse(request: _Request, outcome: str, status: int, reason: str) -> Answer:
     return _record(request, outcome, Answer(status, {"error": reason}), reason)
 
@@ -376,7 +401,15 @@ def _record(
     dedupe: bool = False,
     body_bytes: int | None = None,
 ) -> Answer:
-    """Write the delivery log's row for a delivery that started no run."""
+    """Write the delivery log's row for a delivery that started no run. Refusals of requests
+    that proved nothing are kept at most REFUSALS_KEPT_PER_MINUTE a minute per trigger: a
+    stranger who knows a URL must not be able to fill the database."""
+    if outcome in UNPROVEN and _refusals_last_minute(request.trigger) >= REFUSALS_KEPT_PER_MINUTE:
+        log.warning(
+            "webhook refusal not logged: too many this minute",
+            extra={"trigger": str(request.trigger.uuid), "outcome": outcome},
+        )
+        return answer
     Delivery.objects.create(
         trigger=request.trigger,
         delivery_id=delivery_id or _delivery_id(request)[:DELIVERY_ID_MAX],

@@ -453,3 +453,35 @@ def test_hmac_helpers_compare_in_constant_time(monkeypatch):
     assert len(calls) == 2
     assert github_problem(github_signature("s", b"b"), b"b", ["a", "s"]) == ""
     assert len(calls) == 4
+
+
+def test_a_flood_of_unauthenticated_requests_logs_at_most_sixty_a_minute(client, bearer):
+    from runs.triggers.webhooks import REFUSALS_KEPT_PER_MINUTE
+
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        for _ in range(REFUSALS_KEPT_PER_MINUTE + 15):
+            assert post(client, bearer.trigger, authorization="Bearer nope").status_code == 401
+        # The real sender is not stopped by the flood.
+        assert (
+            post(client, bearer.trigger, authorization=f"Bearer {bearer.secret}").status_code == 202
+        )
+    assert Delivery.objects.filter(outcome="unauthorized").count() == REFUSALS_KEPT_PER_MINUTE
+    with time_machine.travel(start + timedelta(seconds=61), tick=False):
+        assert post(client, bearer.trigger, authorization="Bearer nope").status_code == 401
+    assert Delivery.objects.filter(outcome="unauthorized").count() == REFUSALS_KEPT_PER_MINUTE + 1
+
+
+def test_housekeeping_forgets_old_refusals_but_keeps_a_runs_delivery(client, bearer):
+    from runs.housekeeping import run_task
+
+    start = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        post(client, bearer.trigger, authorization="Bearer nope")
+        post(client, bearer.trigger, authorization=f"Bearer {bearer.secret}")
+    with time_machine.travel(start + timedelta(days=6), tick=False):
+        run_task("deliveries")
+        assert Delivery.objects.count() == 2
+    with time_machine.travel(start + timedelta(days=8), tick=False):
+        run_task("deliveries")
+    assert list(Delivery.objects.values_list("outcome", flat=True)) == ["started"]
