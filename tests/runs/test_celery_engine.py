@@ -157,7 +157,15 @@ def test_on_celery_beat_drives_every_task_and_the_scheduler_keeps_release(settin
     kept = [t.name for t in Scheduler().housekeeper.tasks]
     assert kept == ["release"]
     driven = [t.name for t in housekeeping.beat_tasks()]
-    assert set(driven) == {"reap", "release", "redeliver", "approvals", "reviews", "followups"}
+    assert set(driven) == {
+        "reap",
+        "release",
+        "redeliver",
+        "approvals",
+        "reviews",
+        "followups",
+        "deliveries",
+    }
     assert set(driven) == {t.name for t in housekeeping.TASKS}
 
 
@@ -217,6 +225,7 @@ def test_beat_rows_follow_the_registry_and_keep_what_an_admin_chose():
         "cronos: redeliver",
         "cronos: approvals",
         "cronos: reviews",
+        "cronos: deliveries",
     }
 
 
