@@ -485,3 +485,35 @@ def test_housekeeping_forgets_old_refusals_but_keeps_a_runs_delivery(client, bea
     with time_machine.travel(start + timedelta(days=8), tick=False):
         run_task("deliveries")
     assert list(Delivery.objects.values_list("outcome", flat=True)) == ["started"]
+
+
+def test_a_webhook_run_meets_the_approval_gate_caused_by_the_last_editor(client, editor, approver):
+    from runs.approvals import cause_of
+    from runs.services import approve_run
+
+    from agents.services import save_agent
+
+    agent = make_agent("gated", approval_required=True)
+    agent.description = "edited last by the editor"
+    save_agent(agent, Actor(user=editor, source="web"), reason="an edit")
+    made = create_trigger(agent, SYSTEM, name="in")
+    response = post(client, made.trigger, authorization=f"Bearer {made.secret}")
+    assert response.status_code == 202
+    assert response.json()["state"] == Run.State.AWAITING_APPROVAL
+    run = Run.objects.get(pk=response.json()["run_id"])
+    assert cause_of(run).user_id == editor.pk  # the last person who changed the agent
+    with pytest.raises(PermissionDenied):
+        approve_run(run, Actor(user=editor, source="web"))  # four eyes
+    assert approve_run(run, Actor(user=approver, source="web")).state == Run.State.QUEUED
+
+
+def test_a_burst_of_deliveries_meets_the_overlap_policy(client, agent):
+    """With the default `skip`, a delivery while a run holds the lock is skipped (and says
+    why), as a slot would be: 50 pushes never make 50 runs."""
+    made = create_trigger(agent, SYSTEM, name="burst", rate_per_minute=100)
+    states = [
+        post(client, made.trigger, authorization=f"Bearer {made.secret}").json()["state"]
+        for _ in range(5)
+    ]
+    assert states == [Run.State.QUEUED] + [Run.State.SKIPPED] * 4
+    assert "overlap" in Run.objects.filter(state=Run.State.SKIPPED).first().reason
