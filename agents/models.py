@@ -163,12 +163,28 @@ class Agent(models.Model):
     output_limit_action = models.CharField(
         max_length=16, choices=OutputLimitAction.choices, default=OutputLimitAction.TRUNCATE
     )
+
+    class DependencyMode(models.TextChoices):
+        ALL = "all", "After every upstream agent"
+        ANY = "any", "After any upstream agent"
+
+    # Upstream agents (agents.dependencies): plain names (= on success) or {agent, on, manual}.
     depends_on = models.JSONField(
         default=list,
         blank=True,
-        help_text="Names of agents whose success triggers this one.",
+        help_text="Agents whose runs start this one: a name (after its success) or "
+        "{agent, on: success|failure|done, manual}.",
         validators=[limits.validate_depends_on],
     )
+    dependency_mode = models.CharField(
+        max_length=3, choices=DependencyMode.choices, default=DependencyMode.ALL
+    )
+    # Pre-run conditions (agents.conditions): checked in the worker before the agent starts;
+    # one unmet skips the run, saying which and why.
+    conditions = models.JSONField(default=list, blank=True)
+    # Files whose changes start a run (runs.triggers.filewatch): {} for none, else paths,
+    # patterns, ignore, debounce_ms, settle_seconds, polling (agent.yaml `triggers.files`).
+    file_watch = models.JSONField(default=dict, blank=True)
 
     # --- People ---
     approval_required = models.BooleanField(default=False)

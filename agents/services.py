@@ -6,7 +6,7 @@ saves an Agent directly. A save that changes nothing writes no version and no au
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.dispatch import Signal
 
+from agents import dependencies
 from agents.models import Agent
 from agents.versions import (
     changes_between,
@@ -206,7 +207,9 @@ def set_enabled(agent: Agent, enabled: bool, actor: Actor) -> bool:
     return True
 
 
-def delete_agent(agent: Agent, actor: Actor, *, message: str = "") -> None:
+def delete_agent(
+    agent: Agent, actor: Actor, *, message: str = "", deleting: Iterable[str] = ()
+) -> None:
     """Delete an agent (the agent's side of a delete); its versions stay in history and the
     audit entry keeps its name.
 
@@ -215,6 +218,9 @@ def delete_agent(agent: Agent, actor: Actor, *, message: str = "") -> None:
     admin), which stop them, wait for them and remove their logs, then call this.
     """
     actor.require("agents.delete_agent")
+    blocked = deletion_blocked_by_dependents(agent, deleting)
+    if blocked:
+        raise DeleteRefused(blocked)
     with transaction.atomic():
         record(actor, "agent.delete", agent, object_name=agent.name, message=message)
         agent._history_user = actor.user
@@ -235,6 +241,20 @@ class Deleted:
 
 class DeleteRefused(Exception):
     """An agent was not deleted; the message says why."""
+
+
+def deletion_blocked_by_dependents(agent: Agent, deleting: Iterable[str] = ()) -> str:
+    """Why `agent` cannot be deleted while other agents depend on it ("" when it can); agents
+    named in `deleting` (deleted in the same go) do not count."""
+    waiting = [
+        name for name in dependencies.dependent_names(agent.name) if name not in set(deleting)
+    ]
+    if not waiting:
+        return ""
+    return (
+        f"{agent.name} cannot be deleted: {', '.join(waiting)} "
+        f"depend{'s' if len(waiting) == 1 else ''} on it. Remove it from their depends_on first."
+    )
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import EmailValidator
 from django.utils.text import capfirst
 
-from agents import cron, secrets
+from agents import cron, dependencies, secrets
 from agents.masking import MIN_SECRET_CHARS
 
 if TYPE_CHECKING:
@@ -251,14 +251,8 @@ def validate_agent(agent: Agent) -> None:
         _string_list(getattr(agent, field), field, errors)
     for problem in email_problems(agent.notify_emails):
         add("notify_emails", problem)
-    if isinstance(agent.depends_on, list):
-        for dep in agent.depends_on:
-            if not isinstance(dep, str) or not AGENT_NAME.match(dep):
-                add("depends_on", f"{dep!r} is not an agent name.")
-            elif dep == agent.name:
-                add("depends_on", "An agent cannot depend on itself.")
-    else:
-        add("depends_on", "must be a list of agent names.")
+    for problem in dependency_problems(agent):
+        add("depends_on", problem)
     for problem in validate_variables(agent.variables):
         add("variables", problem)
     if (
@@ -394,3 +388,33 @@ def clean_run_variables(variables: object) -> dict[str, str]:
     if problems:
         raise ValidationError(problems)
     return clean
+
+
+def dependency_problems(agent: Agent) -> list[str]:
+    """What is wrong with the agent's upstreams (agents.dependencies): malformed items, itself,
+    a loop through saved agents (disabled ones too) named by its path, and a rename that would
+    leave its dependents without it."""
+    problems = dependencies.item_problems(agent.depends_on, agent.name)
+    if agent.dependency_mode not in ("all", "any"):
+        problems.append("dependency_mode is all or any.")
+    if problems or not AGENT_NAME.match(agent.name or ""):
+        return problems
+    stored = (
+        type(agent).objects.filter(pk=agent.pk).values_list("name", flat=True).first()
+        if agent.pk
+        else None
+    )
+    if stored and stored != agent.name:
+        waiting = dependencies.dependent_names(stored)
+        if waiting:
+            problems.append(
+                f"{', '.join(waiting)} depend{'s' if len(waiting) == 1 else ''} on {stored}: "
+                "change their depends_on before renaming it."
+            )
+    loop = dependencies.cycle_path(agent.name, agent.depends_on, stored or "")
+    if loop:
+        problems.append(
+            f"these upstreams make a loop: {dependencies.describe_cycle(loop)} "
+            "(disabled agents count: enabling one must never start a loop)."
+        )
+    return problems

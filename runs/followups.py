@@ -1,5 +1,5 @@
-"""What happens after a run ends: a retry, notifications, then the next waiting run of the
-agent; (later) dependents (DESIGN.md §3 "Follow-ups").
+"""What happens after a run ends: a retry, its dependents (runs.dependencies), notifications,
+then the next waiting run of the agent (DESIGN.md §3 "Follow-ups").
 
 Applied by the engine task right after the executor ends a run (runs.engines.tasks) and by the
 reaper after it marks a run lost, then recorded on the run (`followups_done_at`). Each step is
@@ -16,6 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent
+from runs.dependencies import fire_dependents
 from runs.dispatch import release
 from runs.models import Run
 from runs.notifications import notify_run_ended
@@ -40,6 +41,8 @@ def after_run(run: Run) -> bool:
     ok = True
     steps = (
         ("scheduling a retry", schedule_retry),
+        # After the retry: a failure that will be retried fires no `failure` dependent yet.
+        ("firing dependents", fire_dependents),
         ("notifying people", notify_run_ended),
         ("releasing the next waiting run", lambda r: release(agent=r.agent)),
     )

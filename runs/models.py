@@ -200,6 +200,11 @@ class Run(models.Model):
     rerun_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
     )
+    # Runs made by a dependency: how many dependency/trigger links led here (a loop is cut at
+    # runs.dependencies.MAX_DEPTH), and the key that makes a fan-in fire once (agent + the
+    # upstream runs it consumed).
+    chain_depth = models.PositiveSmallIntegerField(default=0)
+    fired_by = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 (unique when set)
     # Variables given for this run only (name -> value; agents.validation.clean_run_variables):
     # in the agent's environment, never substituted into its prompt.
     variables = models.JSONField(default=dict, blank=True)
@@ -236,6 +241,13 @@ class Run(models.Model):
             models.CheckConstraint(
                 condition=models.Q(state__in=RunState.values),
                 name="run_state_known",
+            ),
+            # Fan-in fires once: two workers ending two upstream runs at the same instant
+            # compute the same key, and only one insert wins.
+            models.UniqueConstraint(
+                fields=["agent", "fired_by"],
+                condition=models.Q(fired_by__isnull=False),
+                name="run_unique_dependency_firing",
             ),
         ]
         indexes = [
@@ -896,3 +908,18 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.trigger} {self.outcome} {self.received_at:%Y-%m-%d %H:%M:%S}"
+
+
+class WatchLease(models.Model):
+    """Who watches an agent's files (runs.triggers.filewatch): one scheduler at a time per
+    agent, renewed while it watches; another takes over once `expires_at` passed."""
+
+    agent = models.OneToOneField(Agent, on_delete=models.CASCADE, related_name="watch_lease")
+    holder = models.CharField(max_length=200)
+    expires_at = models.DateTimeField()
+    # How it watches (native notifications or polling) and why, for the health page.
+    mode = models.CharField(max_length=20, blank=True)
+    note = models.CharField(max_length=500, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.agent.name} watched by {self.holder}"

@@ -22,6 +22,7 @@ from agents.services import (
     Deleted,
     DeleteRefused,
     delete_agent,
+    deletion_blocked_by_dependents,
 )
 from agents.validation import clean_run_variables
 from agents.versions import latest_version_id
@@ -270,11 +271,22 @@ def delete_agents_with_runs(
     wait = delete_wait_seconds() if wait_seconds is None else wait_seconds
     deadline = time.monotonic() + wait
     deleted = Deleted()
+    # Before any of its runs is stopped: an upstream others depend on stays whole (its
+    # dependents deleted in the same go do not count, unless they are refused themselves).
     remaining = list(agents)
+    while True:
+        names = [agent.name for agent in remaining]
+        blocked = {a.name: deletion_blocked_by_dependents(a, deleting=names) for a in remaining}
+        if not any(blocked.values()):
+            break
+        for name, why in blocked.items():
+            if why:
+                deleted.refused[name] = why
+        remaining = [agent for agent in remaining if not blocked[agent.name]]
     while True:
         busy: dict[Agent, list[Run]] = {}
         for agent in remaining:
-            in_progress = _delete_when_idle(agent, actor, deleted)
+            in_progress = _delete_when_idle(agent, actor, deleted, names)
             if in_progress:
                 busy[agent] = in_progress
         remaining = list(busy)
@@ -291,7 +303,9 @@ def delete_agents_with_runs(
         time.sleep(DELETE_POLL_SECONDS)
 
 
-def _delete_when_idle(agent: Agent, actor: Actor, deleted: Deleted) -> list[Run]:
+def _delete_when_idle(
+    agent: Agent, actor: Actor, deleted: Deleted, deleting: list[str]
+) -> list[Run]:
     """Stop the agent's active runs and, if none is in progress any more, delete the agent
     with its runs (and, once committed, their log files). Returns the runs in progress."""
     with transaction.atomic():
@@ -335,6 +349,7 @@ def _delete_when_idle(agent: Agent, actor: Actor, deleted: Deleted) -> list[Run]
             agent,
             actor,
             message=f"with {_plural(run_count, 'run')} and {_plural(len(logs), 'log file')}",
+            deleting=deleting,
         )
         transaction.on_commit(lambda: _remove_logs(logs))
     deleted.names.append(agent.name)

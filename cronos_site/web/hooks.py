@@ -160,7 +160,7 @@ def install_daphne_guard() -> bool:
 
 
 def _guarded(base: type) -> type:
-    class GuardedWebRequest(base):  # type: ignore[valid-type, misc]
+    class GuardedWebRequest(base):
         """daphne's request, refusing an oversized body as soon as its size is known."""
 
         cronos_guarded = True
@@ -210,7 +210,7 @@ def _guarded(base: type) -> type:
                 body = {"error": f"the body is larger than {limit} bytes"}
                 from twisted.internet import reactor
 
-                reactor.callInThread(_record_quietly, path, length, client)  # type: ignore[attr-defined]
+                reactor.callInThread(_record_quietly, path, length, client)
             else:
                 body = {"error": f"the request body is larger than {limit} bytes"}
             payload = json.dumps(body).encode()
