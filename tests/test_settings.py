@@ -150,18 +150,118 @@ def variables_cronos_reads() -> set[str]:
     return names
 
 
-def test_every_variable_set_empty_means_unset(tmp_path):
+# Loads the settings module's own source twice in one interpreter (so that the process id in the
+# test database's name and the generated keys are the same both times), first with every variable
+# unset and then with each set to the value given, and prints every setting of each as its repr.
+# The source is compiled as if it lived in a scratch checkout (argv[2]): BASE_DIR, and so the
+# default data, work and log folders, are the test's own, and CRONOS_DATA_DIR can be emptied too.
+LOAD_SETTINGS_TWICE = """
+import json, os, sys
+source, fake_path, names, value = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
+code = compile(open(source).read(), fake_path, "exec")
+def load(env):
+    for name in names:
+        os.environ.pop(name, None)
+    os.environ.update(env)
+    scope = {"__file__": fake_path, "__name__": "cronos_settings_copy"}
+    exec(code, scope)
+    return {k: repr(v) for k, v in scope.items() if k.isupper() and not k.startswith("_")}
+unset = load({})
+given = load({name: value for name in names})
+print(json.dumps({"unset": unset, "given": given}))
+"""
+
+# The helpers through which settings code reads the environment, which treat an empty value as
+# unset; per file, the one function allowed to touch os.environ itself.
+ENV_READERS = {
+    ROOT / "cronos_site" / "settings.py": "env_value",
+    ROOT / "cronos_site" / "web" / "management" / "commands" / "cronos_init.py": "_env",
+}
+ENV_HELPERS = {"env_value", "env_str", "env_bool", "env_int", "env_float", "env_list"}
+ENV_HELPERS |= {"env_secret", "_env"}
+
+
+def every_setting(value: str, tmp_path: Path, source: Path | None = None) -> dict[str, dict]:
+    """Every setting (each upper-case name of the settings module) as its repr, with every
+    variable Cronos reads unset, and with every one of them set to `value`."""
+    names = variables_cronos_reads()
+    names |= {f"{name}_FILE" for name in names}
+    env = {k: v for k, v in os.environ.items() if k not in names and not k.startswith("CRONOS_")}
+    checkout = tmp_path / "checkout"
+    (checkout / "cronos_site").mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOAD_SETTINGS_TWICE,
+            str(source or ROOT / "cronos_site" / "settings.py"),
+            str(checkout / "cronos_site" / "settings.py"),
+            json.dumps(sorted(names)),
+            value,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("value", ["", "  \t "], ids=["empty", "spaces"])
+def test_every_variable_set_empty_means_unset(tmp_path, value):
     names = variables_cronos_reads()
     # The list is read from the code, so a new setting is covered without touching this test.
     assert {"DATABASE_URL", "REDIS_URL", "CRONOS_WORKERS", "CRONOS_ADMIN_PASSWORD"} <= names
-    empty = {name: "" for name in names} | {f"{name}_FILE": "" for name in names}
-    empty["CRONOS_DATA_DIR"] = str(tmp_path / "data")  # where the test's files go
-    assert settings_with(empty, tmp_path) == settings_with({}, tmp_path)
+    assert {"CRONOS_DATA_DIR", "CRONOS_LOG_DIR", "SECRET_KEY", "CRONOS_ALLOW_UNISOLATED"} <= names
+    loaded = every_setting(value, tmp_path)
+    unset, given = loaded["unset"], loaded["given"]
+    # Every setting, not a sample: the database, the broker, the folders, the keys, the limits.
+    assert len(unset) > 80
+    for name in ("DATABASES", "Q_CLUSTER", "CRONOS_LOG_DIR", "SECRET_KEY", "AXES_COOLOFF_TIME"):
+        assert name in unset
+    # The defaults are the scratch checkout's: nothing of the real one was read or written.
+    assert unset["DATA_DIR"] == repr(tmp_path / "checkout" / "data")
+    assert given == unset
 
 
-def test_every_variable_set_to_spaces_means_unset_too(tmp_path):
-    spaces = {"DATABASE_URL": "  ", "TIME_ZONE": " ", "CRONOS_HEARTBEAT_SECONDS": "\t"}
-    assert settings_with(spaces, tmp_path) == settings_with({}, tmp_path)
+def test_every_setting_is_read_from_the_environment_through_the_helpers():
+    # The test above sets the variables named in env_* calls: a setting read from os.environ
+    # directly, or through a name built at run time, would escape it.
+    import ast
+
+    for path, reader in ENV_READERS.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        inside = {
+            node
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef) and function.name in ENV_HELPERS
+            for node in ast.walk(function)
+        }
+        allowed = {
+            node
+            for function in ast.walk(tree)
+            if isinstance(function, ast.FunctionDef) and function.name == reader
+            for node in ast.walk(function)
+        }
+        for node in ast.walk(tree):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Attribute) and node.attr in {"environ", "getenv", "environb"}:
+                assert node in allowed, f"{where} reads the environment outside {reader}()"
+            if isinstance(node, ast.ImportFrom) and node.module == "os":
+                imported = {alias.name for alias in node.names}
+                assert not imported & {"environ", "getenv", "environb"}, where
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ENV_HELPERS
+                and node not in inside
+            ):
+                first = node.args[0] if node.args else None
+                assert isinstance(first, ast.Constant) and isinstance(first.value, str), (
+                    f"{where}: {node.func.id}() must name its variable as a literal"
+                )
 
 
 @pytest.mark.parametrize(

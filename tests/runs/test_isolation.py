@@ -2,25 +2,31 @@
 
 Real agents, started by the real executor, try every way in that a hostile agent's author
 would: Cronos's key files, its database, its data and log folders, the worker's environment
-and root through /proc, undoing the mount that hides the data. Each attack is first shown to
-work without isolation (the control), so the test can fail.
+and root through /proc, undoing the mount that hides the data, and the exploit issue 12
+reported: `manage.py shell` run as Cronos, from Cronos's folder with Cronos's interpreter,
+printing `SECRET_KEY`. Each attack is first shown to work without isolation (the control), so
+the test can fail. Cronos also states at start-up which isolation is active.
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import pwd
 import stat
 import subprocess
 import sys
 import tempfile
+from io import StringIO
 from pathlib import Path
 
 import psutil
 import pytest
+from django.apps import apps
 from django.core import checks
+from django.core.management import call_command
 from django.db import connection
 
 from agents import secrets
@@ -30,14 +36,16 @@ from runs.execution import isolation
 from runs.execution.executor import execute
 from runs.models import Run, RunChunk
 from tests.factories import make_agent
+from tests.processes import ENGINE, wait_for, workers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# The attacker: tries each path it is given, every process it can see, and undoing the mount;
-# prints one JSON object of everything it managed to read.
+# The attacker: tries each path it is given, every process it can see, undoing the mount, and
+# Cronos's own `manage.py shell` (from Cronos's folder, with Cronos's interpreter, pointed at
+# Cronos's data folder); prints one JSON object of everything it managed to read.
 ATTACK = r"""
 import json, os, subprocess, sys
-paths, data = json.loads(sys.argv[1]), sys.argv[2]
+paths, data, base, python = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 got = {}
 def read(label, path):
     try:
@@ -62,6 +70,20 @@ for argv in (["umount", "-l", data], ["unshare", "-Urm", "sh", "-c", f"umount -l
     except (OSError, subprocess.SubprocessError):
         pass
 read("after umount", f"{data}/secret_key")
+shell = "from django.conf import settings; print(settings.SECRET_KEY)"
+try:
+    done = subprocess.run(
+        [python, "manage.py", "shell", "-c", shell],
+        cwd=base,
+        env={**os.environ, "CRONOS_DATA_DIR": data},
+        capture_output=True,
+        timeout=120,
+    )
+    got["manage.py shell"] = done.stdout.decode("latin-1")
+    got["manage.py shell status"] = done.returncode
+    got["manage.py shell stderr"] = done.stderr.decode("latin-1")[-1000:]
+except (OSError, subprocess.SubprocessError) as exc:
+    got["manage.py shell failed to start"] = repr(exc)
 got["env"] = dict(os.environ)
 print(json.dumps(got))
 """
@@ -128,7 +150,9 @@ def attack(tmp_path, settings) -> tuple[Run, dict]:
     ]
     agent = command_agent(
         "attacker",
-        f"{sys.executable} attack.py '{json.dumps(paths)}' {data}",
+        # The interpreter Cronos runs on, and Cronos's own folder (where manage.py is).
+        f"{sys.executable} attack.py '{json.dumps(paths)}' {data} {settings.BASE_DIR} "
+        f"{sys.executable}",
         tmp_path,
         variables=[secrets.secret("OWN_TOKEN", "the-agent-s-own-token")],
     )
@@ -143,6 +167,9 @@ def test_without_isolation_the_attack_would_read_cronos_keys(tmp_path, settings,
     _run, got = attack(tmp_path, settings)
     everything = json.dumps(got)
     assert any(secret in everything for secret in cronos_secrets(settings))
+    # The exploit of issue 12 itself: Cronos's shell, run by the agent, prints Django's key.
+    assert got["manage.py shell status"] == 0, got["manage.py shell stderr"]
+    assert settings.SECRET_KEY in got["manage.py shell"].splitlines()
 
 
 def test_an_agent_reads_none_of_cronos_keys_database_data_logs_or_processes(
@@ -167,6 +194,13 @@ def test_an_agent_reads_none_of_cronos_keys_database_data_logs_or_processes(
     visible = {label.split("/")[2] for label in got if label.startswith("/proc/")}
     assert len(visible) <= 6  # the run's own few: the init, the shell, the attacker's children
     assert "after umount" not in got
+    # Cronos's shell was started (Cronos's folder and interpreter are visible, read-only) but
+    # cannot load Cronos's settings: the data folder, and so the key, is not there.
+    assert "manage.py shell failed to start" not in got
+    assert got["manage.py shell status"] != 0
+    assert settings.SECRET_KEY not in got["manage.py shell"]
+    assert settings.SECRET_KEY not in got["manage.py shell stderr"]
+    assert "secret_key" in got["manage.py shell stderr"]  # it failed at the hidden key
     # The environment is the allow-list: no settings, no URL, no key of Cronos's.
     env = got["env"]
     assert env["OWN_TOKEN"] == "MASKED"  # the agent's own secret reached it (masked in output)
@@ -298,6 +332,116 @@ def test_no_warning_while_agents_are_isolated(client, admin_user, namespaces):
     client.force_login(admin_user)
     assert "UNISOLATED" not in client.get("/").content.decode()
     assert "Security:" not in client.get("/admin/").content.decode()
+
+
+# --- Cronos states at start-up which isolation is active --------------------------------------
+
+# The sentences (Isolation.describe) of the start-up line "agent isolation: ..." and of
+# `cronos_status --host`.
+ISOLATED = "agents run isolated: user, mount and pid namespaces hide Cronos's data folder"
+UNISOLATED = (
+    "agents run UNISOLATED (CRONOS_ALLOW_UNISOLATED=true): an agent can read Cronos's database, "
+    "keys and data folder (CRONOS_AGENT_NAMESPACES is false)"
+)
+REFUSED = "agents are refused: no isolation from Cronos is available"
+
+
+def start_qcluster(monkeypatch) -> None:
+    """What `manage.py qcluster` does as it starts: the runs app's ready() in that process."""
+    monkeypatch.setattr(sys, "argv", ["manage.py", "qcluster"])
+    apps.get_app_config("runs").ready()
+
+
+def start_celery_worker(monkeypatch) -> None:
+    """What a Celery worker does once ready: its worker_ready signal's handler."""
+    from runs.engines import celery as celery_engine
+
+    celery_engine._state_isolation(sender=None)
+
+
+def isolation_lines(caplog) -> list[tuple[int, str]]:
+    return [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "runs.execution.isolation" and r.getMessage().startswith("agent isolation:")
+    ]
+
+
+@pytest.mark.parametrize("start", [start_qcluster, start_celery_worker], ids=["q2", "celery"])
+def test_a_worker_starting_isolated_says_so_in_one_info_line(
+    caplog, monkeypatch, namespaces, start
+):
+    caplog.set_level(logging.INFO, logger="runs.execution.isolation")
+    isolation.forget()  # a process that has not decided yet, as one that is starting
+    start(monkeypatch)
+    assert isolation_lines(caplog) == [(logging.INFO, f"agent isolation: {ISOLATED}")]
+
+
+@pytest.mark.parametrize("start", [start_qcluster, start_celery_worker], ids=["q2", "celery"])
+def test_a_worker_starting_unisolated_says_so_in_one_info_line(
+    caplog, monkeypatch, unisolated, start
+):
+    caplog.set_level(logging.INFO, logger="runs.execution.isolation")
+    isolation.forget()
+    start(monkeypatch)
+    assert isolation_lines(caplog) == [(logging.INFO, f"agent isolation: {UNISOLATED}")]
+
+
+@pytest.mark.parametrize("start", [start_qcluster, start_celery_worker], ids=["q2", "celery"])
+def test_a_worker_starting_without_any_isolation_says_agents_are_refused(
+    caplog, monkeypatch, settings, start
+):
+    settings.CRONOS_AGENT_NAMESPACES = False
+    settings.CRONOS_ALLOW_UNISOLATED = False
+    caplog.set_level(logging.INFO, logger="runs.execution.isolation")
+    isolation.forget()
+    start(monkeypatch)
+    [(level, line)] = isolation_lines(caplog)
+    assert level == logging.INFO and line.startswith(f"agent isolation: {REFUSED} (")
+    assert "CRONOS_ALLOW_UNISOLATED=true" in line
+
+
+@pytest.mark.integration
+@pytest.mark.workers
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"CRONOS_AGENT_NAMESPACES": "true", "CRONOS_ALLOW_UNISOLATED": "false"}, ISOLATED),
+        ({"CRONOS_AGENT_NAMESPACES": "false", "CRONOS_ALLOW_UNISOLATED": "true"}, UNISOLATED),
+    ],
+    ids=["isolated", "unisolated"],
+)
+def test_the_real_worker_process_logs_its_isolation_as_it_starts(tmp_path, request, env, expected):
+    # `manage.py qcluster` (or a Celery worker, on the Celery lane: tests/processes.py), started
+    # for real with the variables an operator sets; its log is read until the line appears.
+    if expected == ISOLATED:
+        request.getfixturevalue("namespaces")
+    log = tmp_path / f"{ENGINE}-worker.log"
+
+    def stated() -> list[str]:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if "agent isolation:" in line]
+
+    with workers(log, **env):
+        [first, *_] = wait_for(stated, 60, f"the {ENGINE} worker to state its isolation")
+    assert first.endswith(f" INFO runs.execution.isolation agent isolation: {expected}"), first
+
+
+def test_cronos_status_host_says_which_isolation_is_active(settings, namespaces):
+    def host_lines(*extra: str) -> list[str]:
+        out = StringIO()
+        call_command("cronos_status", "--host", *extra, stdout=out)
+        return out.getvalue().splitlines()
+
+    isolation.forget()
+    assert host_lines()[0] == f"isolation: {ISOLATED}"
+    assert json.loads("\n".join(host_lines("--json")))["isolation"] == ISOLATED
+    settings.CRONOS_AGENT_NAMESPACES = False
+    settings.CRONOS_ALLOW_UNISOLATED = True
+    assert host_lines()[0] == f"isolation: {UNISOLATED}"
+    assert json.loads("\n".join(host_lines("--json")))["isolation"] == UNISOLATED
+    settings.CRONOS_ALLOW_UNISOLATED = False
+    assert host_lines()[0].startswith(f"isolation: {REFUSED} (")
 
 
 def test_cronos_processes_are_not_dumpable():
