@@ -39,6 +39,7 @@ from agents.models import WebhookTrigger
 from agents.triggers import bearer_matches, filter_matches, valid_secrets
 from audit.actor import Actor
 from audit.models import AuditEntry
+from runs.dependencies import MAX_DEPTH
 from runs.models import Delivery, Run
 from runs.services import hand_over, make_run
 
@@ -330,6 +331,15 @@ def _start(
         message=f"{'git hook' if is_git else 'webhook'} {trigger.name}"
         + (f", delivery {delivery_id}" if delivery_id else ""),
     )
+    depth = _chain_depth(request.headers)
+    if depth:
+        Run.objects.filter(pk=run.pk).update(chain_depth=depth)
+        run.chain_depth = depth
+        if depth > MAX_DEPTH:
+            run.skip(
+                f"trigger chain deeper than {MAX_DEPTH} runs (a loop through webhooks or "
+                "dependencies?): not started"
+            )
     keep_body = trigger.payload != WebhookTrigger.Payload.NONE
     delivery = Delivery.objects.create(
         trigger=trigger,
@@ -349,6 +359,18 @@ def _start(
     Run.objects.filter(pk=run.pk).update(trigger_detail=detail | {"delivery": delivery.pk})
     run.trigger_detail = detail | {"delivery": delivery.pk}
     return run, delivery
+
+
+def _chain_depth(headers: Mapping[str, str]) -> int:
+    """How deep in a chain of runs this delivery is: one more than the run that sent it, when
+    it says so with `X-Cronos-Parent-Run: $CRONOS_RUN_ID` (an agent calling a webhook), else 0.
+    A sender can only make its own chain look deeper, never shallower."""
+    try:
+        parent = int(headers.get("x-cronos-parent-run", "").strip())
+    except ValueError:
+        return 0
+    depth = Run.objects.filter(pk=parent).values_list("chain_depth", flat=True).first()
+    return 0 if depth is None else depth + 1
 
 
 def _git_detail(document: object, trigger: WebhookTrigger) -> dict[str, str]:

@@ -517,3 +517,16 @@ def test_a_burst_of_deliveries_meets_the_overlap_policy(client, agent):
     ]
     assert states == [Run.State.QUEUED] + [Run.State.SKIPPED] * 4
     assert "overlap" in Run.objects.filter(state=Run.State.SKIPPED).first().reason
+
+
+def test_a_webhook_sent_from_a_run_continues_its_chain_and_a_loop_is_cut(client, bearer, agent):
+    from runs.dependencies import MAX_DEPTH
+
+    parent = Run.objects.create(agent=agent, trigger="upstream", state="running", chain_depth=3)
+    auth = {"authorization": f"Bearer {bearer.secret}"}
+    child = post(client, bearer.trigger, x_cronos_parent_run=str(parent.pk), **auth).json()
+    assert Run.objects.get(pk=child["run_id"]).chain_depth == 4
+    Run.objects.filter(pk=parent.pk).update(chain_depth=MAX_DEPTH, state="succeeded")
+    looped = post(client, bearer.trigger, x_cronos_parent_run=str(parent.pk), **auth).json()
+    cut = Run.objects.get(pk=looped["run_id"])
+    assert cut.state == Run.State.SKIPPED and "trigger chain deeper than 20" in cut.reason
