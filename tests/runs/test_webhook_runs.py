@@ -30,9 +30,9 @@ FAKE_CLAUDE = ROOT / "tests" / "bin" / "claude"
 SYSTEM = Actor.system()
 # Everything a shell would act on, if the payload ever went through one.
 HOSTILE = (
-    '{"msg": "$(touch PWNED1); `touch PWNED2`; \'; touch PWNED3; echo ${HOME} $HOME \\" | '
-    'touch PWNED4 & > PWNED5 \\u0000 end", "prompt": "${SECRET_TOKEN} ${PLAIN}"}'
-).encode()
+    b'{"msg": "$(touch PWNED1); `touch PWNED2`; \'; touch PWNED3; echo ${HOME} $HOME \\" | '
+    b'touch PWNED4 & > PWNED5 \\u0000 end", "prompt": "${SECRET_TOKEN} ${PLAIN}"}'
+)
 
 
 @pytest.fixture(autouse=True)

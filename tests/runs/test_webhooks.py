@@ -488,10 +488,9 @@ def test_housekeeping_forgets_old_refusals_but_keeps_a_runs_delivery(client, bea
 
 
 def test_a_webhook_run_meets_the_approval_gate_caused_by_the_last_editor(client, editor, approver):
+    from agents.services import save_agent
     from runs.approvals import cause_of
     from runs.services import approve_run
-
-    from agents.services import save_agent
 
     agent = make_agent("gated", approval_required=True)
     agent.description = "edited last by the editor"

@@ -1,4 +1,5 @@
-"""Run an agent now: `python manage.py cronos_run AGENT [--wait] [--follow] [--json]`."""
+"""Run an agent now: `python manage.py cronos_run AGENT [--var NAME=VALUE ...] [--wait]
+[--follow] [--json]`, or run a past run again exactly: `cronos_run --rerun RUN_ID`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from audit.actor import Actor
 from audit.commands import INTERRUPTED, CommandFailed, CronosCommand
 from runs.engines.tasks import execute_run
 from runs.models import Run, RunChunk
-from runs.services import cancel_run, trigger_run
+from runs.services import cancel_run, rerun, trigger_run
 from runs.summary import run_summary
 
 HINT_AFTER_SECONDS = 10
@@ -28,10 +29,26 @@ INLINE_CANCEL_WAIT_SECONDS = 60
 
 
 class Command(CronosCommand):
-    help = "Trigger a manual run of an agent now."
+    help = "Trigger a manual run of an agent now, or run a past run again exactly (--rerun)."
 
     def add_arguments(self, parser):
-        parser.add_argument("agent")
+        parser.add_argument("agent", nargs="?", help="The agent to run (not with --rerun).")
+        parser.add_argument(
+            "--var",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="A variable for this run only, in its environment (never in its prompt); "
+            "repeat for several.",
+        )
+        parser.add_argument(
+            "--rerun",
+            dest="rerun_id",
+            type=int,
+            metavar="RUN_ID",
+            help="Run that run again exactly: its agent version (prompt and settings as they "
+            "were) and its variables.",
+        )
         parser.add_argument(
             "--wait",
             action="store_true",
@@ -56,7 +73,9 @@ class Command(CronosCommand):
     def handle(
         self,
         *args,
-        agent: str,
+        agent: str | None,
+        var: list[str],
+        rerun_id: int | None,
         wait: bool,
         follow: bool,
         json: bool,
@@ -65,14 +84,25 @@ class Command(CronosCommand):
         user: str | None,
         **options,
     ):
-        target = Agent.objects.filter(name=agent).first()
-        if target is None:
-            raise CommandError(f"There is no agent named {agent!r}.")
+        original = _original(rerun_id, agent, var, force) if rerun_id is not None else None
+        if original is not None:
+            target = original.agent
+        else:
+            if not agent:
+                raise CommandError("Name the agent to run (or give --rerun RUN_ID).")
+            found = Agent.objects.filter(name=agent).first()
+            if found is None:
+                raise CommandError(f"There is no agent named {agent!r}.")
+            target = found
+        variables = _variables(var)
         actor = Actor.cli(user)
         # Inline, the run goes on in a thread of this process, so that this one can print its
         # output and answer Ctrl-C (by cancelling it: it cannot outlive the process).
         engine = _BackgroundInline() if inline else None
-        run = trigger_run(target, actor, force=force, engine=engine)
+        if original is not None:
+            run = rerun(original, actor, engine=engine)
+        else:
+            run = trigger_run(target, actor, force=force, engine=engine, variables=variables)
         if not json:
             self.stderr.write(f"run #{run.pk} of {target.name}: {run.state}")
         try:
@@ -140,6 +170,34 @@ class Command(CronosCommand):
             )
             return True
         return hinted
+
+
+def _original(run_id: int, agent: str | None, var: list[str], force: bool) -> Run:
+    """The run that --rerun names, checked against the other options."""
+    if var:
+        raise CommandError("--rerun runs with the original's variables: --var cannot be given.")
+    if force:
+        raise CommandError("--rerun meets every gate as a new run: --force cannot be given.")
+    original = Run.objects.select_related("agent").filter(pk=run_id).first()
+    if original is None:
+        raise CommandError(f"There is no run #{run_id}.")
+    if agent and agent != original.agent.name:
+        raise CommandError(f"Run #{run_id} is a run of {original.agent.name}, not of {agent}.")
+    return original
+
+
+def _variables(given: list[str]) -> dict[str, str]:
+    """--var NAME=VALUE options as a mapping (the value may hold "="); a name given twice is
+    refused. Which names are allowed is the run service's to say."""
+    variables: dict[str, str] = {}
+    for item in given:
+        name, equals, value = item.partition("=")
+        if not equals or not name:
+            raise CommandError(f"--var takes NAME=VALUE (got {item!r}).")
+        if name in variables:
+            raise CommandError(f"--var {name} is given twice.")
+        variables[name] = value
+    return variables
 
 
 class _BackgroundInline:
