@@ -82,6 +82,29 @@ importing the same file twice changes nothing); ``NAME: null`` keeps the value t
 already has, and is an error for a new agent. Export never writes a value, only ``NAME: null``.
 Variables come back in the order: every ``env`` entry, then every secret.
 
+``triggers.webhooks`` (DESIGN.md §7.7, §7.12) is not a field of the Agent row but the agent's
+webhook triggers (agents.triggers), one mapping each::
+
+    triggers:
+      webhooks:
+        - name: on-push              required: 1 to 64 of a-z 0-9 - _, unique in the list
+          auth: github               bearer (default) | github | standard
+          payload: file              file (default) | env | none
+          filter:                    optional, both or neither: fire only when the value at
+            path: $.ref              this JSON path matches this regular expression
+            pattern: ^refs/heads/main$
+          rate_per_minute: 120       1 to 6000 (default 60)
+          enabled: false             (default true)
+
+The list is checked with a JSON-schema validator (WEBHOOKS_SCHEMA: an unknown key in an item is
+an error, as a secret must never be written there), then each item by
+agents.triggers.validate_trigger; problems name the item (``triggers.webhooks[1].auth``). parse
+returns the items in Parsed.webhooks; apply leaves them, and the import makes the ones the agent
+lacks and updates the others through agents.triggers, never deleting one (agents.legacy). Export
+writes the agent's live webhook triggers: name, auth and payload, the rest only where it is not
+the default, and never a secret, hash, uuid or URL. Git triggers are not written: each is made by
+``cronos_install_hook`` for one repository on one host, with its token in that hook's file.
+
 Unknown keys, at the top level or inside a known section, are kept in Agent.extra_config in the
 same shape as the file (``{"foo": 1, "guardrails": {"bar": 2}}``), reported on import, and written
 back at the same place on export, after the known keys.
@@ -104,13 +127,16 @@ import copy
 import json
 import posixpath
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from django.core.exceptions import ValidationError
+from django.db.models import CharField
+from jsonschema import Draft202012Validator
 
 from agents import secrets
-from agents.models import Agent
+from agents.models import Agent, WebhookTrigger
+from agents.triggers import live_triggers, validate_trigger
 from agents.versions import config_field, config_fields, snapshot
 
 # extra_config key for the bookkeeping described above; a file may not use it itself.
@@ -190,13 +216,16 @@ for _key in _KEYS:
     if "." in _key.path:
         _section, _sub = _key.path.split(".")
         SECTIONS.setdefault(_section, []).append(_sub)
+# Not an Agent field: the agent's webhook triggers, read and written by the code below.
+WEBHOOKS_PATH = "triggers.webhooks"
+SECTIONS.setdefault("triggers", []).append("webhooks")
 
 # Top-level order on export: the prototype's order, each extension beside its legacy neighbour.
 TOP_ORDER = [
     "name", "description", "enabled", "schedule", "timezone", "jitter_seconds", "working_dir",
     "runner", "command", "model", "max_turns", "timeout_secs", "guardrails", "extra_args",
     "catch_up_policy", "catch_up", "allow_concurrent", "overlap_policy", "retry_policy",
-    "limits", "approval", "review", "notifications", "depends_on", "env", "secrets",
+    "limits", "approval", "review", "notifications", "depends_on", "triggers", "env", "secrets",
 ]  # fmt: skip
 _SPECIAL = {"runner", "command", "env", "secrets"}
 KNOWN_TOP = set(TOP_ORDER)
@@ -217,6 +246,9 @@ class Parsed:
 
     fields: dict[str, Any]
     notices: list[str] = field(default_factory=list)
+    # triggers.webhooks: WebhookTrigger field values, one dict per item, in the file's order.
+    # Not Agent fields, so apply() leaves them; the import makes and updates the triggers.
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
 
 
 # --- Reading ------------------------------------------------------------------------------------
@@ -368,7 +400,7 @@ def parse(
     mapping = _normalised(mapping)
     prompt = normalise_text(prompt)
     existing_variables = existing.variables if existing is not None else None
-    fields, notices, problems = _decode(
+    fields, notices, problems, webhooks = _decode(
         mapping, prompt=prompt, default_name=default_name, existing_variables=existing_variables
     )
     if problems:
@@ -378,7 +410,7 @@ def parse(
         if meta:
             fields["extra_config"] = {**fields["extra_config"], META_KEY: meta}
     notices.extend(_schedule_notices(fields.get("schedule")))
-    return Parsed(fields=fields, notices=notices)
+    return Parsed(fields=fields, notices=notices, webhooks=webhooks)
 
 
 def _schedule_notices(schedule: Any) -> list[str]:
@@ -511,14 +543,16 @@ def _decode(
     prompt: str,
     default_name: str,
     existing_variables: list[dict] | None,
-) -> tuple[dict[str, Any], list[str], list[str]]:
-    """(fields, notices, problems) for a mapping; every field starts at the model default."""
+) -> tuple[dict[str, Any], list[str], list[str], list[dict[str, Any]]]:
+    """(fields, notices, problems, webhooks) for a mapping; every field starts at the model
+    default."""
     fields: dict[str, Any] = {name: _default(name) for name in config_fields()}
     fields["prompt"] = prompt
     fields["name"] = default_name
     extra: dict[str, Any] = {}
     notices: list[str] = []
     problems: list[str] = []
+    webhooks: list[dict[str, Any]] = []
 
     def keep_unknown(path: str, container: dict, key: str, value: Any) -> None:
         try:
@@ -556,6 +590,8 @@ def _decode(
                     problems.append(f"{key}.{sub!r}: keys must be text")
                 elif path in _KEY_BY_PATH:
                     _read_key(_KEY_BY_PATH[path], sub_value, fields, problems)
+                elif path == WEBHOOKS_PATH:
+                    webhooks = _read_webhooks(sub_value, problems)
                 else:
                     keep_unknown(path, extra.setdefault(key, {}), sub, sub_value)
         elif key not in _SPECIAL:
@@ -565,7 +601,7 @@ def _decode(
 
     _decode_runner(mapping, fields, problems)
     _decode_variables(mapping, fields, problems, existing_variables)
-    return fields, notices, problems
+    return fields, notices, problems, webhooks
 
 
 def _decode_runner(mapping: dict, fields: dict, problems: list[str]) -> None:
@@ -654,11 +690,156 @@ def _decrypts_to(variable: dict, value: str) -> bool:
         return False
 
 
+def _max_length(field_name: str) -> int:
+    model_field = cast(CharField, WebhookTrigger._meta.get_field(field_name))
+    return model_field.max_length or 0
+
+
+_WEBHOOK_RATE_DEFAULT: int = WebhookTrigger._meta.get_field("rate_per_minute").get_default()
+
+# One item of triggers.webhooks. Lists of mappings are checked with a JSON-schema validator
+# (DESIGN.md §7.12); what the schema cannot say (a name's form, a JSON path or a regular
+# expression that does not parse) is agents.triggers.validate_trigger's, the rules the pages
+# keep too. An unknown key is refused, not kept as elsewhere in the file: an item is a trigger's
+# settings, and a key no trigger has (`secret:`, `url:`) is a mistake worth saying.
+WEBHOOKS_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "array",
+    "items": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "auth": {"enum": list(WebhookTrigger.Auth.values)},
+            "payload": {"enum": list(WebhookTrigger.Payload.values)},
+            "filter": {
+                "type": "object",
+                "properties": {
+                    "path": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": _max_length("filter_path"),
+                    },
+                    "pattern": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": _max_length("filter_pattern"),
+                    },
+                },
+                "required": ["path", "pattern"],
+                "additionalProperties": False,
+            },
+            # The bounds of WebhookTrigger.rate_per_minute's validators.
+            "rate_per_minute": {"type": "integer", "minimum": 1, "maximum": 6000},
+            "enabled": {"type": "boolean"},
+        },
+        "required": ["name"],
+        "additionalProperties": False,
+    },
+}
+_WEBHOOKS_VALIDATOR = Draft202012Validator(WEBHOOKS_SCHEMA)
+WEBHOOK_KEYS = list(WEBHOOKS_SCHEMA["items"]["properties"])
+# WebhookTrigger field -> the key of an item that sets it, for validate_trigger's messages.
+_WEBHOOK_LABELS = {"filter_path": "filter.path", "filter_pattern": "filter.pattern"}
+_JSON_TYPES = {
+    "array": "a list",
+    "object": "a mapping",
+    "string": "text",
+    "integer": "a whole number",
+    "boolean": "true or false",
+}
+
+
+def _read_webhooks(value: Any, problems: list[str]) -> list[dict[str, Any]]:
+    """triggers.webhooks as WebhookTrigger field values; a problem per wrong item or key."""
+    if value is None:  # not set, as null is anywhere in the file
+        return []
+    errors = sorted(
+        _WEBHOOKS_VALIDATOR.iter_errors(value),
+        key=lambda e: ([(0, p) if isinstance(p, int) else (1, str(p)) for p in e.absolute_path]),
+    )
+    for error in errors:
+        problems.append(f"{_item_path(error.absolute_path)}: {_schema_message(error)}")
+    if any(not error.absolute_path for error in errors):
+        return []  # not a list: no item to look into
+    wrong = {error.absolute_path[0] for error in errors}
+    webhooks: list[dict[str, Any]] = []
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(value):
+        if index in wrong:
+            continue
+        where = _item_path([index])
+        name = item["name"]
+        if name in first_index:
+            problems.append(
+                f"{where}.name: {name!r} is given twice (also {_item_path([first_index[name]])}); "
+                "each webhook of an agent has its own name"
+            )
+            continue
+        first_index[name] = index
+        given_filter = item.get("filter") or {}
+        settings = {
+            "name": name,
+            "auth": item.get("auth", WebhookTrigger.Auth.BEARER.value),
+            "payload": item.get("payload", WebhookTrigger.Payload.FILE.value),
+            "filter_path": given_filter.get("path", ""),
+            "filter_pattern": given_filter.get("pattern", ""),
+            # JSON Schema's integers include 60.0; the model keeps an int.
+            "rate_per_minute": int(item.get("rate_per_minute", _WEBHOOK_RATE_DEFAULT)),
+            "enabled": item.get("enabled", True),
+        }
+        try:
+            validate_trigger(WebhookTrigger(**settings))
+        except ValidationError as exc:
+            problems.extend(webhook_problems(exc, index))
+            continue
+        webhooks.append(settings)
+    return webhooks
+
+
+def webhook_problems(exc: ValidationError, index: int) -> list[str]:
+    """A trigger's ValidationError as problems of item `index` of triggers.webhooks, each
+    naming the item's key (triggers.webhooks[1].filter.path: ...)."""
+    where = _item_path([index])
+    if not hasattr(exc, "error_dict"):
+        return [f"{where}: {message}" for message in exc.messages]
+    return [
+        f"{where}: {message}"
+        if field_name == "__all__"
+        else f"{where}.{_WEBHOOK_LABELS.get(field_name, field_name)}: {message}"
+        for field_name, messages in exc.message_dict.items()
+        for message in messages
+    ]
+
+
+def _item_path(path: Any) -> str:
+    """triggers.webhooks[1].filter.path from a JSON-schema error's path ([1, "filter", "path"])."""
+    text = WEBHOOKS_PATH
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return text
+
+
+def _schema_message(error: Any) -> str:
+    """A JSON-schema error in the words of the codec's other messages."""
+    if error.validator == "type":
+        expected = _JSON_TYPES.get(str(error.validator_value), str(error.validator_value))
+        return f"expected {expected}, got {_describe(error.instance)}"
+    if error.validator == "additionalProperties":
+        known = ", ".join(WEBHOOK_KEYS if len(error.absolute_path) == 1 else ["path", "pattern"])
+        return f"{error.message} (the keys are: {known})"
+    if error.validator == "maxLength":
+        return f"longer than {error.validator_value} characters"
+    return str(error.message)
+
+
 # --- Writing ------------------------------------------------------------------------------------
 
 
 def to_mapping(agent: Agent | dict[str, Any]) -> dict[str, Any]:
-    """The agent.yaml mapping of an agent (or of its snapshot); secret values never appear."""
+    """The agent.yaml mapping of an agent (or of its snapshot); secret values never appear.
+
+    A saved agent's live webhook triggers are written under triggers.webhooks (exported_webhooks);
+    a snapshot has none, since triggers are not part of the versioned Agent row."""
     fields = _plain(snapshot(agent) if isinstance(agent, Agent) else dict(agent))
     extra = dict(fields.get("extra_config") or {})
     meta = extra.pop(META_KEY, None) or {}
@@ -673,7 +854,36 @@ def to_mapping(agent: Agent | dict[str, Any]) -> dict[str, Any]:
         candidate = {**values, path: spelled}
         if _imports_as(candidate, extra, target):
             values = candidate
+    if isinstance(agent, Agent) and agent.pk is not None:
+        # Not in a snapshot (triggers are not versioned with the Agent row): the live ones.
+        webhooks = exported_webhooks(agent)
+        if webhooks:
+            values = {**values, WEBHOOKS_PATH: webhooks}
     return _assemble(values, extra)
+
+
+def exported_webhooks(agent: Agent) -> list[dict[str, Any]]:
+    """The triggers.webhooks items of an agent's live webhook triggers, by name.
+
+    Never a secret, its hash, the uuid or the URL: a file is shared and kept in repositories,
+    and an import makes a missing trigger with a secret of its own. Git triggers are left out:
+    cronos_install_hook made each for one repository on one host, its token in that hook's file,
+    so on another host it would be a trigger nothing sends to."""
+    items = []
+    for trigger in live_triggers(agent).filter(kind=WebhookTrigger.Kind.WEBHOOK):
+        item: dict[str, Any] = {
+            "name": trigger.name,
+            "auth": str(trigger.auth),
+            "payload": str(trigger.payload),
+        }
+        if trigger.filter_path:
+            item["filter"] = {"path": trigger.filter_path, "pattern": trigger.filter_pattern}
+        if trigger.rate_per_minute != _WEBHOOK_RATE_DEFAULT:
+            item["rate_per_minute"] = trigger.rate_per_minute
+        if not trigger.enabled:
+            item["enabled"] = False
+        items.append(item)
+    return items
 
 
 def _plain(value: Any) -> Any:
@@ -719,7 +929,15 @@ def _assemble(values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
             }
             unknown = extra.get(top)
             if isinstance(unknown, dict):
-                section.update({k: v for k, v in unknown.items() if k not in section})
+                # Never webhooks kept as an unknown key (an agent imported before Cronos read
+                # them): the agent's triggers are what export writes, or nothing.
+                section.update(
+                    {
+                        k: v
+                        for k, v in unknown.items()
+                        if k not in section and f"{top}.{k}" != WEBHOOKS_PATH
+                    }
+                )
             if section:
                 out[top] = section
             elif top in values:  # `retry_policy: {}` or `guardrails: null`, as the file had it
@@ -736,7 +954,7 @@ def _assemble(values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _imports_as(values: dict[str, Any], extra: dict[str, Any], target: dict[str, Any]) -> bool:
     """Whether writing `values` would import back as exactly `target`."""
     mapping = _assemble(values, extra)
-    decoded, _, problems = _decode(
+    decoded, _, problems, _ = _decode(
         mapping,
         prompt=target["prompt"],
         default_name=target["name"],

@@ -32,6 +32,12 @@ rather than a warning, because matching by the wrong one of the two would overwr
 agent. Rename one of them so that they agree. A folder name that is not an agent name
 (`Daily Report`) is reported with the name to rename it to (`daily-report`).
 
+An agent.yaml's `triggers.webhooks` (agents.agentfile) are made or changed with the agent, in its
+transaction and through agents.triggers (permission, audit): a webhook the agent lacks is made
+with a new secret that the report does not print (a secret is shown once, on the agent's page:
+rotate it there), one it has gets the file's settings, and one the file does not name is kept,
+never deleted. Export writes them without secrets, hashes, uuids or URLs.
+
 An agent that cannot run on this host (agents.host: a Windows path, the home of a user of
 another machine, a directory or an executable that does not exist here) is imported disabled,
 with a notice naming what is wrong: enabled, every run of it would fail and be retried.
@@ -56,7 +62,8 @@ from django.utils.text import slugify
 from agents import agentfile as config
 from agents import host, services
 from agents.importfiles import MAX_PROMPT_BYTES, ImportFolder, UnsafePath
-from agents.models import Agent
+from agents.models import Agent, WebhookTrigger
+from agents.triggers import create_trigger, live_triggers, update_trigger
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
 from audit.log import record
@@ -68,6 +75,12 @@ EXPORT_HEADER = """\
 # schedule: 5-field cron, an @alias, or the prototype's seconds-first form
 #   (sec min hour day-of-month month day-of-week [year]).
 # Secret values are never exported: under secrets, NAME: null keeps the value Cronos has.
+"""
+# Added when the agent has webhooks to write.
+EXPORT_WEBHOOKS_NOTE = """\
+# triggers.webhooks: each webhook's settings, never its secret or URL. An import makes a webhook
+#   the agent lacks with a new secret (rotate it on the agent's page to see one), changes the
+#   others, and deletes none. Git hooks (cronos_install_hook) belong to their host: not here.
 """
 
 
@@ -104,6 +117,36 @@ class _RefusedFile(config.ConfigError):
 
 
 @dataclass
+class WebhookChanges:
+    """What an import did to an agent's webhook triggers (triggers.webhooks), by name."""
+
+    made: list[str] = field(default_factory=list)
+    changed: dict[str, list[str]] = field(default_factory=dict)  # name -> the item's keys
+    kept: list[str] = field(default_factory=list)  # the agent's, not in the file
+
+    def lines(self, dry_run: bool) -> list[str]:
+        # A new trigger's secret is not printed: a secret is shown once, on the agent's page,
+        # and an import's output ends up in terminals' scrollback, logs and CI transcripts.
+        out = [
+            f"would make webhook {name} (with a new secret, not printed)"
+            if dry_run
+            else f"webhook {name} made: see its URL on the agent's page, and rotate its secret "
+            "there to show one (an import never prints a secret)"
+            for name in self.made
+        ]
+        out += [
+            f"{'would change' if dry_run else 'changed'} webhook {name}: {', '.join(keys)}"
+            for name, keys in self.changed.items()
+        ]
+        if self.kept:
+            out.append(
+                f"webhook{'s' if len(self.kept) > 1 else ''} {', '.join(self.kept)} kept: not in "
+                "the file, and an import never deletes a trigger (delete it on the agent's page)"
+            )
+        return out
+
+
+@dataclass
 class AgentResult:
     name: str
     folder: Path
@@ -115,6 +158,7 @@ class AgentResult:
     uses_site_claude: bool = False
     # Enabled in its file, imported disabled: it cannot run on this host (see its notices).
     disabled: bool = False
+    webhooks: WebhookChanges | None = None
 
     def line(self, dry_run: bool) -> str:
         verb = str(self.status)
@@ -151,6 +195,8 @@ class ImportReport:
         for result in self.agents:
             out.append(result.line(self.dry_run))
             out.extend(f"    {problem}" for problem in result.problems)
+            if result.webhooks is not None and result.status not in NOT_IMPORTED:
+                out.extend(f"    {line}" for line in result.webhooks.lines(self.dry_run))
             out.extend(f"    notice: {notice}" for notice in result.notices)
         out.extend(f"notice: {notice}" for notice in self.notices)
         return [printable(line) for line in out]
@@ -299,8 +345,14 @@ def _import_agent(
             changes = services.save_agent(
                 agent, actor, reason=f"Imported from {printable(folder)}", action="agent.import"
             )
+            # In the same transaction: a trigger that cannot be made or changed leaves nothing
+            # of this agent written, its row included.
+            webhooks = _apply_webhooks(agent, actor, read.parsed.webhooks, yaml_path)
             if dry_run:
                 transaction.set_rollback(True)
+    except config.ConfigError as exc:
+        result.problems = exc.problems
+        return result
     except ValidationError as exc:
         result.problems = [
             _located(key, message, yaml_path, prompt_path)
@@ -320,14 +372,72 @@ def _import_agent(
             f"{yaml_path}: enabled: {str(asked).lower()} is not applied; "
             + services.enabled_kept(agent, asked)
         )
+    result.webhooks = webhooks
     if existing is None:
         result.status = Status.CREATED
-    elif changes:
+    elif changes or webhooks.made or webhooks.changed:
         result.status = Status.UPDATED
         result.changed = config.changed_keys(changes)
+        if webhooks.made or webhooks.changed:
+            result.changed.append(config.WEBHOOKS_PATH)
     else:
         result.status = Status.UNCHANGED
     return result
+
+
+def _apply_webhooks(
+    agent: Agent, actor: Actor, items: list[dict[str, Any]], yaml_path: Path
+) -> WebhookChanges:
+    """Make the file's webhooks the agent lacks and change the ones it has, through
+    agents.triggers (permission and audit there); none is deleted. A trigger whose settings are
+    the file's is not touched (no audit entry). ConfigError naming the item if one cannot be;
+    PermissionDenied as the services raise it. Called inside the import's transaction."""
+    live = {trigger.name: trigger for trigger in live_triggers(agent)}
+    problems = []
+    for index, item in enumerate(items):
+        where = f"{yaml_path}: {config.WEBHOOKS_PATH}[{index}]"
+        trigger = live.get(item["name"])
+        if trigger is None:
+            continue
+        if trigger.kind != WebhookTrigger.Kind.WEBHOOK:
+            problems.append(
+                f"{where}.name: {item['name']!r} is the name of this agent's git hook trigger "
+                "(cronos_install_hook); give the webhook another name"
+            )
+        elif trigger.auth != item["auth"]:
+            # Its senders hold a secret of the other kind: a new trigger, not a change.
+            problems.append(
+                f"{where}.auth: webhook {item['name']!r} uses {trigger.auth}, and a trigger's "
+                f"auth cannot change to {item['auth']}; give this one another name, or delete "
+                "the old one on the agent's page and import again"
+            )
+    if problems:
+        raise config.ConfigError(problems)
+    outcome = WebhookChanges()
+    for index, item in enumerate(items):
+        trigger = live.get(item["name"])
+        try:
+            if trigger is None:
+                # The secret is dropped unseen: see WebhookChanges.lines.
+                create_trigger(agent, actor, **item)
+                outcome.made.append(item["name"])
+                continue
+            settings = {k: v for k, v in item.items() if k not in ("name", "auth")}
+            changed = update_trigger(trigger, actor, **settings)
+        except ValidationError as exc:  # a rule of the service that parse did not know
+            raise config.ConfigError(
+                [f"{yaml_path}: {problem}" for problem in config.webhook_problems(exc, index)]
+            ) from exc
+        if changed:
+            keys = ("filter" if name.startswith("filter_") else name for name in changed)
+            outcome.changed[item["name"]] = list(dict.fromkeys(keys))
+    named = {item["name"] for item in items}
+    outcome.kept = [
+        name
+        for name, trigger in live.items()
+        if name not in named and trigger.kind == WebhookTrigger.Kind.WEBHOOK
+    ]
+    return outcome
 
 
 def _folder_name_problem(folder: Path, names_here: set[str]) -> str:
@@ -459,7 +569,11 @@ def export_directory(
     for agent in chosen:
         folder = root / "agents" / agent.name
         folder.mkdir(parents=True, exist_ok=True)
-        text = EXPORT_HEADER + config.dump_yaml(config.to_mapping(agent))
+        mapping = config.to_mapping(agent)
+        header = EXPORT_HEADER
+        if isinstance(mapping.get("triggers"), dict) and mapping["triggers"].get("webhooks"):
+            header += EXPORT_WEBHOOKS_NOTE
+        text = header + config.dump_yaml(mapping)
         # CLAUDE.md is written even when empty (a command agent): a stale one left from an
         # earlier export would otherwise come back as the prompt on the next import.
         written = [

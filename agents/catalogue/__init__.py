@@ -79,6 +79,14 @@ def template_fields(template_name: str, agent_name: str) -> config.Parsed:
         )
     except config.ConfigError as exc:
         raise config.ConfigError([f"{template.path}: {p}" for p in exc.problems]) from exc
+    if parsed.webhooks:
+        # Not made from a template: each webhook's secret is shown once, on the agent's page.
+        raise config.ConfigError(
+            [
+                f"{template.path}: {config.WEBHOOKS_PATH}: a template makes no triggers; "
+                "add webhooks on the agent's page (a template may show one in a comment)"
+            ]
+        )
     parsed.fields["name"] = agent_name
     return parsed
 

@@ -15,7 +15,8 @@ from runs.legacy import export_runs
 class Command(CronosCommand):
     help = (
         "Write agents as a Cronos directory (agents/{name}/agent.yaml and CLAUDE.md) that "
-        "cronos_import and the desktop prototype can read. Secret values are never written."
+        "cronos_import and the desktop prototype can read. Secret values are never written, "
+        "nor a webhook's secret or URL (triggers.webhooks holds its settings only)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

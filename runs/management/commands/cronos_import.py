@@ -26,7 +26,9 @@ class Command(CronosCommand):
         "cannot take (invalid YAML or JSON, a wrong value, an unknown agent) fails; each by "
         "name, and nothing of its agent or run is imported. Names and text from the directory "
         "are printed with control characters escaped (\\n, \\x1b). --dry-run reports exactly "
-        "what the import would do and writes nothing."
+        "what the import would do and writes nothing. An agent.yaml's triggers.webhooks are "
+        "made or changed with their agent (a new webhook's secret is not printed: rotate it on "
+        "the agent's page); webhooks the file does not name are kept, never deleted."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
