@@ -188,6 +188,7 @@ INSTALLED_APPS = [
     "django_q",
     "django_celery_beat",  # housekeeping rows on the Celery engine; before "runs" (its admin)
     "channels",
+    "ninja",  # the JSON API's docs page from its own static files, not a CDN (cronos_site.api)
     "axes",  # login throttling; before "audit", whose login entries read what axes decided
     "audit",
     "agents",

@@ -4,7 +4,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from cronos_site.web.urls import agent_urls, audit_urls, run_urls
+from cronos_site.api.views import api_urls
+from cronos_site.web.urls import account_urls, agent_urls, audit_urls, run_urls
 from cronos_site.web.views import hooks
 
 admin.site.site_header = "Cronos"
@@ -18,6 +19,9 @@ urlpatterns = [
     # Webhook deliveries: authenticated by the trigger's token or signature, not by a session.
     path("hooks/<str:hook_id>", hooks.receive, name="hook"),
     path("hooks/<str:hook_id>/", hooks.receive),
+    # The JSON API: authenticated by a personal access token, not by a session.
+    path("api/v1/", api_urls()),
+    path("", include(account_urls)),
     path("", include(run_urls)),
     path("", include(audit_urls)),
     path("", include(agent_urls)),

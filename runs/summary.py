@@ -1,4 +1,5 @@
-"""A run as plain data, for `--json` output of the commands and (later) the API."""
+"""A run as plain data: the `--json` output of the commands, and each run of the JSON API
+(`/api/v1/`), which is this object exactly."""
 
 from __future__ import annotations
 
@@ -17,7 +18,11 @@ def run_summary(run: Run) -> dict:
         "id": run.pk,
         "agent": run.agent.name,
         "trigger": run.trigger,
+        # Which trigger, beyond its kind (a webhook's delivery, a git ref and sha, ...).
+        "trigger_detail": run.trigger_detail or {},
         "triggered_by": run.triggered_by_name or None,
+        # Given for this run only, in its environment (never its prompt).
+        "variables": run.variables or {},
         "state": run.state,
         "slot": _iso(run.slot),
         "created_at": _iso(run.created_at),
@@ -29,6 +34,7 @@ def run_summary(run: Run) -> dict:
         "reason": run.reason,
         "attempt": run.attempt,
         "retry_of": run.retry_of_id,
+        "rerun_of": run.rerun_of_id,
         "agent_version": run.agent_version_id,
         "host": run.host or None,
         "log_path": run.log_path or None,
@@ -37,7 +43,8 @@ def run_summary(run: Run) -> dict:
         "model": run.model or None,
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
-        "cost_usd": float(run.cost_usd) if run.cost_usd is not None else None,
+        # A decimal string ("0.021874"), as stored: a float would round it.
+        "cost_usd": str(run.cost_usd) if run.cost_usd is not None else None,
         "num_turns": run.num_turns,
         "result": run.result_text or None,
         "commits": run.commits,

@@ -1,12 +1,13 @@
-"""The pages' URLs. Three namespaces, named after what a page shows: `agents:` (the agents
+"""The pages' URLs. Four namespaces, named after what a page shows: `agents:` (the agents
 page is the home page, an agent, the wizard, the cron builder), `runs:` (runs, one run,
-approvals, health, upcoming runs, notifications) and `audit:` (the audit log and its export)."""
+approvals, health, upcoming runs, notifications), `audit:` (the audit log and its export) and
+`account:` (a person's API tokens)."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from cronos_site.web.views import agents, approvals, audit, runs, site
+from cronos_site.web.views import account, agents, approvals, audit, runs, site, triggers
 
 agent_urls = (
     [
@@ -16,10 +17,28 @@ agent_urls = (
         path("agents/<slug:name>/", agents.agent_detail, name="detail"),
         path("agents/<slug:name>/edit/", agents.agent_edit, name="edit"),
         path("agents/<slug:name>/run/", agents.run_now, name="run"),
+        path("agents/<slug:name>/run/variables/", agents.run_with_variables, name="run_variables"),
         path("agents/<slug:name>/enabled/", agents.toggle, name="toggle"),
         # The lock line's form names the run in its body; one view cancels for both pages.
         path("agents/<slug:name>/cancel/", runs.run_cancel, name="cancel"),
         path("agents/<slug:name>/versions/diff/", agents.version_diff, name="diff"),
+        # The Triggers section: webhooks added, rotated, enabled or disabled, deleted.
+        path("agents/<slug:name>/triggers/", triggers.trigger_add, name="trigger_add"),
+        path(
+            "agents/<slug:name>/triggers/<int:trigger_id>/rotate/",
+            triggers.trigger_rotate,
+            name="trigger_rotate",
+        ),
+        path(
+            "agents/<slug:name>/triggers/<int:trigger_id>/enabled/",
+            triggers.trigger_enabled,
+            name="trigger_enabled",
+        ),
+        path(
+            "agents/<slug:name>/triggers/<int:trigger_id>/delete/",
+            triggers.trigger_delete,
+            name="trigger_delete",
+        ),
         path(
             "agents/<slug:name>/versions/<int:history_id>/rollback/",
             agents.rollback,
@@ -38,6 +57,7 @@ run_urls = (
         path("runs/<int:run_id>/", runs.run_detail, name="detail"),
         path("runs/<int:run_id>/output/", runs.run_output, name="output"),
         path("runs/<int:run_id>/cancel/", runs.run_cancel, name="cancel"),
+        path("runs/<int:run_id>/again/", runs.run_again, name="again"),
         path("runs/<int:run_id>/approve/", approvals.approve, name="approve"),
         path("runs/<int:run_id>/reject/", approvals.reject, name="reject"),
         path("approvals/", approvals.approval_list, name="approvals"),
@@ -48,6 +68,15 @@ run_urls = (
         path("notifications/read/", runs.notifications_read, name="notifications_read"),
     ],
     "runs",
+)
+
+# A person's own settings: their personal access tokens for the JSON API.
+account_urls = (
+    [
+        path("account/tokens/", account.token_list, name="tokens"),
+        path("account/tokens/<int:token_id>/revoke/", account.token_revoke, name="token_revoke"),
+    ],
+    "account",
 )
 
 # The audit log (admins): the page, and its downloads as JSON Lines or CSV.

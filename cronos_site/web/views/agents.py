@@ -26,6 +26,8 @@ from django.http import (
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -53,7 +55,7 @@ from agents.versions import (
     version_number,
 )
 from cronos_site.web import agentlist as pages
-from cronos_site.web import cronbuilder
+from cronos_site.web import cronbuilder, triggerpage
 from cronos_site.web.access import (
     ADD,
     CHANGE,
@@ -339,10 +341,15 @@ def _names(agents: list[Agent]) -> str:
 
 
 def status_context(agent: Agent) -> dict:
-    """What the agent page's live part shows: its lock, its runs, its health."""
+    """What the agent page's live part shows: its lock, its runs, its health, and the delivery
+    log of its triggers (so that a run a webhook started and its delivery appear together)."""
     runs = pages.recent_runs(agent)
     active = list(Run.objects.active().filter(agent=agent).order_by("created_at", "id"))
+    deliveries, has_triggers = triggerpage.recent_deliveries(agent)
     return {
+        "deliveries": deliveries,
+        "deliveries_shown": triggerpage.DELIVERIES_SHOWN,
+        "has_triggers": has_triggers,
         "agent": agent,
         "runs": runs,
         "active_runs": active,
@@ -358,9 +365,16 @@ def status_context(agent: Agent) -> dict:
 @vary_on_headers("HX-Request")
 def agent_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     agent = agent_for(request, name)
-    context = status_context(agent)
     if wants_fragment(request):
-        return render(request, "agents/agent_status.html", context)
+        return render(request, "agents/agent_status.html", status_context(agent))
+    return agent_page(request, agent)
+
+
+def agent_page(request: HttpRequest, agent: Agent, *, status: int = 200, **extra) -> HttpResponse:
+    """The agent's whole page. `extra` adds to what it shows: the Triggers section's context
+    (triggerpage.triggers_context: a form with its errors, a secret shown once) or the rows of
+    "Run with variables" that were refused."""
+    context = status_context(agent)
     versions = list(
         agent.history.select_related("history_user").order_by("-history_id")[:VERSIONS_SHOWN]
     )
@@ -377,9 +391,12 @@ def agent_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
             "schedule_words": words,
             "schedule_error": schedule_error,
             "preview": cronbuilder.preview(agent.schedule, agent.timezone, timezone.now()),
+            "variable_rows": triggerpage.rows_to_show([]),
+            **triggerpage.triggers_context(agent),
+            **extra,
         }
     )
-    return render(request, "agents/agent.html", context)
+    return render(request, "agents/agent.html", context, status=status)
 
 
 VERSIONS_SHOWN = 50
@@ -444,27 +461,74 @@ def agent_edit(request: HttpRequest, name: str) -> HttpResponse:
     return render(request, "agents/edit.html", context, status=409 if form.conflict else 200)
 
 
+def run_link(run: Run, text: str) -> SafeString:
+    """A message about `run` that links to its page (the whole message: its words stay one
+    piece of text)."""
+    return format_html('<a href="{}">{}</a>', reverse("runs:detail", args=[run.pk]), text)
+
+
+def announce_run(request: HttpRequest, run: Run, *, started: str = "", skip_hint: str = "") -> None:
+    """Say what became of a run just made (started, waiting for approval, or skipped), in a
+    message that links to it. `started` says more about a run that started ("past the overlap
+    gate"); `skip_hint` what to do about a skip."""
+    if run.state == Run.State.SKIPPED:
+        text = f"Run #{run.pk} was skipped: {run.reason}." + (f" {skip_hint}" if skip_hint else "")
+        messages.warning(request, run_link(run, text))
+    elif run.state == Run.State.AWAITING_APPROVAL:
+        messages.info(
+            request,
+            run_link(
+                run,
+                f"Run #{run.pk} waits for approval: another person with the approver role "
+                "decides on the Approvals page.",
+            ),
+        )
+    else:
+        more = f" {started}" if started else ""
+        text = f"Started run #{run.pk}{more}: {run.get_state_display()}."
+        messages.success(request, run_link(run, text))
+
+
 @require_POST
 def run_now(request: HttpRequest, name: str) -> HttpResponse:
     agent = agent_for(request, name, RUN)
     force = request.POST.get("force") == "1"
     run = trigger_run(agent, actor(request), force=force)
-    if run.state == Run.State.SKIPPED:
-        messages.warning(
-            request,
-            f"Run #{run.pk} was skipped: {run.reason}. "
-            "Tick “even if a run is active” to start it anyway.",
-        )
-    elif run.state == Run.State.AWAITING_APPROVAL:
-        messages.info(
-            request,
-            f"Run #{run.pk} waits for approval: another person with the approver role decides "
-            "on the Approvals page.",
-        )
-    else:
-        forced = " past the overlap gate" if force else ""
-        messages.success(request, f"Started run #{run.pk}{forced}: {run.get_state_display()}.")
+    announce_run(
+        request,
+        run,
+        started="past the overlap gate" if force else "",
+        skip_hint="Tick “even if a run is active” to start it anyway.",
+    )
     return redirect_back(request, agent_url(agent))
+
+
+@require_POST
+@sensitive_post_parameters("var_value")
+def run_with_variables(request: HttpRequest, name: str) -> HttpResponse:
+    """A manual run given variables for itself only (name/value rows), in its environment and
+    never in its prompt. Refused names keep the rows on the page with the reasons."""
+    agent = agent_for(request, name, RUN)
+    rows = triggerpage.variable_rows(request.POST)
+    problems = triggerpage.rows_problems(rows)
+    if not rows:
+        problems = ["Give at least one variable (or press “Run now”)."]
+    if not problems:
+        try:
+            run = trigger_run(agent, actor(request), variables=triggerpage.variables_of(rows))
+        except ValidationError as exc:
+            problems = exc.messages
+        else:
+            given = len(rows)
+            announce_run(request, run, started=f"with {given} variable{'s' if given != 1 else ''}")
+            return HttpResponseRedirect(reverse("runs:detail", args=[run.pk]))
+    return agent_page(
+        request,
+        agent,
+        status=400,
+        variable_rows=triggerpage.rows_to_show(rows),
+        variable_problems=problems,
+    )
 
 
 @require_POST

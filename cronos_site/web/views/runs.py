@@ -18,9 +18,10 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent
-from cronos_site.web import charts
+from cronos_site.web import charts, triggerpage
 from cronos_site.web.access import (
     CANCEL,
+    RUN,
     VIEW_AGENT,
     VIEW_RUN,
     HtmxHttpRequest,
@@ -35,10 +36,11 @@ from cronos_site.web.access import (
 from cronos_site.web.params import EARLIEST_YEAR, LATEST_YEAR, id_param
 from cronos_site.web.runlist import STATE_CHOICES, TRIGGER_CHOICES, RunQuery, cursor, runs_page
 from cronos_site.web.runpage import output_window, patch_lines, timeline_events, version_info
+from cronos_site.web.views.agents import announce_run
 from runs import approvals, health, notifications
 from runs.models import AgentRunState, Approval, Review, Run
 from runs.scheduling import upcoming as upcoming_runs
-from runs.services import cancel_run
+from runs.services import cancel_run, rerun
 
 # Agents listed in the health page's per-agent table (worst first) and upcoming's lanes.
 HEALTH_AGENTS_SHOWN = 50
@@ -78,6 +80,13 @@ def run_context(request: HttpRequest, run: Run) -> dict:
         "retries": list(run.retries.order_by("id").values("id", "state", "attempt")),
         "retry_of": run.retry_of_id,
         "version": version_info(run),
+        "trigger_facts": triggerpage.trigger_facts(run),
+        # A list, not the dict: in a template, `variables.items` would find a variable named
+        # "items".
+        "run_variables": sorted((run.variables or {}).items()),
+        # "Run again" (an exact re-run) on every run page, finished or not, for whoever may
+        # start runs of the agent.
+        "can_rerun": request.user.has_perm(RUN),
         "timeline": timeline_events(run),
         "is_claude": agent.runner == Agent.Runner.CLAUDE or bool(run.timeline),
         "usual_seconds": usual,
@@ -157,6 +166,16 @@ def run_cancel(
         run.refresh_from_db()
         return render(request, "runs/run_summary.html", run_context(request, run))
     return HttpResponseRedirect(safe_next(request, back))
+
+
+@require_POST
+def run_again(request: HttpRequest, run_id: int) -> HttpResponse:
+    """An exact re-run of a run (runs.services.rerun: the same agent version, variables and
+    payload), then its page."""
+    original = run_for(request, run_id, RUN)
+    run = rerun(original, actor(request))
+    announce_run(request, run, started=f"as an exact re-run of #{original.pk}")
+    return HttpResponseRedirect(reverse("runs:detail", args=[run.pk]))
 
 
 # --- Runs history -------------------------------------------------------------------------
