@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import secrets as random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,10 +35,13 @@ PERMISSION = "agents.change_agent"  # who may edit an agent may manage its trigg
 # How long a rotated secret keeps working beside the new one, by default (seconds).
 ROTATION_OVERLAP_SECONDS = 24 * 3600
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-# A filter's pattern runs against text a stranger sent: evaluated with a time limit
-# (the `regex` module's timeout; Python's `re` has none) so no pattern can hang a worker.
-FILTER_TIMEOUT_SECONDS = 0.05
+# A filter's pattern runs against text a stranger sent: evaluated with a time limit for the
+# whole delivery (the `regex` module's timeout; Python's `re` has none), on at most so many
+# values of a document nested at most so deep, so no body can hang a web process.
+FILTER_BUDGET_SECONDS = 0.1
 FILTER_VALUE_MAX_CHARS = 10_000
+FILTER_MAX_VALUES = 100
+FILTER_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def bearer_matches(token: str, hashes: list[str]) -> bool:
 def validate_trigger(trigger: WebhookTrigger) -> None:
     """Every rule a trigger's settings keep; raises ValidationError naming each field."""
     errors: dict[str, list[str]] = {}
-    if not NAME.match(trigger.name or ""):
+    if not NAME.fullmatch(trigger.name or ""):
         errors.setdefault("name", []).append(
             "a name is 1 to 64 lower-case letters, digits, - and _, starting with a letter or digit"
         )
@@ -131,6 +135,10 @@ def validate_trigger(trigger: WebhookTrigger) -> None:
 def jsonpath_problem(path: str) -> str:
     if len(path) > 200:
         return "a JSON path is at most 200 characters"
+    if ".." in path:
+        # Recursive descent over a stranger's document costs as much as the stranger likes
+        # (`$..*..*..*`): a filter names the place it looks at.
+        return "recursive descent (..) is not allowed: name the place, e.g. $.ref or $.commits[*].message"
     try:
         parse_jsonpath(path)
     except (
@@ -151,24 +159,57 @@ def pattern_problem(pattern: str) -> str:
 
 
 def filter_matches(trigger: WebhookTrigger, document: object) -> tuple[bool, str]:
-    """(whether the delivery passes the trigger's filter, why not). Every value found at the
-    path is tried (as JSON text unless it is a string); a pattern that takes longer than
-    FILTER_TIMEOUT_SECONDS on one value counts as not matching."""
+    """(whether the delivery passes the trigger's filter, why not). Values found at the path
+    are tried in order (as JSON text unless a string), at most FILTER_MAX_VALUES of them, all
+    within FILTER_BUDGET_SECONDS of pattern time; a document nested deeper than
+    FILTER_MAX_DEPTH is not looked into. Whatever runs out counts as not matching, and says so:
+    a stranger's body cannot make a filter take longer than its budget."""
     if not trigger.filter_path:
         return True, ""
-    values = [match.value for match in parse_jsonpath(trigger.filter_path).find(document)]
+    problem = jsonpath_problem(trigger.filter_path)
+    if problem:  # saved before the rule
+        return False, f"the filter's path cannot be used: {problem}"
+    if nesting_depth(document, FILTER_MAX_DEPTH) > FILTER_MAX_DEPTH:
+        return False, f"the body is nested deeper than {FILTER_MAX_DEPTH} levels"
+    found = parse_jsonpath(trigger.filter_path).find(document)
+    values = [match.value for match in found[:FILTER_MAX_VALUES]]
     if not values:
         return False, f"nothing at {trigger.filter_path}"
     compiled = regex.compile(trigger.filter_pattern)
+    deadline = time.monotonic() + FILTER_BUDGET_SECONDS
     for value in values:
         text = value if isinstance(value, str) else _json_text(value)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, f"the pattern took too long on the values at {trigger.filter_path}"
         try:
-            if compiled.search(text[:FILTER_VALUE_MAX_CHARS], timeout=FILTER_TIMEOUT_SECONDS):
+            if compiled.search(text[:FILTER_VALUE_MAX_CHARS], timeout=left):
                 return True, ""
         except TimeoutError:
-            return False, f"the pattern took too long on the value at {trigger.filter_path}"
+            return False, f"the pattern took too long on the values at {trigger.filter_path}"
     shown = _json_text(values[0])[:80]
     return False, f"{trigger.filter_path} is {shown}, which does not match {trigger.filter_pattern}"
+
+
+def nesting_depth(document: object, stop_after: int) -> int:
+    """How deep lists and mappings nest in `document` (0 for a scalar), counted without
+    recursion and given up past `stop_after` (returns stop_after + 1)."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(document, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: list = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > stop_after:
+            return stop_after + 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children)
+    return deepest
 
 
 def _json_text(value: object) -> str:

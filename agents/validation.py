@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -15,7 +16,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import EmailValidator
 from django.utils.text import capfirst
 
-from agents import cron, dependencies, secrets
+from agents import conditions, cron, dependencies, gitrefs, secrets, watch
 from agents.masking import MIN_SECRET_CHARS
 
 if TYPE_CHECKING:
@@ -198,15 +199,11 @@ CLAUDE_NEEDS_NETWORK = (
 )
 
 
-# git check-ref-format(1): what a branch name may not contain or start or end with.
-_BAD_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|[/.]$|\.lock$|/\.")
-
-
 def branch_problem(name: str) -> str:
     """Why `name` cannot be a git branch name (the rules of git check-ref-format), or ""."""
     if not name:
         return ""
-    if name == "@" or _BAD_BRANCH.search(name):
+    if not gitrefs.is_ref_name(name):
         return f"{name!r} is not a git branch name (see git check-ref-format)."
     return ""
 
@@ -253,6 +250,14 @@ def validate_agent(agent: Agent) -> None:
         add("notify_emails", problem)
     for problem in dependency_problems(agent):
         add("depends_on", problem)
+    # Pre-run conditions (agents.conditions): their shape, values, and paths kept out of
+    # Cronos's own folders (checked against the working directory as saved).
+    for problem in conditions.problems(agent.conditions, agent.working_dir):
+        add("conditions", problem)
+    for problem in watch.file_watch_problems(
+        agent.file_watch, agent.working_dir, working_dir_problem
+    ):
+        add("file_watch", problem)
     for problem in validate_variables(agent.variables):
         add("variables", problem)
     if (
@@ -307,9 +312,13 @@ def _label(agent: Agent, field: str) -> str:
 
 # --- Variables given for one run (API, "Run with variables", re-runs) -----------------------
 #
-# Whoever may run an agent may give it variables for that run, but not change *what* runs:
-# names that steer the dynamic linker, an interpreter's start-up, the shell, git or the search
-# path are refused (DESIGN.md §7.7), as are Cronos's own (CRONOS_*), which the run's facts use.
+# Whoever may run an agent may give it values for one run, but never change *what* runs: only
+# the names the agent itself declares (its plain variables: an editor chose them, as Rundeck's
+# job options and Jenkins' build parameters are declared on the job) may be set, each over the
+# agent's own value for that run. A list of refused names could never be complete (MAKEFLAGS,
+# CC, GCONV_PATH, XDG_CONFIG_HOME... each makes some program run another); the allow-list is.
+# Names that steer the dynamic linker, an interpreter's start-up, the shell, git or the search
+# path stay refused even when declared (DESIGN.md §7.7), as do Cronos's own (CRONOS_*).
 RUN_VARIABLES_MAX = 50
 RUN_VARIABLE_VALUE_MAX_CHARS = 32 * 1024
 RUN_VARIABLES_MAX_CHARS = 64 * 1024
@@ -319,14 +328,19 @@ _REFUSED_RUN_NAMES = {
     "NODE_PATH", "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "JAVA_TOOL_OPTIONS",
     "_JAVA_OPTIONS", "CLASSPATH", "LANG", "TERM", "SSL_CERT_FILE", "SSL_CERT_DIR",
     "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-    "NO_PROXY", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR",
+    "NO_PROXY", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "CLAUDE_CONFIG_DIR", "MAKEFLAGS",
+    "MFLAGS", "GCONV_PATH", "OPENSSL_CONF", "XDG_CONFIG_HOME", "CC", "CXX",
 }  # fmt: skip
-_REFUSED_RUN_PREFIXES = ("LD_", "PYTHON", "GIT_", "CRONOS_", "LC_", "BASH_FUNC_", "DYLD_")
+_REFUSED_RUN_PREFIXES = (
+    "LD_", "PYTHON", "GIT_", "CRONOS_", "LC_", "BASH_FUNC_", "DYLD_", "ANTHROPIC_",
+    "CLAUDE_", "NPM_CONFIG_", "PIP_", "XDG_",
+)  # fmt: skip
 
 
-def run_variable_problem(name: str) -> str:
-    """Why `name` cannot be given as a variable for one run ("" when it can)."""
-    if not isinstance(name, str) or not VARIABLE_NAME.match(name):
+def run_variable_problem(name: object, declared: Iterable[str] | None = None) -> str:
+    """Why `name` cannot be given as a variable for one run ("" when it can). `declared`:
+    the agent's plain variable names (None: only the name's own form is checked)."""
+    if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
         return (
             f"{printable_name(name)} is not a valid variable name (letters, digits and _, "
             "not starting with a digit)"
@@ -336,7 +350,25 @@ def run_variable_problem(name: str) -> str:
         return f"{name} cannot be set for one run: it changes what the agent's programs are"
     if upper.startswith(_REFUSED_RUN_PREFIXES):
         return f"{name} cannot be set for one run: names starting with {_prefix(upper)} are refused"
+    if declared is not None and name not in set(declared):
+        known = ", ".join(sorted(declared)) or "none"
+        return (
+            f"{name} is not one of the agent's variables (it declares: {known}); a run may set "
+            "only those — an editor adds a variable to the agent to let runs set it"
+        )
     return ""
+
+
+def declared_run_variables(variables: object) -> list[str]:
+    """The names a run of an agent with these `variables` may set: its plain (not secret)
+    variables."""
+    if not isinstance(variables, list):
+        return []
+    return [
+        item["name"]
+        for item in variables
+        if isinstance(item, dict) and isinstance(item.get("name"), str) and not item.get("secret")
+    ]
 
 
 def _prefix(name: str) -> str:
@@ -348,11 +380,14 @@ def printable_name(name: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def clean_run_variables(variables: object) -> dict[str, str]:
+def clean_run_variables(
+    variables: object, declared: Iterable[str] | None = None
+) -> dict[str, str]:
     """Variables for one run as given (a mapping of name to text), checked: at most
-    RUN_VARIABLES_MAX names, each allowed (run_variable_problem), each value text without NUL
-    of at most RUN_VARIABLE_VALUE_MAX_CHARS characters, all values together at most
-    RUN_VARIABLES_MAX_CHARS. Returns a plain dict; raises ValidationError listing every
+    RUN_VARIABLES_MAX names, each allowed (run_variable_problem: one of `declared`, the
+    agent's plain variable names, and never one that changes what runs), each value text
+    without NUL of at most RUN_VARIABLE_VALUE_MAX_CHARS characters, all values together at
+    most RUN_VARIABLES_MAX_CHARS. Returns a plain dict; raises ValidationError listing every
     problem."""
     if variables is None:
         return {}
@@ -364,7 +399,7 @@ def clean_run_variables(variables: object) -> dict[str, str]:
     total = 0
     clean: dict[str, str] = {}
     for name, value in variables.items():
-        problem = run_variable_problem(name)
+        problem = run_variable_problem(name, declared)
         if problem:
             problems.append(problem)
             continue

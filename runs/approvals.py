@@ -85,7 +85,8 @@ def cause_of(run: Run) -> Cause:
     while run.trigger == Run.Trigger.RETRY and run.retry_of_id and run.pk not in seen:
         seen.add(run.pk)
         run = Run.objects.select_related("retry_of").get(pk=run.retry_of_id)
-    if run.triggered_by_id or run.trigger == Run.Trigger.MANUAL:
+    if run.triggered_by_id or run.trigger in (Run.Trigger.MANUAL, Run.Trigger.BACKFILL):
+        # A shell account (no Cronos user) is named, never replaced by the agent's last editor.
         return Cause(run.triggered_by_id, run.triggered_by_name)
     last = (
         run.agent.history.order_by("-history_id")
@@ -158,6 +159,8 @@ def _caused_how(run: Run) -> str:
         return "started it"
     if run.trigger == Run.Trigger.RETRY:
         return "caused the run it retries"
+    if run.trigger == Run.Trigger.BACKFILL:
+        return "asked for the backfill"
     return "changed the agent last"
 
 

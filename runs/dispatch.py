@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from agents.models import Agent
@@ -29,13 +29,28 @@ from runs.models import Approval, Run, new_dispatch_token
 
 log = logging.getLogger(__name__)
 
-# Runs of these triggers never skip for overlap: they wait for their turn.
-ALWAYS_WAIT = {Run.Trigger.CATCH_UP, Run.Trigger.RETRY}
+# Runs of these triggers never skip for overlap: they wait for their turn. A backfill is what
+# a person asked to run, slot by slot: none is dropped for overlap, nor cancels a live run.
+ALWAYS_WAIT = {Run.Trigger.CATCH_UP, Run.Trigger.RETRY, Run.Trigger.BACKFILL}
 
 # What a jittered scheduled run says while it waits, released, for its own start (the
 # scheduler's `_fire`); `release` hands it over shortly before, where it meets the gates as a
 # new run would (DESIGN.md §4: never held in a worker for its offset).
 JITTER_REASON = "jitter: handed to a worker shortly before its start"
+
+
+def backfill_ahead(run: Run) -> Run | None:
+    """The backfill run that goes before `run`, a backfill run (DESIGN.md §7.8: backfill runs
+    wait for each other, one at a time, even where the agent allows concurrent runs): one of
+    the agent's holding the lock, else an older one not handed over yet (made first: the
+    oldest slot of a request first, requests in the order they were made)."""
+    others = Run.objects.filter(agent_id=run.agent_id, trigger=Run.Trigger.BACKFILL).exclude(
+        pk=run.pk
+    )
+    holding = others.filter(state__in=Run.HOLDING_STATES).order_by("pk").first()
+    if holding is not None:
+        return holding
+    return others.filter(state=Run.State.PENDING, pk__lt=run.pk).order_by("pk").first()
 
 
 def lock_holder(agent: Agent, exclude: int | None = None) -> Run | None:
@@ -144,17 +159,30 @@ def _admit(runs: list[Run], *, locked: set[int], fresh: bool) -> list[Run]:
         exclusive = [pk for pk, (concurrent, _, _) in agents.items() if not concurrent]
         busy_runs = Q(state__in=Run.HOLDING_STATES)
         if fresh:
-            busy_runs |= Q(state=Run.State.PENDING, dispatch_token="")  # waiting: first come
+            # Waiting: first come. Not the backfill runs waiting for each other: a backfill of
+            # the past does not hold up the present between two of its runs.
+            busy_runs |= Q(state=Run.State.PENDING, dispatch_token="") & ~Q(
+                trigger=Run.Trigger.BACKFILL
+            )
         busy = set(
             Run.objects.filter(busy_runs, agent_id__in=exclusive)
             .exclude(pk__in=ours)
             .values_list("agent_id", flat=True)
         )
         admitted: list[Run] = []
+        backfilling: set[int] = set()  # agents whose backfill run is admitted in this batch
         for run in runs:
             if run.agent_id not in agents:
                 continue  # the agent was deleted meanwhile, and its runs with it
             concurrent, policy, _ = agents[run.agent_id]
+            if run.trigger == Run.Trigger.BACKFILL:
+                ahead = backfill_ahead(run)
+                if ahead is not None or run.agent_id in backfilling:
+                    first = f"backfill run #{ahead.pk}" if ahead else "another backfill run"
+                    run.wait_for_lock(
+                        f"waiting: {first} goes first (backfill runs go one at a time)"
+                    )
+                    continue
             if concurrent:
                 admitted.append(run)
             elif run.agent_id in busy or run.agent_id in locked:
@@ -167,6 +195,8 @@ def _admit(runs: list[Run], *, locked: set[int], fresh: bool) -> list[Run]:
             else:
                 admitted.append(run)
                 locked.add(run.agent_id)
+            if run.trigger == Run.Trigger.BACKFILL and admitted and admitted[-1] is run:
+                backfilling.add(run.agent_id)
         if admitted:
             Run.mark_queued_many([run.pk for run in admitted])
             for run in admitted:
@@ -181,6 +211,8 @@ def _gate(run: Run, policy: str, *, starting: bool) -> None:
     waiting = (
         Run.objects.filter(agent_id=run.agent_id, state=Run.State.PENDING, dispatch_token="")
         .exclude(pk=run.pk)
+        # Backfill runs wait in a line of their own: not "the one waiting" of `queue`.
+        .exclude(trigger=Run.Trigger.BACKFILL)
         .order_by("created_at", "pk")
     )
     holder_text = (
@@ -250,7 +282,19 @@ def release(
     taken: list[Run] = []
     jittered: list[Run] = []
     locked: set[int] = set()
-    for run in candidates[:500]:
+    # Backfill runs after the others (the present before the past), and of each agent's line
+    # only its head, so that a long backfill neither fills the batch nor starves another's.
+    heads = (
+        Run.objects.filter(trigger=Run.Trigger.BACKFILL, state=Run.State.PENDING)
+        .values("agent_id")
+        .annotate(head=Min("pk"))
+        .values("head")
+    )
+    waiting = [
+        *candidates.exclude(trigger=Run.Trigger.BACKFILL)[:500],
+        *candidates.filter(trigger=Run.Trigger.BACKFILL, pk__in=heads)[:500],
+    ]
+    for run in waiting:
         if run.reason in (JITTER_REASON, Run.APPROVAL_WAIVED_REASON):
             # Its start has come: it meets the agent's overlap policy now, as a new run.
             if run.take_for_dispatch(new_dispatch_token()):
@@ -259,6 +303,8 @@ def release(
         concurrent = run.agent.allow_concurrent
         if not concurrent and (run.agent_id in locked or lock_holder(run.agent) is not None):
             continue  # first come, first served: the oldest waiting run goes first
+        if run.trigger == Run.Trigger.BACKFILL and backfill_ahead(run) is not None:
+            continue  # another backfill run of the agent is handed over (`_admit` checks again)
         if not run.take_for_dispatch(new_dispatch_token()):
             continue  # another process took it
         taken.append(run)

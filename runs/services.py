@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, Q
 from django.utils import timezone
@@ -24,7 +25,7 @@ from agents.services import (
     delete_agent,
     deletion_blocked_by_dependents,
 )
-from agents.validation import clean_run_variables
+from agents.validation import clean_run_variables, declared_run_variables
 from agents.versions import latest_version_id
 from audit.actor import Actor
 from audit.log import record
@@ -84,7 +85,7 @@ def trigger_run(
     ValidationError for variables that cannot be given (agents.validation.clean_run_variables).
     """
     actor.require("agents.run_agent")
-    variables = clean_run_variables(variables)
+    variables = clean_run_variables(variables, declared_run_variables(agent.variables))
     with transaction.atomic():
         run = make_run(
             agent,
@@ -101,8 +102,15 @@ def rerun(original: Run, actor: Actor, *, engine: Engine | None = None) -> Run:
     """An exact re-run of `original` (DESIGN.md §3 `rerun_of`): the same agent version (prompt
     and settings as they were, not as they are now), the same variables and the same webhook
     payload; a new run of its own, caused by `actor`, meeting every gate as new. Raises
-    PermissionDenied."""
+    PermissionDenied, and ValidationError when the version it ran is no longer kept (a
+    re-run of today's configuration under its name would be a lie)."""
     actor.require("agents.run_agent")
+    if original.agent_version_id is None:
+        raise ValidationError(
+            f"run #{original.pk} cannot be run again exactly: the agent version it ran is no "
+            "longer kept (history cleaned, or a run imported from the prototype); start a new "
+            "run instead"
+        )
     detail = {
         key: value
         for key, value in (original.trigger_detail or {}).items()

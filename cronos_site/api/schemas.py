@@ -20,11 +20,14 @@ class ErrorOut(Schema):
 
 
 class TriggerIn(Schema):
+    # A misspelt key (`variabels`) is an error, not a run without what was meant.
+    model_config = ConfigDict(extra="forbid")
+
     variables: dict[str, str] = Field(
         default_factory=dict,
         description="Variables for this run only (name → text), in its environment, never "
-        "in its prompt. Names that change what the agent's programs are (PATH, LD_PRELOAD, "
-        "PYTHONPATH, ...) are refused.",
+        "in its prompt. Only the agent's own (plain) variables may be set; names that change "
+        "what the agent's programs are (PATH, LD_PRELOAD, PYTHONPATH, ...) are refused.",
     )
     force: bool = Field(
         default=False, description="Start it even if another run of the agent is active."
@@ -32,6 +35,8 @@ class TriggerIn(Schema):
 
 
 class DecisionIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
     note: str = Field(default="", max_length=NOTE_LIMIT, description="Why (optional).")
 
 

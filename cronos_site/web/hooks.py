@@ -24,6 +24,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
@@ -139,7 +140,8 @@ def body_limit(path: bytes) -> int:
     """The largest body (bytes) a request for `path` may carry."""
     from django.conf import settings
 
-    if path.startswith(PREFIX.encode()):
+    # As the application will see it (daphne %-decodes the path): `/%68ooks/` is a webhook.
+    if unquote_to_bytes(path).startswith(PREFIX.encode()):
         return int(settings.CRONOS_WEBHOOK_MAX_BYTES)
     return int(settings.DATA_UPLOAD_MAX_MEMORY_SIZE) + PAGE_OVERHEAD_BYTES
 
@@ -203,7 +205,7 @@ def _guarded(base: type) -> type:
 
         def _cronos_refuse(self, length: int) -> None:
             self._cronos_refused = True
-            path = self._cronos_path.decode("latin-1")
+            path = unquote_to_bytes(self._cronos_path).decode("latin-1")
             client = getattr(self.channel.transport.getPeer(), "host", None)
             limit = self._cronos_limit
             if path.startswith(PREFIX):

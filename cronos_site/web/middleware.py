@@ -31,7 +31,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.contrib.messages import get_messages
 from django.core.exceptions import FieldDoesNotExist
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 from django.utils.cache import patch_cache_control, patch_vary_headers
@@ -58,6 +58,9 @@ class NoStoreMiddleware:
         return response
 
 
+RAW_BODY_PREFIXES = ("/hooks/", "/api/")
+
+
 class UsableRequestMiddleware:
     """The 400 page, saying why, for a request no page can use (params.check_request)."""
 
@@ -65,8 +68,11 @@ class UsableRequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        # Webhooks and the JSON API read their own raw body (a signature is over its bytes):
+        # parsing it as a form here would consume it, and a multipart body would then be a 500.
+        form = QueryDict() if request.path.startswith(RAW_BODY_PREFIXES) else request.POST
         try:
-            params.check_request(request.META.get("QUERY_STRING", ""), request.GET, request.POST)
+            params.check_request(request.META.get("QUERY_STRING", ""), request.GET, form)
         except params.Unusable as refused:
             return _refuse(request, refused)
         return self.get_response(request)

@@ -1,13 +1,23 @@
 """The pages' URLs. Four namespaces, named after what a page shows: `agents:` (the agents
 page is the home page, an agent, the wizard, the cron builder), `runs:` (runs, one run,
-approvals, health, upcoming runs, notifications), `audit:` (the audit log and its export) and
-`account:` (a person's API tokens)."""
+approvals, health, upcoming runs, the dependency graph, notifications), `audit:` (the audit
+log and its export) and `account:` (a person's API tokens)."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from cronos_site.web.views import account, agents, approvals, audit, runs, site, triggers
+from cronos_site.web.views import (
+    account,
+    agents,
+    approvals,
+    audit,
+    backfill,
+    graph,
+    runs,
+    site,
+    triggers,
+)
 
 agent_urls = (
     [
@@ -19,6 +29,8 @@ agent_urls = (
         path("agents/<slug:name>/run/", agents.run_now, name="run"),
         path("agents/<slug:name>/run/variables/", agents.run_with_variables, name="run_variables"),
         path("agents/<slug:name>/enabled/", agents.toggle, name="toggle"),
+        # Past slots without a run: GET previews a range (nothing made), POST runs it.
+        path("agents/<slug:name>/backfill/", backfill.backfill_page, name="backfill"),
         # The lock line's form names the run in its body; one view cancels for both pages.
         path("agents/<slug:name>/cancel/", runs.run_cancel, name="cancel"),
         path("agents/<slug:name>/versions/diff/", agents.version_diff, name="diff"),
@@ -64,6 +76,8 @@ run_urls = (
         path("health/", runs.health_page, name="health"),
         path("health/<slug:name>/", runs.agent_health, name="agent_health"),
         path("upcoming/", runs.upcoming, name="upcoming"),
+        # The dependency graph: agents as boxes, depends_on as arrows (`?all=1`: every agent).
+        path("graph/", graph.graph_page, name="graph"),
         path("notifications/", runs.notification_list, name="notifications"),
         path("notifications/read/", runs.notifications_read, name="notifications_read"),
     ],

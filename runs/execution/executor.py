@@ -4,7 +4,8 @@
 kind of agent (its command line, reading its output, its outcome and metrics) is its runner's
 (runs/execution/runners/); the process is started by the launcher (runs/execution/launcher.py). It claims the Run (so a task
 delivered twice, or a run cancelled while queued, starts nothing), waits for its `not_before`
-instant, starts the agent in its own session, streams its output through runs/output.py and
+instant, checks the agent's pre-run conditions (runs/execution/conditions.py: one unmet ends
+the run skipped), starts the agent in its own session, streams its output through runs/output.py and
 watches it from this thread: exit, wall-clock timeout, cancel request, memory of the whole
 process tree, output limit, heartbeat. Whatever happens, a `finally` ends the process tree and
 records an outcome, so no run stays `running` because of an exception here.
@@ -37,8 +38,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents import secrets
+from agents.conditions import ConditionError
+from agents.conditions import parse as parse_conditions
 from runs import live, reviews
-from runs.execution import gitinfo, guardrails, isolation, payload, review, workdir
+from runs.execution import conditions, gitinfo, guardrails, isolation, payload, review, workdir
 from runs.execution.launcher import Launch, launch
 from runs.execution.limits import effective_limits
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
@@ -142,6 +145,9 @@ class Execution:
     command: Command | None = None
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = ""
+    # The agent's working directory as configured: `cwd` too, unless a review moves the agent
+    # into a worktree of its own. Pre-run conditions look here (runs/execution/conditions.py).
+    work_dir: str = ""
     isolated: isolation.Isolation | None = None  # how the agent is kept out of Cronos
     run_dir: Path | None = None  # the run's own folder (CRONOS_RUN_DIR)
     payload_note: str = ""  # where a webhook's payload is, told to a claude agent
@@ -180,6 +186,8 @@ class Execution:
             if not self.prepare():
                 return
             if not self.wait_until_not_before():
+                return
+            if not self.check_conditions():
                 return
             if not self.start():
                 return
@@ -250,7 +258,10 @@ class Execution:
             "CRONOS_AGENT": run.agent.name,
             "CRONOS_TRIGGER": run.trigger,
             "CRONOS_ATTEMPT": str(run.attempt),
-            "CRONOS_SLOT": run.slot.isoformat() if run.slot else "",
+            # A backfill run of a slot that a missed-range entry holds keeps it in its detail.
+            "CRONOS_SLOT": run.slot.isoformat()
+            if run.slot
+            else str((run.trigger_detail or {}).get("slot") or ""),
             "CRONOS_RUN_DIR": str(self.run_dir),
         }
         # What the run's trigger gave it (DESIGN.md §7.7): variables for this run only (over the
@@ -296,7 +307,7 @@ class Execution:
                 f"working directory {cwd} is inside {protected}, which agents may not change "
                 "(Cronos runs programs from it); choose a directory elsewhere"
             )
-        self.cwd = cwd
+        self.cwd = self.work_dir = cwd
         if getattr(config, "review_required", False):
             try:
                 self.workspace = review.open_worktree(
@@ -378,6 +389,84 @@ class Execution:
                     self._close_output()
                     return False
 
+    def check_conditions(self) -> bool:
+        """Evaluate the agent's pre-run conditions (DESIGN.md §7.8) right before it starts,
+        each result a line of the run's output; the first unmet one ends the run `skipped`
+        (never failed) with the condition and its result as the reason. False when the run
+        ended here (skipped, cancelled while a condition's command ran, lost)."""
+        config = self.config
+        items = getattr(config, "conditions", None) or []
+        if not items:
+            return True
+        assert self.sink is not None  # prepare() made it
+        try:
+            parsed = parse_conditions(items)
+        except ConditionError as exc:
+            # Saved before a rule existed: a configuration to fix, said like a missing directory.
+            reason = f"the agent's conditions cannot be read: {exc}"
+            self.sink.notice(reason)
+            self._close_output()
+            return self._fail_to_start(reason)
+        next_cancel = time.monotonic() + CANCEL_EVERY
+        next_beat = time.monotonic() + heartbeat_seconds()
+
+        def should_stop() -> bool:
+            # While a condition's command runs (up to an hour): heartbeats and cancels as in
+            # watch(), so the run is neither reaped as lost nor deaf to a cancel.
+            nonlocal next_cancel, next_beat
+            now = time.monotonic()
+            if now >= next_cancel:
+                next_cancel = now + CANCEL_EVERY
+                by = self._cancel_requested_by()
+                if by is not None:
+                    self.ending = Ending(Run.State.CANCELLED, _cancel_reason(by))
+                    return True
+            if now >= next_beat:
+                beat = self._heartbeat()
+                next_beat = now + (heartbeat_seconds() if beat is not None else TICK)
+                if beat is False:
+                    self.lost = True
+                    return True
+            return False
+
+        context = conditions.Context(
+            run=self.run,
+            zone_name=config.timezone,
+            cwd=self.work_dir,
+            env=self.env,
+            writable=self._writable(),
+            nice=config.cpu_nice or 0,
+            cpu_seconds=config.cpu_time_limit_seconds,
+            network_none=config.guardrail_network == guardrails.NETWORK_NONE,
+            should_stop=should_stop,
+        )
+        unmet: conditions.Checked | None = None
+        for checked in conditions.evaluate(parsed, context):
+            state = "met" if checked.met else "not met"
+            self.sink.notice(f"condition {state}: {checked.line}")
+            for line in checked.output:
+                self.sink.notice(f"  {line}")
+            if not checked.met:
+                unmet = checked
+        if self.lost:
+            self._close_output()
+            return False
+        if self.ending is not None:
+            self._close_output()
+            self._finish(self.ending.state, reason=self.ending.reason)
+            return False
+        if unmet is None:
+            return True
+        log.info("run skipped: condition not met", extra={"run_id": self.run.pk})
+        self._close_output()
+        # running -> skipped: not a failure, never retried nor notified (runs.followups).
+        self._finish(Run.State.SKIPPED, reason=f"condition not met: {unmet.line}")
+        return False
+
+    def _writable(self) -> tuple[str, ...]:
+        """Where the agent (and its conditions' commands) may write."""
+        return (self.cwd, str(self.run_dir), *(self.workspace.writable if self.workspace else ()))
+
     def start(self) -> bool:
         """Spawn the agent and record its process; False when it could not start."""
         config = self.config
@@ -391,11 +480,7 @@ class Execution:
                     stdin=self.command.stdin is not None,
                     nice=config.cpu_nice or 0,
                     cpu_seconds=config.cpu_time_limit_seconds,
-                    writable=(
-                        self.cwd,
-                        str(self.run_dir),
-                        *(self.workspace.writable if self.workspace else ()),
-                    ),
+                    writable=self._writable(),
                     network_none=config.guardrail_network == guardrails.NETWORK_NONE,
                 )
             )

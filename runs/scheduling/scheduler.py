@@ -29,6 +29,7 @@ from runs.dispatch import JITTER_REASON, admit, dispatch
 from runs.engines import Engine, engine_name
 from runs.housekeeping import Housekeeper, scheduler_tasks
 from runs.models import AgentRunState, Run, new_dispatch_token
+from runs.triggers.filewatch import FileWatcher
 
 log = logging.getLogger(__name__)
 
@@ -475,8 +476,22 @@ class Scheduler:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    def run_forever(self, poll: float = 1.0, stop=lambda: False) -> None:
-        """Sleep until the next slot (minus the lead) or the next look for changed agents."""
+    def run_forever(
+        self, poll: float = 1.0, stop=lambda: False, *, watch_files: bool = False
+    ) -> None:
+        """Sleep until the next slot (minus the lead) or the next look for changed agents.
+        With `watch_files`, agents' file watches run in a thread of this process meanwhile
+        (runs.triggers.filewatch), stopped with the loop."""
+        files = FileWatcher(engine=self.engine) if watch_files else None
+        if files is not None:
+            files.start()
+        try:
+            self._loop(poll, stop)
+        finally:
+            if files is not None:
+                files.stop()
+
+    def _loop(self, poll: float, stop) -> None:
         while not stop():
             try:
                 result = self.tick()

@@ -117,7 +117,13 @@ def receive(
             request, Delivery.Outcome.REFUSED, 403, f"agent {trigger.agent.name} is paused"
         )
 
-    delivery_id = _delivery_id(request)[:DELIVERY_ID_MAX]
+    delivery_id = _delivery_id(request)
+    document, parse_problem = _json(body)
+    # The filter looks at a stranger's body: decided before the transaction, so that its
+    # (bounded) time never holds the database.
+    passed, why = True, ""
+    if trigger.filter_path:
+        passed, why = (False, parse_problem) if parse_problem else filter_matches(trigger, document)
     with transaction.atomic():
         # One delivery of a trigger at a time: the replay check, the rate and the run are
         # decided together (SQLite: its write lock; PostgreSQL: the trigger's row lock).
@@ -152,20 +158,15 @@ def receive(
                 f"over {trigger.rate_per_minute} deliveries per minute",
                 delivery_id=delivery_id,
             )
-        document, parse_problem = _json(body)
-        if trigger.filter_path:
-            passed, why = (
-                (False, parse_problem) if parse_problem else filter_matches(trigger, document)
+        if not passed:
+            return _record(
+                request,
+                Delivery.Outcome.FILTERED,
+                Answer(202, {"skipped": "filter"}),
+                f"filter: {why}",
+                delivery_id=delivery_id,
+                dedupe=True,
             )
-            if not passed:
-                return _record(
-                    request,
-                    Delivery.Outcome.FILTERED,
-                    Answer(202, {"skipped": "filter"}),
-                    f"filter: {why}",
-                    delivery_id=delivery_id,
-                    dedupe=True,
-                )
         run, delivery = _start(request, delivery_id, event, document)
     run = hand_over(run)
     return Answer(202, delivery.answer | {"state": run.state})
@@ -267,14 +268,22 @@ def _event(request: _Request) -> str:
 
 
 def _delivery_id(request: _Request) -> str:
-    """The sender's id of this delivery, the replay key (empty: none given)."""
+    """The sender's id of this delivery, the replay key (empty: none given), at most
+    DELIVERY_ID_MAX characters: a longer one is kept as its start and a hash of the whole, so
+    two ids that differ only past the limit stay two ids."""
     headers = request.headers
     auth = request.trigger.auth
     if auth == WebhookTrigger.Auth.GITHUB:
-        return headers.get("x-github-delivery", "").strip()
-    if auth == WebhookTrigger.Auth.STANDARD:
-        return headers.get("webhook-id", "").strip()
-    return headers.get("idempotency-key", "").strip()
+        given = headers.get("x-github-delivery", "")
+    elif auth == WebhookTrigger.Auth.STANDARD:
+        given = headers.get("webhook-id", "")
+    else:
+        given = headers.get("idempotency-key", "")
+    given = given.strip()
+    if len(given) <= DELIVERY_ID_MAX:
+        return given
+    digest = hashlib.sha256(given.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{given[: DELIVERY_ID_MAX - 65]}~{digest}"
 
 
 def _rate_limited(trigger: WebhookTrigger) -> int:
@@ -302,6 +311,8 @@ def _json(body: bytes) -> tuple[object, str]:
         return json.loads(body), ""
     except (UnicodeDecodeError, ValueError):
         return None, "the body is not JSON"
+    except RecursionError:
+        return None, "the body is JSON nested too deeply to read"
 
 
 def _start(
@@ -384,11 +395,15 @@ def _git_detail(document: object, trigger: WebhookTrigger) -> dict[str, str]:
     return detail
 
 
+# Answers that start nothing and may come in floods: kept at most REFUSALS_KEPT_PER_MINUTE a
+# minute per trigger (those that proved nothing, and an authenticated sender's too many).
 UNPROVEN = [
     Delivery.Outcome.UNAUTHORIZED,
     Delivery.Outcome.DISABLED,
     Delivery.Outcome.DELETED,
     Delivery.Outcome.TOO_LARGE,
+    Delivery.Outcome.RATE_LIMITED,
+    Delivery.Outcome.DUPLICATE,
 ]
 REFUSALS_KEPT_PER_MINUTE = 60
 # Deliveries that started no run are kept this long (the ones that did stay with their run).
@@ -434,7 +449,7 @@ def _record(
         return answer
     Delivery.objects.create(
         trigger=request.trigger,
-        delivery_id=delivery_id or _delivery_id(request)[:DELIVERY_ID_MAX],
+        delivery_id=delivery_id or _delivery_id(request),
         dedupe_key=(delivery_id or None) if dedupe else None,
         event=_event(request),
         outcome=outcome,
@@ -442,6 +457,7 @@ def _record(
         reason=reason[:500],
         answer=answer.body,
         remote_addr=request.remote_addr,
-        body_bytes=len(request.body) if body_bytes is None else body_bytes,
+        # A Content-Length can claim any number of digits: the column holds 32 bits.
+        body_bytes=min(len(request.body) if body_bytes is None else body_bytes, 2**31 - 1),
     )
     return answer

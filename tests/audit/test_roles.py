@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.forms import JSONField
 from django.urls import reverse
 
 from agents.models import Agent
@@ -105,6 +106,9 @@ def edit_form_data(agent: Agent, **overrides) -> dict:
         if isinstance(value, bool):
             if value:
                 data[name] = "on"
+            continue
+        if isinstance(field, JSONField):
+            data[name] = value  # value() is already the field's JSON text
             continue
         data[name] = field.prepare_value(value) if hasattr(field, "prepare_value") else value
     data.update(overrides)

@@ -529,3 +529,89 @@ def test_a_webhook_sent_from_a_run_continues_its_chain_and_a_loop_is_cut(client,
     looped = post(client, bearer.trigger, x_cronos_parent_run=str(parent.pk), **auth).json()
     cut = Run.objects.get(pk=looped["run_id"])
     assert cut.state == Run.State.SKIPPED and "trigger chain deeper than 20" in cut.reason
+
+
+# --- From a hostile try-out -------------------------------------------------------------------
+
+
+def test_a_filter_over_many_values_stays_within_its_budget(client, agent):
+    """500 values a backtracking pattern chokes on: one budget for the whole delivery, and
+    the database is not held meanwhile (the filter runs before the transaction)."""
+    made = create_trigger(
+        agent, SYSTEM, name="many", filter_path="$.x[*]", filter_pattern="^(a|aa)+$"
+    )
+    body = json.dumps({"x": ["a" * 25 + "!"] * 500}).encode()
+    response = post(client, made.trigger, body, authorization=f"Bearer {made.secret}")
+    assert response.json() == {"skipped": "filter"}
+    assert "took too long" in Delivery.objects.get().reason
+
+
+def test_recursive_descent_is_refused_in_a_filter():
+    from agents.triggers import jsonpath_problem
+
+    assert "recursive descent" in jsonpath_problem("$..*..*..*")
+    assert jsonpath_problem("$.commits[*].message") == ""
+
+
+def test_bodies_nested_too_deep_are_answered_not_crashed(client, agent):
+    made = create_trigger(agent, SYSTEM, name="deep", filter_path="$.a", filter_pattern="x")
+    auth = {"authorization": f"Bearer {made.secret}"}
+    too_deep_for_json = b"[" * 5000 + b"]" * 5000
+    assert post(client, made.trigger, too_deep_for_json, **auth).json() == {"skipped": "filter"}
+    assert Delivery.objects.get().reason == "filter: the body is JSON nested too deeply to read"
+    nested = json.dumps(json.loads("[" * 100 + "]" * 100)).encode()
+    assert post(client, made.trigger, nested, **auth).json() == {"skipped": "filter"}
+    assert "nested deeper than 32 levels" in Delivery.objects.order_by("-id").first().reason
+    plain = create_trigger(agent, SYSTEM, name="plain")
+    response = post(
+        client, plain.trigger, too_deep_for_json, authorization=f"Bearer {plain.secret}"
+    )
+    assert response.status_code == 202  # no filter: the body is the agent's to read
+
+
+def test_a_multipart_body_to_a_webhook_is_answered_not_a_500(client, bearer):
+    response = client.post(hook_url(bearer.trigger), data={"a": "b"})  # multipart/form-data
+    assert response.status_code == 401 and response.json() == {"error": "unauthorized"}
+    ok = client.post(
+        hook_url(bearer.trigger),
+        data={"a": "b"},
+        headers={"authorization": f"Bearer {bearer.secret}"},
+    )
+    assert ok.status_code == 202
+
+
+def test_long_delivery_ids_that_differ_past_the_limit_are_two_deliveries(client, bearer):
+    auth = {"authorization": f"Bearer {bearer.secret}"}
+    one = post(client, bearer.trigger, idempotency_key="k" * 300 + "1", **auth).json()
+    two = post(client, bearer.trigger, idempotency_key="k" * 300 + "2", **auth).json()
+    again = post(client, bearer.trigger, idempotency_key="k" * 300 + "1", **auth).json()
+    assert one["run_id"] != two["run_id"] and again["run_id"] == one["run_id"]
+    assert all(len(d.delivery_id) <= 200 for d in Delivery.objects.all())
+
+
+def test_an_absurd_content_length_is_refused_and_recorded(client, bearer):
+    response = client.post(
+        hook_url(bearer.trigger),
+        data=b"{}",
+        content_type="application/json",
+        CONTENT_LENGTH="9" * 40,
+    )
+    assert response.status_code == 413
+    assert Delivery.objects.get().body_bytes == 2**31 - 1
+
+
+def test_a_flood_of_over_the_rate_deliveries_is_logged_at_most_sixty_a_minute(client, agent):
+    from runs.triggers.webhooks import REFUSALS_KEPT_PER_MINUTE
+
+    made = create_trigger(agent, SYSTEM, name="flood", rate_per_minute=1)
+    start = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    with time_machine.travel(start, tick=False):
+        for _ in range(REFUSALS_KEPT_PER_MINUTE + 20):
+            post(client, made.trigger, authorization=f"Bearer {made.secret}")
+    assert Delivery.objects.filter(outcome="rate_limited").count() == REFUSALS_KEPT_PER_MINUTE
+    assert Delivery.objects.filter(outcome="started").count() == 1
+
+
+def test_a_name_with_a_trailing_newline_is_refused(agent):
+    with pytest.raises(ValidationError, match="a name is 1 to 64"):
+        create_trigger(agent, SYSTEM, name="hook\n")

@@ -93,6 +93,13 @@ def test_sizes_through_a_real_daphne(daphne):
     assert status == b"HTTP/1.1 413 Request Entity Too Large"
     assert json.loads(body) == {"error": f"the body is larger than {LIMIT} bytes"}
 
+    # The same path %-encoded is the same webhook to the application: the same limit, unread.
+    status, _ = _exchange(
+        daphne,
+        _head(path.replace("/hooks/", "/%68ooks/"), made.secret, "Content-Length: 10000000\r\n"),
+    )
+    assert status == b"HTTP/1.1 413 Request Entity Too Large"
+
     # Chunked, over the limit: refused once the limit is passed.
     chunk = b"x" * 3000
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(2)) + b"0\r\n\r\n"
@@ -120,8 +127,8 @@ def test_sizes_through_a_real_daphne(daphne):
     assert run.trigger == Run.Trigger.WEBHOOK
     # Refusals are recorded off daphne's reactor thread: wait for both.
     too_large = Delivery.objects.filter(outcome=Delivery.Outcome.TOO_LARGE)
-    wait_for(lambda: too_large.count() == 2, 30, "the two refusals recorded")
-    assert sorted(too_large.values_list("body_bytes", flat=True)) == [6000, 10_000_000]
+    wait_for(lambda: too_large.count() == 3, 30, "the three refusals recorded")
+    assert sorted(too_large.values_list("body_bytes", flat=True)) == [6000, 10_000_000, 10_000_000]
 
 
 def test_a_page_body_over_the_sites_form_limit_is_refused_unread(daphne, settings):

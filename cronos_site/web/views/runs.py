@@ -10,6 +10,7 @@ and the services check again and audit.
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -18,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from agents.models import Agent
-from cronos_site.web import charts, triggerpage
+from cronos_site.web import charts, graph, triggerpage
 from cronos_site.web.access import (
     CANCEL,
     RUN,
@@ -41,6 +42,7 @@ from runs import approvals, health, notifications
 from runs.models import AgentRunState, Approval, Review, Run
 from runs.scheduling import upcoming as upcoming_runs
 from runs.services import cancel_run, rerun
+from runs.triggers import filewatch
 
 # Agents listed in the health page's per-agent table (worst first) and upcoming's lanes.
 HEALTH_AGENTS_SHOWN = 50
@@ -173,7 +175,11 @@ def run_again(request: HttpRequest, run_id: int) -> HttpResponse:
     """An exact re-run of a run (runs.services.rerun: the same agent version, variables and
     payload), then its page."""
     original = run_for(request, run_id, RUN)
-    run = rerun(original, actor(request))
+    try:
+        run = rerun(original, actor(request))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return HttpResponseRedirect(reverse("runs:detail", args=[original.pk]))
     announce_run(request, run, started=f"as an exact re-run of #{original.pk}")
     return HttpResponseRedirect(reverse("runs:detail", args=[run.pk]))
 
@@ -256,6 +262,7 @@ def health_page(request: HttpRequest) -> HttpResponse:
         "failing_total": failing_total,
         "per_agent": per_agent,
         "agents_with_runs": len(found.counts),
+        "file_watches": filewatch.watch_health(HEALTH_AGENTS_SHOWN),
         **_health_context(found.health),
     }
     return render(request, "runs/health.html", context)
@@ -296,9 +303,21 @@ def upcoming(request: HttpRequest) -> HttpResponse:
             result.per_agent.items(), key=lambda item: item[1][0].starts.timestamp()
         )[:UPCOMING_LANES]
     ]
+    # Agents that run after others have no time of their own: rows "after A, B (all)", and a
+    # note on the timed rows of those that also have a schedule (Cronicle#584: chained jobs
+    # were invisible in its upcoming list).
+    after, after_more = graph.after_rows()
+    after_words = {row.name: row.words for row in after}
+    next_due = {name: runs[0].starts for name, runs in result.per_agent.items()}
     context = {
         "section": "upcoming",
         "upcoming": result,
+        "hours": [
+            (hour, [(run, after_words.get(run.agent, "")) for run in hour.runs])
+            for hour in result.hours
+        ],
+        "after_rows": [(row, next_due.get(row.name)) for row in after],
+        "after_more": after_more,
         "chart": charts.timeline(site_now, 24, lanes),
         "lanes_hidden": max(len(result.per_agent) - UPCOMING_LANES, 0),
         "per_agent_cap": upcoming_runs.PER_AGENT,

@@ -22,6 +22,12 @@ class Command(CronosCommand):
             "--dry-run", action="store_true", help="Print what the pass would do; write nothing."
         )
         parser.add_argument(
+            "--no-file-watch",
+            action="store_true",
+            help="Leave agents' file watches to other processes (cronos_watch, or another "
+            "scheduler).",
+        )
+        parser.add_argument(
             "--poll",
             type=float,
             default=1.0,
@@ -33,7 +39,16 @@ class Command(CronosCommand):
         # INFO lines (the slots it fires) are its log.
         return bool(options["once"] or options["dry_run"] or options["now"])
 
-    def handle(self, *args, once: bool, now: str | None, dry_run: bool, poll: float, **options):
+    def handle(
+        self,
+        *args,
+        once: bool,
+        now: str | None,
+        dry_run: bool,
+        poll: float,
+        no_file_watch: bool,
+        **options,
+    ):
         at = None
         if now:
             try:
@@ -63,7 +78,7 @@ class Command(CronosCommand):
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stopping.append(True))
         self.stdout.write("cronos scheduler running (Ctrl-C to stop)")
-        scheduler.run_forever(poll=poll, stop=lambda: bool(stopping))
+        scheduler.run_forever(poll=poll, stop=lambda: bool(stopping), watch_files=not no_file_watch)
         self.stdout.write("cronos scheduler stopped")
 
 
