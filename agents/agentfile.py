@@ -27,7 +27,9 @@ Legacy keys (what the prototype wrote) and the Agent fields they fill::
     retry_policy.delay_seconds        retry_delay_seconds
     retry_policy.backoff              retry_backoff
     retry_policy.max_delay_seconds    retry_max_delay_seconds
-    depends_on                        depends_on
+    depends_on                        depends_on: each item an agent's name (= after its
+                                      success, as the prototype wrote it) or, a Cronos
+                                      extension, a mapping {agent, on, manual}; see below
     env (NAME: value)                 variables, as plain entries, in the file's order
 
 Cronos extensions, written on export only when they differ from the model's default::
@@ -60,6 +62,9 @@ Cronos extensions, written on export only when they differ from the model's defa
     notifications.emails              notify_emails
     notifications.webhook_url         notify_webhook_url
     notifications.failure_alert_threshold   failure_alert_threshold
+    dependency_mode                   dependency_mode (all | any; default all)
+    conditions                        conditions (a list of one-key mappings; see below)
+    triggers.files                    file_watch (a mapping; see below)
     secrets (NAME: value | null)      variables, as encrypted entries after the plain ones
 
 The prompt is not a key: it is the agent's ``CLAUDE.md``, passed in as text.
@@ -81,6 +86,35 @@ export writes back exactly what was read. An explicit ``runner:`` wins over that
 importing the same file twice changes nothing); ``NAME: null`` keeps the value the existing agent
 already has, and is an error for a new agent. Export never writes a value, only ``NAME: null``.
 Variables come back in the order: every ``env`` entry, then every secret.
+
+``depends_on`` (DESIGN.md §7.8, agents.dependencies): the agents whose runs start this one.
+An item is a plain name, which means ``{agent: NAME, on: success, manual: true}`` (so the
+prototype's ``depends_on: [cron-git]`` reads and writes back as it was), or a mapping::
+
+    depends_on:
+      - cron-git                 after each success of cron-git
+      - agent: nightly-tests     after nightly-tests ends...
+        on: failure              ...failed (success | failure | done; default success)
+        manual: false            ...not when someone started it by hand (default true)
+    dependency_mode: any         after any one upstream (default all: after every one)
+
+An item is stored and written as agents.dependencies.Edge.as_item writes it: a plain name
+when it says nothing but the defaults (the file's own spelling is kept, as for any key, see
+below). The list is checked with a JSON-schema validator (DEPENDS_ON_SCHEMA; problems name the
+item, ``depends_on[1].on``), then by agents.dependencies (the agent itself, a name twice); a
+loop through saved agents is refused when the import saves the agent (agents.validation), with
+its path (``a → b → a``).
+
+``conditions`` (DESIGN.md §7.8): a list of one-key mappings, each a pre-run condition
+(``path_exists: PATH``, ``glob_nonempty: PATTERN``, ``repo_has_changes: {since}``,
+``command_succeeds: {command, timeout_seconds}``, ``upstream_succeeded: {agent, within}``),
+checked by agents.conditions (a JSON schema, then each value; problems name the item), stored
+and written as given; written only when there is one.
+
+``triggers.files`` (DESIGN.md §7.7): the agent's file watch (agents.watch), a mapping of
+``paths``, ``patterns``, ``ignore``, ``debounce_ms``, ``settle_seconds`` and ``polling``,
+checked by agents.watch (a JSON schema), stored and written as given; written only when set.
+Where its paths may point is checked when the agent is saved (agents.validation).
 
 ``triggers.webhooks`` (DESIGN.md §7.7, §7.12) is not a field of the Agent row but the agent's
 webhook triggers (agents.triggers), one mapping each::
@@ -134,7 +168,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import CharField
 from jsonschema import Draft202012Validator
 
-from agents import secrets
+from agents import conditions, dependencies, secrets, watch
 from agents.models import Agent, WebhookTrigger
 from agents.triggers import live_triggers, validate_trigger
 from agents.versions import config_field, config_fields, snapshot
@@ -156,7 +190,9 @@ class ConfigError(ValueError):
 class _Key:
     path: str  # "retry_policy.delay_seconds"
     field: str  # the Agent field it fills
-    kind: str  # text | int | bool | strings | choice
+    # text | int | bool | strings | choice, or one of the lists and mappings read by their own
+    # module's rules: depends (agents.dependencies), conditions, watch (agents.watch)
+    kind: str
     # Written even at its default: the keys every prototype file had.
     always: bool = False
 
@@ -206,7 +242,10 @@ _KEYS = [
     _Key("notifications.emails", "notify_emails", "strings"),
     _Key("notifications.webhook_url", "notify_webhook_url", "text"),
     _Key("notifications.failure_alert_threshold", "failure_alert_threshold", "int"),
-    _Key("depends_on", "depends_on", "strings"),
+    _Key("depends_on", "depends_on", "depends"),
+    _Key("dependency_mode", "dependency_mode", "choice"),
+    _Key("conditions", "conditions", "conditions"),
+    _Key("triggers.files", "file_watch", "watch"),
 ]
 _KEY_BY_PATH = {key.path: key for key in _KEYS}
 
@@ -218,14 +257,15 @@ for _key in _KEYS:
         SECTIONS.setdefault(_section, []).append(_sub)
 # Not an Agent field: the agent's webhook triggers, read and written by the code below.
 WEBHOOKS_PATH = "triggers.webhooks"
-SECTIONS.setdefault("triggers", []).append("webhooks")
+SECTIONS.setdefault("triggers", []).insert(0, "webhooks")
 
 # Top-level order on export: the prototype's order, each extension beside its legacy neighbour.
 TOP_ORDER = [
     "name", "description", "enabled", "schedule", "timezone", "jitter_seconds", "working_dir",
     "runner", "command", "model", "max_turns", "timeout_secs", "guardrails", "extra_args",
     "catch_up_policy", "catch_up", "allow_concurrent", "overlap_policy", "retry_policy",
-    "limits", "approval", "review", "notifications", "depends_on", "triggers", "env", "secrets",
+    "limits", "approval", "review", "notifications", "depends_on", "dependency_mode", "conditions",
+    "triggers", "env", "secrets",
 ]  # fmt: skip
 _SPECIAL = {"runner", "command", "env", "secrets"}
 KNOWN_TOP = set(TOP_ORDER)
@@ -265,6 +305,12 @@ class _Refused(yaml.MarkedYAMLError):
     """Well-formed YAML that an agent.yaml may not use (its `problem` says what and why)."""
 
 
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_STR_TAG = "tag:yaml.org,2002:str"
+# YAML 1.1's booleans that are words of their own rather than true and false.
+_YAML11_BOOL_WORDS = {"on", "off", "yes", "no"}
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that refuses anchors and aliases, deep nesting, and a key given twice.
 
@@ -272,6 +318,10 @@ class _Loader(yaml.SafeLoader):
     "billion laughs") build gigabytes; an agent.yaml has no use for them. They are refused while
     the document is composed, at the first anchor, before anything is built or expanded. A key
     given twice is refused because PyYAML would silently keep the last one.
+
+    A key written `on`, `off`, `yes` or `no` (unquoted) is that text: YAML 1.1, which PyYAML
+    reads, makes them true and false, so the `on:` of a depends_on item (`{agent: a, on:
+    failure}`) would otherwise be the key true. Only keys: a value `manual: no` is still false.
     """
 
     def __init__(self, stream: str) -> None:
@@ -307,6 +357,14 @@ class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
             self.flatten_mapping(node)
+            for key_node, _ in node.value:
+                if (
+                    isinstance(key_node, yaml.ScalarNode)
+                    and key_node.tag == _BOOL_TAG
+                    and key_node.style is None
+                    and key_node.value.lower() in _YAML11_BOOL_WORDS
+                ):
+                    key_node.tag = _STR_TAG
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
@@ -511,6 +569,13 @@ def _read_key(key: _Key, value: Any, fields: dict, problems: list[str]) -> None:
         if key.kind == "bool" or key.path == "name":
             problems.append(f"{key.path}: expected {_expected(key)}, got {_describe(value)}")
         return
+    if key.kind in _STRUCTURED:
+        found = _STRUCTURED[key.kind](value)
+        if found:
+            problems.extend(found)
+        else:
+            fields[key.field] = _stored(key.kind, value)
+        return
     if key.kind == "text":
         ok = isinstance(value, str)
     elif key.kind == "int":
@@ -526,6 +591,130 @@ def _read_key(key: _Key, value: Any, fields: dict, problems: list[str]) -> None:
         problems.append(f"{key.path}: expected {_expected(key)}, got {_describe(value)}")
         return
     fields[key.field] = list(value) if isinstance(value, list) else value
+
+
+# --- depends_on, conditions, triggers.files: lists and mappings with rules of their own -------
+
+# One depends_on list (DESIGN.md §7.12: lists of mappings are checked with a JSON-schema
+# validator). An item is a name or a mapping; `pattern` and `maxLength` apply to the names,
+# `properties` and `required` to the mappings, so no oneOf (whose errors say only "not valid
+# under any of the given schemas") is needed. What the schema cannot say (the agent itself, a
+# name twice) is agents.dependencies.item_problems's, which the save applies too.
+_AGENT_NAME = {
+    "type": "string",
+    "pattern": dependencies.NAME.pattern,
+    "maxLength": Agent._meta.get_field("name").max_length,
+}
+DEPENDS_ON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "array",
+    "maxItems": dependencies.MAX_EDGES,
+    "items": {
+        "type": ["string", "object"],
+        "pattern": dependencies.NAME.pattern,
+        "maxLength": Agent._meta.get_field("name").max_length,
+        "properties": {
+            "agent": _AGENT_NAME,
+            "on": {"enum": list(dependencies.ON_CHOICES)},
+            "manual": {"type": "boolean"},
+        },
+        "required": ["agent"],
+        "additionalProperties": False,
+    },
+}
+_DEPENDS_ON_VALIDATOR = Draft202012Validator(DEPENDS_ON_SCHEMA)
+DEPENDS_ON_KEYS = list(DEPENDS_ON_SCHEMA["items"]["properties"])
+
+
+def _depends_on_problems(value: Any) -> list[str]:
+    """What the JSON schema finds wrong with a depends_on list, each naming its item."""
+    errors = sorted(
+        _DEPENDS_ON_VALIDATOR.iter_errors(value),
+        key=lambda e: [(0, p) if isinstance(p, int) else (1, str(p)) for p in e.absolute_path],
+    )
+    return [_depends_on_message(error) for error in errors]
+
+
+def _depends_on_message(error: Any) -> str:
+    path = list(error.absolute_path)
+    where = "depends_on" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    instance, validator = error.instance, error.validator
+    if not path:
+        if validator == "maxItems":
+            return f"{where}: at most {dependencies.MAX_EDGES} upstream agents"
+        # The words of a list of text items, as before mappings were read: names are the most
+        # common items, and the prototype wrote nothing else.
+        return (
+            f"{where}: expected a list of text items, got {_describe(instance)}: each item is "
+            "an agent's name, or a mapping {agent, on, manual}"
+        )
+    if validator == "type" and len(path) == 1:
+        return (
+            f"{where}: expected an agent's name or a mapping {{agent, on, manual}}, got "
+            f"{_describe(instance)}"
+        )
+    if validator == "type":
+        expected = _JSON_TYPES.get(str(error.validator_value), str(error.validator_value))
+        return f"{where}: expected {expected}, got {_describe(instance)}"
+    if validator == "pattern":
+        return f"{where}: {instance!r} is not an agent name (letters, digits, - and _)"
+    if validator == "maxLength":
+        return f"{where}: longer than {error.validator_value} characters, so no agent's name"
+    if validator == "enum":
+        return f"{where}: {_describe(instance)} is not one of {', '.join(dependencies.ON_CHOICES)}"
+    if validator == "required":
+        return f"{where}: agent is required (the keys are: {', '.join(DEPENDS_ON_KEYS)})"
+    if validator == "additionalProperties":
+        unknown = ", ".join(repr(k) for k in sorted(set(instance) - set(DEPENDS_ON_KEYS)))
+        return f"{where}: unknown key {unknown} (the keys are: {', '.join(DEPENDS_ON_KEYS)})"
+    return f"{where}: {error.message}"
+
+
+def _conditions_problems(value: Any) -> list[str]:
+    # Relative paths are checked against the working directory after every key is read.
+    return [f"conditions: {problem}" for problem in conditions.problems(value)]
+
+
+def _file_watch_problems(value: Any) -> list[str]:
+    return [f"triggers.files: {problem}" for problem in watch.config_problems(value)]
+
+
+# Key kinds read by their own rules: the problems of a value ([] when it is right).
+_STRUCTURED = {
+    "depends": _depends_on_problems,
+    "conditions": _conditions_problems,
+    "watch": _file_watch_problems,
+}
+
+
+def _stored(kind: str, value: Any) -> Any:
+    """A right value of a structured key as the Agent field keeps it: depends_on items as
+    Edge.as_item writes them (a plain name when nothing but the defaults is said), the others
+    as given."""
+    if kind == "depends":
+        return canonical_depends_on(value)
+    return copy.deepcopy(value)
+
+
+def canonical_depends_on(value: Any) -> list[str | dict[str, Any]]:
+    """depends_on items as agent.yaml writes them (agents.dependencies.Edge.as_item)."""
+    return [edge.as_item() for edge in dependencies.edges(value)]
+
+
+def _cross_checks(fields: dict[str, Any], problems: list[str]) -> None:
+    """The rules of structured keys that need another key: depends_on against the agent's
+    own name, conditions' relative paths against its working directory."""
+    if not any(p.startswith(("depends_on:", "depends_on[")) for p in problems):
+        problems.extend(
+            f"depends_on: {problem.rstrip('.')}"
+            for problem in dependencies.item_problems(fields["depends_on"], fields["name"])
+        )
+    if not any(p.startswith("conditions:") for p in problems):
+        working_dir = fields["working_dir"] if isinstance(fields["working_dir"], str) else ""
+        problems.extend(
+            f"conditions: {problem}"
+            for problem in conditions.problems(fields["conditions"], working_dir)
+        )
 
 
 def _names_claude(command: str) -> bool:
@@ -599,6 +788,7 @@ def _decode(
     # A section that held only known keys leaves no empty mapping behind.
     fields["extra_config"] = {k: v for k, v in extra.items() if v != {} or k not in SECTIONS}
 
+    _cross_checks(fields, problems)
     _decode_runner(mapping, fields, problems)
     _decode_variables(mapping, fields, problems, existing_variables)
     return fields, notices, problems, webhooks
@@ -841,6 +1031,9 @@ def to_mapping(agent: Agent | dict[str, Any]) -> dict[str, Any]:
     A saved agent's live webhook triggers are written under triggers.webhooks (exported_webhooks);
     a snapshot has none, since triggers are not part of the versioned Agent row."""
     fields = _plain(snapshot(agent) if isinstance(agent, Agent) else dict(agent))
+    # As an import would store them (an API or an old save may have spelled out a default),
+    # so that the file's own spellings below are compared with what it would import as.
+    fields["depends_on"] = canonical_depends_on(fields["depends_on"])
     extra = dict(fields.get("extra_config") or {})
     meta = extra.pop(META_KEY, None) or {}
     target = {**fields, "extra_config": extra}
@@ -902,6 +1095,8 @@ def _canonical_values(fields: dict[str, Any]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key in _KEYS:
         value = fields[key.field]
+        if key.kind == "depends":
+            value = canonical_depends_on(value)
         if key.always or value != _default(key.field):
             values[key.path] = copy.deepcopy(value)
     runner, command = fields["runner"], fields["command"]
@@ -929,13 +1124,16 @@ def _assemble(values: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
             }
             unknown = extra.get(top)
             if isinstance(unknown, dict):
-                # Never webhooks kept as an unknown key (an agent imported before Cronos read
-                # them): the agent's triggers are what export writes, or nothing.
+                # Never webhooks or a file watch kept as an unknown key (an agent imported
+                # before Cronos read them): the agent's triggers and fields are what export
+                # writes, or nothing.
                 section.update(
                     {
                         k: v
                         for k, v in unknown.items()
-                        if k not in section and f"{top}.{k}" != WEBHOOKS_PATH
+                        if k not in section
+                        and f"{top}.{k}" != WEBHOOKS_PATH
+                        and f"{top}.{k}" not in _KEY_BY_PATH
                     }
                 )
             if section:

@@ -51,6 +51,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,7 @@ from django.utils.text import slugify
 
 from agents import agentfile as config
 from agents import host, services
+from agents.dependencies import upstream_names
 from agents.importfiles import MAX_PROMPT_BYTES, ImportFolder, UnsafePath
 from agents.models import Agent, WebhookTrigger
 from agents.triggers import create_trigger, live_triggers, update_trigger
@@ -254,18 +256,23 @@ def import_directory(
     # Every name in the directory is known before the first import, so that depends_on may
     # name an agent imported later in the same run.
     names_here = {folder.name for folder in folders}
-    for folder in folders:
-        try:
-            result = _import_agent(
-                folder, actor, dry_run=dry_run, names_here=names_here, within=within
-            )
-        except Exception as exc:  # one folder never stops the others
-            # A fault of ours, not of the file: logged with its traceback, reported on the
-            # folder, and nothing of this agent was written (its save is one transaction).
-            log.exception("importing an agent failed", extra={"folder": printable(folder)})
-            result = AgentResult(name=folder.name, folder=folder)
-            result.problems = [f"{folder}: not imported, internal error: {exc!r}"]
-        report.agents.append(result)
+    # A dry run imports every agent in one transaction rolled back at the end (each agent in
+    # a savepoint of its own), so that each is checked against the ones before it as the
+    # import would check it: a depends_on that closes a loop through an agent of the same
+    # directory is refused by the dry run too.
+    with transaction.atomic() if dry_run else nullcontext():
+        for folder in folders:
+            try:
+                result = _import_agent(folder, actor, names_here=names_here, within=within)
+            except Exception as exc:  # one folder never stops the others
+                # A fault of ours, not of the file: logged with its traceback, reported on the
+                # folder, and nothing of this agent was written (its save is one transaction).
+                log.exception("importing an agent failed", extra={"folder": printable(folder)})
+                result = AgentResult(name=folder.name, folder=folder)
+                result.problems = [f"{folder}: not imported, internal error: {exc!r}"]
+            report.agents.append(result)
+        if dry_run:
+            transaction.set_rollback(True)
     if any(r.uses_site_claude and r.status not in NOT_IMPORTED for r in report.agents):
         problem = host.site_claude_problem()
         if problem:
@@ -277,7 +284,6 @@ def _import_agent(
     folder: Path,
     actor: Actor,
     *,
-    dry_run: bool,
     names_here: set[str],
     within: ImportFolder | None = None,
 ) -> AgentResult:
@@ -326,7 +332,7 @@ def _import_agent(
             f"{yaml_path}: {problem}; its runs will fail until it is fixed"
             for problem in cannot_run
         ]
-    for dependency in fields["depends_on"]:
+    for dependency in upstream_names(fields["depends_on"]):
         if dependency not in names_here and not Agent.objects.filter(name=dependency).exists():
             result.notices.append(
                 f"{yaml_path}: depends_on names {dependency!r}, which is neither in Cronos "
@@ -339,17 +345,16 @@ def _import_agent(
     asked = agent.enabled
     try:
         with transaction.atomic():
-            # A dry run saves as the import does and rolls back: a copy of save_agent's checks
-            # drifted from it once (an editor's dry run said `enabled` would change). Nothing is
-            # kept; on PostgreSQL only the id sequences move on.
+            # A dry run saves as the import does, in import_directory's transaction that is
+            # rolled back: a copy of save_agent's checks drifted from it once (an editor's dry
+            # run said `enabled` would change). Nothing is kept; on PostgreSQL only the id
+            # sequences move on.
             changes = services.save_agent(
                 agent, actor, reason=f"Imported from {printable(folder)}", action="agent.import"
             )
             # In the same transaction: a trigger that cannot be made or changed leaves nothing
             # of this agent written, its row included.
             webhooks = _apply_webhooks(agent, actor, read.parsed.webhooks, yaml_path)
-            if dry_run:
-                transaction.set_rollback(True)
     except config.ConfigError as exc:
         result.problems = exc.problems
         return result

@@ -380,9 +380,7 @@ def printable_name(name: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def clean_run_variables(
-    variables: object, declared: Iterable[str] | None = None
-) -> dict[str, str]:
+def clean_run_variables(variables: object, declared: Iterable[str] | None = None) -> dict[str, str]:
     """Variables for one run as given (a mapping of name to text), checked: at most
     RUN_VARIABLES_MAX names, each allowed (run_variable_problem: one of `declared`, the
     agent's plain variable names, and never one that changes what runs), each value text

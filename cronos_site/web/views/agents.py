@@ -8,7 +8,7 @@ here decide what a person is shown and refuse early with a 403.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +34,7 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import push_url
 
 from agents import agentfile as config
-from agents import catalogue
+from agents import catalogue, conditions, dependencies, watch
 from agents.approvers import lonely_approval_warning
 from agents.forms import FIELDSETS, AgentForm, conflict_context, label, named_changes
 from agents.models import Agent
@@ -155,6 +155,7 @@ class ConfigRow:
     block: bool  # shown as preformatted text
     preview: str = ""
     size: str = ""  # of a long text: "1,200 lines, 48,000 characters"
+    items: list[str] = field(default_factory=list)  # shown as a list, a sentence each
 
 
 def config_row(label: str, text: str, block: bool) -> ConfigRow:
@@ -167,6 +168,59 @@ def config_row(label: str, text: str, block: bool) -> ConfigRow:
     return row
 
 
+def edge_words(edge: dependencies.Edge) -> str:
+    """An upstream as the agent's page says it: `after nightly-tests (on failure)`."""
+    more = "" if edge.manual else "; not after runs started by hand"
+    return f"after {edge.upstream} (on {edge.on}{more})"
+
+
+def file_watch_words(value: object) -> list[str]:
+    """An agent's file watch in sentences ([] for none)."""
+    if not watch.is_watching(value) or watch.config_problems(value):
+        return []
+    assert isinstance(value, dict)
+    given = watch.settings_of(value)
+    words = [f"Watches {', '.join(given['paths'])} (relative paths: in the working directory)."]
+    if given["patterns"]:
+        words.append(f"Only changes to paths matching {', '.join(given['patterns'])}.")
+    if given["ignore"]:
+        words.append(f"Ignores {', '.join(given['ignore'])}, besides .git and the like.")
+    words.append(
+        f"A burst of changes is grouped for {given['debounce_ms']} ms; the run starts "
+        f"{given['settle_seconds']} s after the last change, once per burst."
+    )
+    if given["polling"]:
+        words.append("Looks for changes by polling (for network file systems).")
+    return words
+
+
+def _condition_words(item: object) -> str:
+    try:
+        return conditions.describe(item)  # type: ignore[arg-type]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return f"Cannot be read: {item!r} (the agent's next save must fix it)."
+
+
+def trigger_row(agent: Agent, name: str) -> ConfigRow | None:
+    """The Triggers section's rows in words; None for a field shown with another (the file
+    watch's fields are one row) or not worth a row (all|any with fewer than two upstreams)."""
+    upstreams = dependencies.edges(agent.depends_on)
+    if name == "depends_on":
+        items = [edge_words(edge) for edge in upstreams]
+        return ConfigRow(label(name), "" if items else "—", False, items=items)
+    if name == "dependency_mode":
+        if len(upstreams) < 2:
+            return None
+        return ConfigRow(label(name), agent.get_dependency_mode_display(), False)
+    if name == "conditions":
+        items = [_condition_words(item) for item in agent.conditions or []]
+        return ConfigRow(label(name), "" if items else "—", False, items=items)
+    if name == "watch_paths":
+        items = file_watch_words(agent.file_watch)
+        return ConfigRow(label("file_watch"), "" if items else "—", False, items=items)
+    return None
+
+
 def config_rows(agent: Agent) -> list[tuple[str, list[ConfigRow]]]:
     """The agent's configuration as (section, rows) for the read view."""
     sections = []
@@ -174,6 +228,11 @@ def config_rows(agent: Agent) -> list[tuple[str, list[ConfigRow]]]:
         rows = []
         for name in names:
             if name == "secret_variables":
+                continue
+            if title == "Triggers":
+                row = trigger_row(agent, name)
+                if row is not None:
+                    rows.append(row)
                 continue
             if name == "plain_variables":
                 lines = variables_display(agent.variables or [])
