@@ -6,6 +6,7 @@ templates (the Content-Security-Policy)."""
 
 from __future__ import annotations
 
+import html as entities
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ import time_machine
 from django.conf import settings as django_settings
 from django.urls import reverse
 
+from agents import secrets
 from agents.models import WebhookTrigger
 from agents.services import save_agent
 from agents.triggers import create_trigger, token_hash
@@ -24,7 +26,7 @@ from audit.models import AuditEntry
 from cronos_site.web import triggerpage
 from runs.models import Delivery, Run
 from runs.services import trigger_run
-from tests.factories import make_agent
+from tests.factories import make_agent, with_secret
 from tests.test_csp import inline_code
 
 pytestmark = pytest.mark.django_db
@@ -53,7 +55,12 @@ def frozen():
 
 @pytest.fixture
 def agent():
-    return make_agent("deploy-notes", schedule="")
+    # Its own plain variables: the only names a run of it may be given.
+    return make_agent(
+        "deploy-notes",
+        schedule="",
+        variables=[secrets.plain("TARGET", "staging"), secrets.plain("DRY", "1")],
+    )
 
 
 def page(client, user, url: str) -> str:
@@ -408,6 +415,25 @@ def test_run_again_is_an_exact_re_run_pinned_to_the_original_version_and_variabl
     assert Run.objects.count() == 2
 
 
+def test_run_again_of_a_run_whose_version_is_no_longer_kept_says_so_and_starts_nothing(
+    client, operator, agent
+):
+    original = trigger_run(agent, Actor.system(), variables={"TARGET": "staging"})
+    finished(original)
+    Run.objects.filter(pk=original.pk).update(agent_version=None)
+    client.force_login(operator)
+    response = client.post(reverse("runs:again", args=[original.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("runs:detail", args=[original.pk])
+    html = entities.unescape(client.get(response["Location"]).content.decode())
+    assert (
+        f'<li class="message error">run #{original.pk} cannot be run again exactly: the agent '
+        "version it ran is no longer kept (history cleaned, or a run imported from the "
+        "prototype); start a new run instead</li>"
+    ) in html
+    assert list(Run.objects.values_list("pk", flat=True)) == [original.pk]
+
+
 def test_run_again_is_offered_on_an_unfinished_run_too(client, operator, agent):
     run = trigger_run(agent, Actor.system())
     assert not run.is_final
@@ -455,6 +481,55 @@ def test_refused_variable_names_keep_the_rows_and_say_why(client, operator, agen
     assert not Run.objects.exists()
 
 
+def test_a_variable_the_agent_does_not_declare_keeps_the_rows_and_names_those_it_does(
+    client, operator, agent
+):
+    client.force_login(operator)
+    rows = [("TARGET", "prod"), ("TICKET", "OPS-1")]
+    response = run_with(client, agent, rows)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert (
+        "<li>TICKET is not one of the agent&#x27;s variables (it declares: DRY, TARGET); a run "
+        "may set only those — an editor adds a variable to the agent to let runs set it</li>"
+    ) in html
+    for name, value in rows:
+        assert f'name="var_name" value="{name}"' in html
+        assert f'name="var_value" value="{value}"' in html
+    assert '<details class="run-variables" open data-run-variables>' in html
+    assert not Run.objects.exists()
+
+
+def test_a_secret_variables_name_cannot_be_set_for_a_run_on_the_page(client, operator, agent):
+    save_agent(with_secret(agent, "API_TOKEN", "the-real-token"), Actor.system(), reason="secret")
+    client.force_login(operator)
+    response = run_with(client, agent, [("API_TOKEN", "mine")])
+    assert response.status_code == 400
+    html = entities.unescape(response.content.decode())
+    assert "API_TOKEN is not one of the agent's variables (it declares: DRY, TARGET)" in html
+    assert 'name="var_name" value="API_TOKEN"' in html
+    assert not Run.objects.exists()
+
+
+def test_a_declared_name_that_changes_what_runs_is_still_refused_on_the_page(client, operator):
+    builder = make_agent(
+        "builder",
+        schedule="",
+        variables=[secrets.plain("MAKEFLAGS", "-j4"), secrets.plain("LD_PRELOAD", "")],
+    )
+    client.force_login(operator)
+    rows = [("MAKEFLAGS", "--eval=x"), ("LD_PRELOAD", "/tmp/evil.so")]
+    response = run_with(client, builder, rows)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "MAKEFLAGS cannot be set for one run" in html
+    assert "LD_PRELOAD cannot be set for one run" in html
+    for name, value in rows:
+        assert f'name="var_name" value="{name}"' in html
+        assert f'name="var_value" value="{value}"' in html
+    assert not Run.objects.exists()
+
+
 def test_run_with_variables_refuses_a_name_twice_and_no_variables(client, operator, agent):
     client.force_login(operator)
     html = run_with(client, agent, [("A", "1"), ("A", "2")]).content.decode()
@@ -492,6 +567,6 @@ def test_the_pages_with_a_secret_and_a_re_run_hold_no_inline_code(client, editor
     client.force_login(editor)
     html = add_webhook(client, agent, htmx=False).content.decode()
     assert "data-secret-once" in html and inline_code(html) == []
-    run = trigger_run(agent, Actor.system(), variables={"A": "1"})
+    run = trigger_run(agent, Actor.system(), variables={"DRY": "1"})
     html = page(client, operator, reverse("runs:detail", args=[run.pk]))
     assert "data-run-again" in html and inline_code(html) == []

@@ -300,7 +300,7 @@ def cancel(request: HttpRequest, run_id: int) -> dict | Status:
 
 @api.post(
     "/runs/{int:run_id}/approve",
-    response={200: RunOut, 409: ErrorOut, **FOUND_ERRORS},
+    response={200: RunOut, 409: ErrorOut, 422: ErrorOut, **FOUND_ERRORS},
     tags=["runs"],
     summary="Approve a run",
 )
@@ -314,7 +314,7 @@ def approve(request: HttpRequest, run_id: int, payload: DecisionIn | None = None
 
 @api.post(
     "/runs/{int:run_id}/reject",
-    response={200: RunOut, 409: ErrorOut, **FOUND_ERRORS},
+    response={200: RunOut, 409: ErrorOut, 422: ErrorOut, **FOUND_ERRORS},
     tags=["runs"],
     summary="Reject a run",
 )
@@ -327,12 +327,13 @@ def reject(request: HttpRequest, run_id: int, payload: DecisionIn | None = None)
 
 @api.post(
     "/runs/{int:run_id}/rerun",
-    response={202: RunOut, **FOUND_ERRORS},
+    response={202: RunOut, 400: ErrorOut, **FOUND_ERRORS},
     tags=["runs"],
     summary="Run again, exactly",
 )
 def run_again(request: HttpRequest, run_id: int) -> Status:
-    """A new run of the same agent version with the same variables (`rerun_of` links it)."""
+    """A new run of the same agent version with the same variables (`rerun_of` links it).
+    400 when the version that run ran is no longer kept: start a new run instead."""
     original = _run(request, run_id, RUN)
     return Status(202, run_summary(rerun(original, api_actor(request))))
 

@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils import timezone
 
+from agents import secrets
 from audit import roles, tokens
 from audit.actor import Actor
 from audit.models import AuditEntry
@@ -34,9 +35,18 @@ def recorded(settings):
     return RecordingEngine.everything
 
 
+# The variables "nightly" declares: the only names its runs may be given.
+DECLARED = ("COUNT", "DAY", "GREETING")
+
+
 @pytest.fixture
 def agent():
-    return make_agent("nightly", description="Nightly notes", schedule="0 3 * * *")
+    return make_agent(
+        "nightly",
+        description="Nightly notes",
+        schedule="0 3 * * *",
+        variables=[secrets.plain(name, "") for name in DECLARED],
+    )
 
 
 def token_for(user, name: str = "script") -> str:
@@ -166,6 +176,83 @@ def test_refused_variable_names_are_a_400_saying_why(api, operator, agent, name)
     assert not Run.objects.exists()
 
 
+def test_a_variable_the_agent_does_not_declare_is_a_400_naming_those_it_does(api, operator, agent):
+    status, body, _ = api.post(
+        "/agents/nightly/runs",
+        token_for(operator),
+        {"variables": {"DAY": "monday", "TICKET": "OPS-1"}},
+    )
+    assert (status, body) == (
+        400,
+        {
+            "detail": "TICKET is not one of the agent's variables (it declares: COUNT, DAY, "
+            "GREETING); a run may set only those — an editor adds a variable to the agent to "
+            "let runs set it"
+        },
+    )
+    assert not Run.objects.exists()
+
+
+def test_a_secret_variables_name_cannot_be_set_for_a_run(api, operator):
+    make_agent(
+        "deployer",
+        variables=[secrets.plain("TARGET", "staging"), secrets.secret("API_TOKEN", "real-token")],
+    )
+    status, body, _ = api.post(
+        "/agents/deployer/runs", token_for(operator), {"variables": {"API_TOKEN": "mine"}}
+    )
+    assert status == 400
+    assert body["detail"].startswith(
+        "API_TOKEN is not one of the agent's variables (it declares: TARGET)"
+    )
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MAKEFLAGS", "LD_PRELOAD", "GCONV_PATH", "XDG_CONFIG_HOME", "CLAUDE_CODE_USE_BEDROCK",
+     "ANTHROPIC_BEDROCK_BASE_URL", "NPM_CONFIG_PREFIX", "PIP_INDEX_URL", "CC"],
+)  # fmt: skip
+def test_a_declared_name_that_changes_what_runs_is_still_a_400(api, operator, name):
+    make_agent("builder", variables=[secrets.plain(name, "x")])
+    status, body, _ = api.post(
+        "/agents/builder/runs", token_for(operator), {"variables": {name: "/tmp/evil"}}
+    )
+    assert status == 400
+    assert body["detail"].startswith(f"{name} cannot be set for one run")
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["PATH\n", "DAY\n"])
+def test_a_name_ending_in_a_newline_is_a_400(api, operator, agent, name):
+    status, body, _ = api.post(
+        "/agents/nightly/runs", token_for(operator), {"variables": {name: "x"}}
+    )
+    assert status == 400
+    assert body["detail"] == (
+        f"{name!r} is not a valid variable name (letters, digits and _, not starting with a digit)"
+    )
+    assert not Run.objects.exists()
+
+
+def test_an_unknown_key_is_a_422_naming_it_and_starts_nothing(api, operator, approver):
+    make_agent("guarded", approval_required=True, variables=[secrets.plain("DAY", "")])
+    # A misspelt "variables" is not a run without them.
+    status, body, _ = api.post(
+        "/agents/guarded/runs", token_for(operator), {"variabels": {"DAY": "monday"}}
+    )
+    assert (status, body) == (422, {"detail": "variabels: Extra inputs are not permitted"})
+    assert not Run.objects.exists()
+
+    # Nor is a misspelt "note" a decision without one.
+    _, started, _ = api.post("/agents/guarded/runs", token_for(operator, "b"), {})
+    status, body, _ = api.post(
+        f"/runs/{started['id']}/approve", token_for(approver), {"notes": "looks fine"}
+    )
+    assert (status, body) == (422, {"detail": "notes: Extra inputs are not permitted"})
+    assert Run.objects.get().state == Run.State.AWAITING_APPROVAL
+
+
 def test_a_variable_that_is_not_text_is_a_422_naming_it(api, operator, agent):
     status, body, _ = api.post(
         "/agents/nightly/runs", token_for(operator), {"variables": {"N": {"deep": 1}}}
@@ -225,6 +312,27 @@ def test_a_rerun_repeats_the_variables_and_links_the_original(api, operator, age
     assert again["variables"] == {"DAY": "monday"}
     assert again["agent_version"] == first["agent_version"]
     assert recorded == [first["id"], again["id"]]
+
+
+def test_a_rerun_of_a_run_whose_version_is_no_longer_kept_is_a_400_saying_why(
+    api, operator, agent, recorded
+):
+    token = token_for(operator)
+    _, first, _ = api.post("/agents/nightly/runs", token, {"variables": {"DAY": "monday"}})
+    Run.objects.filter(pk=first["id"]).update(
+        state=Run.State.SUCCEEDED, finished_at=timezone.now(), agent_version=None
+    )
+    status, body, _ = api.post(f"/runs/{first['id']}/rerun", token)
+    assert (status, body) == (
+        400,
+        {
+            "detail": f"run #{first['id']} cannot be run again exactly: the agent version it "
+            "ran is no longer kept (history cleaned, or a run imported from the prototype); "
+            "start a new run instead"
+        },
+    )
+    assert list(Run.objects.values_list("pk", flat=True)) == [first["id"]]
+    assert recorded == [first["id"]]
 
 
 def test_permissions_are_the_persons_at_the_time_of_the_request(api, operator, agent):
@@ -401,3 +509,9 @@ def test_the_openapi_document_lists_every_endpoint_behind_a_bearer_token(api):
             assert "401" in operation["responses"], path
     run = document["components"]["schemas"]["RunOut"]["properties"]
     assert {"cost_usd", "trigger_detail", "variables", "rerun_of"} <= set(run)
+    # A refused re-run (its version no longer kept) and a body with an unknown key are listed.
+    paths = document["paths"]
+    assert "400" in paths["/api/v1/runs/{run_id}/rerun"]["post"]["responses"]
+    for path in ("/api/v1/agents/{name}/runs", "/api/v1/runs/{run_id}/approve"):
+        assert "422" in paths[path]["post"]["responses"], path
+    assert document["components"]["schemas"]["TriggerIn"]["additionalProperties"] is False

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from agents import secrets
 from agents.services import save_agent
 from agents.versions import latest_version_id
 from audit.actor import Actor
@@ -41,6 +42,11 @@ def refused(*args: str) -> str:
     return message
 
 
+def declaring(*names: str) -> list[dict]:
+    """Plain variables for an agent: the names its runs may be given (with empty values)."""
+    return [secrets.plain(name, "") for name in names]
+
+
 def output(run: Run) -> str:
     return "".join(RunChunk.objects.filter(run=run).order_by("seq").values_list("text", flat=True))
 
@@ -49,7 +55,12 @@ def output(run: Run) -> str:
 
 
 def test_var_gives_the_run_its_variables_and_the_audit_names_them(tmp_path):
-    make_agent("hello", command="echo hi", working_dir=str(tmp_path))
+    make_agent(
+        "hello",
+        command="echo hi",
+        working_dir=str(tmp_path),
+        variables=declaring("WHO", "QUERY", "EMPTY"),
+    )
     run_command("hello", "--var", "WHO=ada", "--var", "QUERY=a=b&c", "--var", "EMPTY=")
 
     run = Run.objects.get()
@@ -60,7 +71,12 @@ def test_var_gives_the_run_its_variables_and_the_audit_names_them(tmp_path):
 
 
 def test_a_run_variable_reaches_the_agents_environment(tmp_path):
-    make_agent("hello", command='printf "%s\\n" "$WHO"', working_dir=str(tmp_path))
+    make_agent(
+        "hello",
+        command='printf "%s\\n" "$WHO"',
+        working_dir=str(tmp_path),
+        variables=declaring("WHO"),
+    )
     run_command("hello", "--var", "WHO=$(not a command)", "--inline", "--wait")
     run = Run.objects.get()
     assert run.state == Run.State.SUCCEEDED
@@ -72,6 +88,46 @@ def test_a_refused_variable_name_is_one_line_and_starts_nothing(tmp_path, name):
     make_agent("hello", command="echo hi", working_dir=str(tmp_path))
     message = refused("hello", "--var", f"{name}=/tmp/evil")
     assert name in message
+    assert not Run.objects.exists()
+
+
+def test_a_variable_the_agent_does_not_declare_is_one_line_naming_those_it_does(tmp_path):
+    make_agent(
+        "hello",
+        command="echo hi",
+        working_dir=str(tmp_path),
+        variables=[*declaring("WHO", "DAY"), secrets.secret("API_TOKEN", "the-real-token")],
+    )
+    message = refused("hello", "--var", "WHO=ada", "--var", "TICKET=OPS-1")
+    assert message == (
+        "TICKET is not one of the agent's variables (it declares: DAY, WHO); a run may set only "
+        "those — an editor adds a variable to the agent to let runs set it"
+    )
+    # A secret's name is not one of them: its value is the editor's, not a run's.
+    assert refused("hello", "--var", "API_TOKEN=mine").startswith(
+        "API_TOKEN is not one of the agent's variables (it declares: DAY, WHO)"
+    )
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MAKEFLAGS", "LD_PRELOAD", "GCONV_PATH", "XDG_CONFIG_HOME", "CLAUDE_CODE_USE_BEDROCK",
+     "ANTHROPIC_BEDROCK_BASE_URL", "NPM_CONFIG_PREFIX", "PIP_INDEX_URL", "CC"],
+)  # fmt: skip
+def test_a_declared_name_that_changes_what_runs_is_still_refused(tmp_path, name):
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path), variables=declaring(name))
+    assert refused("hello", "--var", f"{name}=/tmp/evil").startswith(
+        f"{name} cannot be set for one run"
+    )
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["PATH\n", "A\n"])
+def test_a_name_ending_in_a_newline_is_refused_on_one_line(tmp_path, name):
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path), variables=declaring("A"))
+    message = refused("hello", "--var", f"{name}=x")  # one line: the newline is shown escaped
+    assert message.startswith(f"{name!r} is not a valid variable name")
     assert not Run.objects.exists()
 
 
@@ -95,7 +151,12 @@ def test_a_malformed_var_is_one_line_and_starts_nothing(tmp_path, given, expecte
 
 
 def test_rerun_is_pinned_to_the_original_agent_version_and_variables(tmp_path):
-    agent = make_agent("hello", command='echo "version one: $WHO"', working_dir=str(tmp_path))
+    agent = make_agent(
+        "hello",
+        command='echo "version one: $WHO"',
+        working_dir=str(tmp_path),
+        variables=declaring("WHO"),
+    )
     run_command("hello", "--var", "WHO=ada", "--inline", "--wait")
     first = Run.objects.get()
     assert output(first) == "version one: ada\n"
@@ -131,7 +192,7 @@ def test_rerun_with_the_agents_name_is_the_same_re_run(tmp_path):
 
 
 def test_rerun_refusals_are_one_line_and_start_nothing(tmp_path):
-    make_agent("hello", command="echo hi", working_dir=str(tmp_path))
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path), variables=declaring("WHO"))
     make_agent("other", command="echo hi", working_dir=str(tmp_path))
     run_command("hello", "--var", "WHO=ada")
     first = Run.objects.get()
@@ -142,6 +203,19 @@ def test_rerun_refusals_are_one_line_and_start_nothing(tmp_path):
     assert "is a run of hello, not of other" in refused("other", "--rerun", str(first.pk))
     assert "Name the agent" in refused()
     assert Run.objects.count() == 1
+
+
+def test_rerun_of_a_run_whose_version_is_no_longer_kept_is_one_line_and_starts_nothing(tmp_path):
+    make_agent("hello", command="echo hi", working_dir=str(tmp_path), variables=declaring("WHO"))
+    run_command("hello", "--var", "WHO=ada")
+    first = Run.objects.get()
+    Run.objects.filter(pk=first.pk).update(agent_version=None)
+
+    assert refused("--rerun", str(first.pk)) == (
+        f"run #{first.pk} cannot be run again exactly: the agent version it ran is no longer "
+        "kept (history cleaned, or a run imported from the prototype); start a new run instead"
+    )
+    assert list(Run.objects.values_list("pk", flat=True)) == [first.pk]
 
 
 def test_rerun_needs_the_right_to_run_the_agent(tmp_path, viewer):

@@ -140,7 +140,11 @@ def test_variables_for_one_run_reach_its_environment_over_the_agents_own(tmp_pat
         runner=Agent.Runner.COMMAND,
         command=f"{sys.executable} -c \"import json, os; json.dump(dict(os.environ), open('{dump}', 'w'))\"",
         working_dir=str(tmp_path),
-        variables=[secrets.plain("TARGET", "staging"), secrets.plain("KEEP", "kept")],
+        variables=[
+            secrets.plain("TARGET", "staging"),
+            secrets.plain("KEEP", "kept"),
+            secrets.plain("TICKET", ""),
+        ],
     )
     run = services.trigger_run(
         agent, SYSTEM, variables={"TARGET": "production", "TICKET": "OPS-1 $(x)"}
@@ -168,7 +172,7 @@ def test_variables_that_change_what_runs_are_refused_and_nothing_is_made(name):
 
 
 def test_variable_values_are_bounded():
-    agent = make_agent("bounded")
+    agent = make_agent("bounded", variables=[secrets.plain("A", "")])
     with pytest.raises(ValidationError, match="NUL"):
         services.trigger_run(agent, SYSTEM, variables={"A": "x\x00y"})
     with pytest.raises(ValidationError, match="longer than"):
@@ -185,6 +189,7 @@ def test_an_exact_rerun_runs_the_originals_version_with_its_variables(tmp_path):
         runner=Agent.Runner.COMMAND,
         command=f'echo "v1 $WHO" >> {out}',
         working_dir=str(tmp_path),
+        variables=[secrets.plain("WHO", "nobody")],
     )
     original = execute(services.trigger_run(agent, SYSTEM, variables={"WHO": "first"}).pk)
     assert original.state == Run.State.SUCCEEDED
@@ -200,6 +205,82 @@ def test_an_exact_rerun_runs_the_originals_version_with_its_variables(tmp_path):
     latest = execute(services.trigger_run(agent, SYSTEM, variables={"WHO": "new"}).pk)
     assert latest.state == Run.State.SUCCEEDED
     assert out.read_text().splitlines() == ["v1 first", "v1 first", "v2 new"]
+
+
+# --- Only the agent's own variables ----------------------------------------------------------
+
+
+def test_a_run_may_set_only_the_agents_declared_plain_variables():
+    agent = make_agent(
+        "declares",
+        variables=[
+            secrets.plain("TARGET", "staging"),
+            secrets.plain("DRY", "1"),
+            secrets.secret("API_TOKEN", "the-real-token-value"),
+        ],
+    )
+    with pytest.raises(ValidationError) as refused:
+        services.trigger_run(agent, SYSTEM, variables={"TARGET": "prod", "TICKET": "OPS-1"})
+    assert refused.value.messages == [
+        "TICKET is not one of the agent's variables (it declares: DRY, TARGET); a run may set "
+        "only those — an editor adds a variable to the agent to let runs set it"
+    ]
+    # A secret's name is not a run's to set: its value stays the one the editor gave.
+    with pytest.raises(ValidationError, match=r"API_TOKEN is not one of the agent's variables"):
+        services.trigger_run(agent, SYSTEM, variables={"API_TOKEN": "attacker-chosen"})
+    # Names are matched exactly: a declared name in another case is another name.
+    with pytest.raises(ValidationError, match=r"target is not one of the agent's variables"):
+        services.trigger_run(agent, SYSTEM, variables={"target": "prod"})
+    assert not Run.objects.exists()
+
+    run = services.trigger_run(agent, SYSTEM, variables={"TARGET": "prod", "DRY": "0"})
+    assert run.variables == {"TARGET": "prod", "DRY": "0"}
+
+
+def test_an_agent_without_variables_takes_none_for_a_run():
+    agent = make_agent("declares-nothing")
+    with pytest.raises(ValidationError, match=r"\(it declares: none\)"):
+        services.trigger_run(agent, SYSTEM, variables={"WHO": "ada"})
+    assert services.trigger_run(agent, SYSTEM).variables == {}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["MAKEFLAGS", "GCONV_PATH", "XDG_CONFIG_HOME", "CLAUDE_CODE_USE_BEDROCK",
+     "ANTHROPIC_BEDROCK_BASE_URL", "NPM_CONFIG_PREFIX", "PIP_INDEX_URL", "CC", "LD_PRELOAD",
+     "PATH", "PYTHONPATH"],
+)  # fmt: skip
+def test_names_that_change_what_runs_are_refused_even_when_the_agent_declares_them(name):
+    agent = make_agent("declares-danger", variables=[secrets.plain(name, "x")])
+    with pytest.raises(ValidationError) as refused:
+        services.trigger_run(agent, SYSTEM, variables={name: "/tmp/evil"})
+    [message] = refused.value.messages
+    assert message.startswith(f"{name} cannot be set for one run")
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["PATH\n", "A\n", "A\r", " A", "A "])
+def test_a_name_with_a_newline_or_a_space_is_not_a_variable_name(name):
+    agent = make_agent("declares-a", variables=[secrets.plain("A", "")])
+    with pytest.raises(ValidationError) as refused:
+        services.trigger_run(agent, SYSTEM, variables={name: "x"})
+    [message] = refused.value.messages
+    assert message.startswith(f"{name!r} is not a valid variable name")
+    assert not Run.objects.exists()
+
+
+def test_a_run_whose_version_is_no_longer_kept_cannot_be_run_again_exactly():
+    agent = make_agent("forgotten", variables=[secrets.plain("WHO", "")])
+    original = services.trigger_run(agent, SYSTEM, variables={"WHO": "first"})
+    Run.objects.filter(pk=original.pk).update(agent_version=None)
+    original.refresh_from_db()
+    with pytest.raises(ValidationError) as refused:
+        services.rerun(original, SYSTEM)
+    assert refused.value.messages == [
+        f"run #{original.pk} cannot be run again exactly: the agent version it ran is no longer "
+        "kept (history cleaned, or a run imported from the prototype); start a new run instead"
+    ]
+    assert list(Run.objects.values_list("pk", flat=True)) == [original.pk]
 
 
 def test_an_exact_rerun_of_a_webhook_run_gets_the_same_payload(tmp_path):

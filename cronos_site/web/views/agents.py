@@ -47,6 +47,7 @@ from agents.services import (
     save_agent,
     set_enabled,
 )
+from agents.validation import declared_run_variables
 from agents.versions import (
     config_field,
     latest_version_id,
@@ -451,6 +452,7 @@ def agent_page(request: HttpRequest, agent: Agent, *, status: int = 200, **extra
             "schedule_error": schedule_error,
             "preview": cronbuilder.preview(agent.schedule, agent.timezone, timezone.now()),
             "variable_rows": triggerpage.rows_to_show([]),
+            "run_variable_names": declared_run_variables(agent.variables),
             **triggerpage.triggers_context(agent),
             **extra,
         }

@@ -88,7 +88,8 @@ def run_context(request: HttpRequest, run: Run) -> dict:
         "run_variables": sorted((run.variables or {}).items()),
         # "Run again" (an exact re-run) on every run page, finished or not, for whoever may
         # start runs of the agent.
-        "can_rerun": request.user.has_perm(RUN),
+        # An exact re-run needs the version the run ran (runs.services.rerun).
+        "can_rerun": request.user.has_perm(RUN) and run.agent_version_id is not None,
         "timeline": timeline_events(run),
         "is_claude": agent.runner == Agent.Runner.CLAUDE or bool(run.timeline),
         "usual_seconds": usual,

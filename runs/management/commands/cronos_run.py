@@ -38,8 +38,8 @@ class Command(CronosCommand):
             action="append",
             default=[],
             metavar="NAME=VALUE",
-            help="A variable for this run only, in its environment (never in its prompt); "
-            "repeat for several.",
+            help="A value for one of the agent's own (plain) variables, for this run only, in "
+            "its environment (never in its prompt); repeat for several.",
         )
         parser.add_argument(
             "--rerun",
@@ -188,7 +188,8 @@ def _original(run_id: int, agent: str | None, var: list[str], force: bool) -> Ru
 
 def _variables(given: list[str]) -> dict[str, str]:
     """--var NAME=VALUE options as a mapping (the value may hold "="); a name given twice is
-    refused. Which names are allowed is the run service's to say."""
+    refused. Which names are allowed (the agent's declared plain variables) is the run
+    service's to say."""
     variables: dict[str, str] = {}
     for item in given:
         name, equals, value = item.partition("=")
