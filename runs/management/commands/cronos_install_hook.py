@@ -1,6 +1,7 @@
 """Install a git hook that starts runs of an agent:
 `python manage.py cronos_install_hook AGENT --repo PATH --event post-commit|post-merge|post-receive
-[--url BASE_URL] [--user NAME] [--force | --remove]` (runs.triggers.githooks)."""
+[--url BASE_URL] [--rate-per-minute N] [--user NAME] [--force | --remove]`
+(runs.triggers.githooks)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,14 @@ class Command(CronosCommand):
             f"{settings.CRONOS_BASE_URL}).",
         )
         parser.add_argument(
+            "--rate-per-minute",
+            type=int,
+            metavar="N",
+            help=f"Deliveries the git trigger takes a minute, 1 to 6000 (default "
+            f"{githooks.RATE_PER_MINUTE}); past it the hook waits as Cronos asks, for at most "
+            f"{githooks.SEND_GIVE_UP_SECONDS // 60} minutes in all.",
+        )
+        parser.add_argument(
             "--force",
             action="store_true",
             help="Replace a hook Cronos did not write, keeping it as <hook>.cronos-backup.",
@@ -54,6 +63,7 @@ class Command(CronosCommand):
         repo: str,
         event: str,
         url: str | None,
+        rate_per_minute: int | None,
         force: bool,
         remove: bool,
         user: str | None,
@@ -64,8 +74,8 @@ class Command(CronosCommand):
             raise CommandError(f"There is no agent named {agent!r}.")
         actor = Actor.cli(user)
         if remove:
-            if force or url:
-                raise CommandError("--remove takes neither --force nor --url.")
+            if force or url or rate_per_minute is not None:
+                raise CommandError("--remove takes none of --force, --url, --rate-per-minute.")
             removed = githooks.remove(target, actor, repo=repo, event=event)
             self.stdout.write(f"Removed {removed.path}.")
             if removed.trigger is not None:
@@ -82,6 +92,9 @@ class Command(CronosCommand):
             event=event,
             base_url=url or settings.CRONOS_BASE_URL,
             force=force,
+            rate_per_minute=(
+                githooks.RATE_PER_MINUTE if rate_per_minute is None else rate_per_minute
+            ),
         )
         for old in installed.retired:
             self.stdout.write(
