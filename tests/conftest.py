@@ -184,6 +184,9 @@ def _empty_cache():
 # the hour fails there, marked or not. Not the browser and integration tests: their server
 # and cluster are other processes, on the real clock, which no travel here moves; they make
 # their data from that same real clock, and assert nothing that depends on the day.
+#
+# `--at` may be given more than once: each of those tests then runs once per instant (its id
+# ends with `[at=ISO]`), in one pytest, as tests/test_any_hour.py starts it.
 
 # An ordinary noon: far from midnight in every zone near UTC, and from any DST change.
 FROZEN_AT = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
@@ -194,28 +197,30 @@ def pytest_addoption(parser):
     parser.addoption(
         "--at",
         metavar="ISO",
-        default=None,
+        action="append",
+        default=[],
         help="freeze the clock of the date_sensitive tests at this instant (ISO 8601 with a "
         f"UTC offset) instead of {FROZEN_AT.isoformat()}, and start every other test's clock "
-        "there (but the browser and integration tests'); see tests/test_any_hour.py",
+        "there (but the browser and integration tests'); given more than once, each of those "
+        "tests runs at each instant; see tests/test_any_hour.py",
     )
 
 
-def at_option(config) -> datetime | None:
-    text = config.getoption("at")
-    if not text:
-        return None
-    try:
-        instant = datetime.fromisoformat(text)
-    except ValueError:
-        raise pytest.UsageError(f"--at {text!r} is not an ISO 8601 instant") from None
-    if instant.utcoffset() is None:
-        raise pytest.UsageError(f"--at {text!r} needs a UTC offset, e.g. {text}+00:00")
-    return instant
+def at_options(config) -> list[datetime]:
+    instants = []
+    for text in config.getoption("at"):
+        try:
+            instant = datetime.fromisoformat(text)
+        except ValueError:
+            raise pytest.UsageError(f"--at {text!r} is not an ISO 8601 instant") from None
+        if instant.utcoffset() is None:
+            raise pytest.UsageError(f"--at {text!r} needs a UTC offset, e.g. {text}+00:00")
+        instants.append(instant)
+    return instants
 
 
 def pytest_configure(config):
-    at_option(config)  # a bad --at stops the run before any test
+    at_options(config)  # a bad --at stops the run before any test
     from tests.processes import ENGINE
 
     if ENGINE not in ("q2", "celery"):
@@ -249,10 +254,29 @@ def _broker_keys_of_this_session():
         pass  # nothing to clean if it is gone
 
 
+def pytest_generate_tests(metafunc):
+    """With `--at`, each test its clock follows runs at each instant given, its id ending with
+    it (`[at=ISO]`): the date_sensitive tests, and every other but the real-clock ones."""
+    instants = at_options(metafunc.config)
+    definition = metafunc.definition
+    travels = definition.get_closest_marker("date_sensitive") is not None or not any(
+        definition.get_closest_marker(m) for m in REAL_CLOCK_MARKERS
+    )
+    if instants and travels:
+        ids = [f"at={instant.isoformat()}" for instant in instants]
+        metafunc.parametrize("_at", instants, ids=ids)
+
+
+@pytest.fixture
+def _at() -> datetime | None:
+    """The instant of `--at` a test runs at: given by pytest_generate_tests, or none."""
+    return None
+
+
 @pytest.fixture(autouse=True)
-def _test_clock(request):
+def _test_clock(request, _at):
     node = request.node
-    at = at_option(request.config)
+    at = _at
     marker = node.get_closest_marker("date_sensitive")
     if marker is not None:
         tick = marker.kwargs.get("tick", False)

@@ -11,6 +11,7 @@ in the triggers themselves.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -58,6 +59,26 @@ def triggers_lifted(connection: BaseDatabaseWrapper | None = None) -> Iterator[N
                 cursor.execute(f'ALTER TABLE "{TABLE}" ENABLE TRIGGER USER')
 
 
+# Django's flush on PostgreSQL: one TRUNCATE of every table, and nothing more (no RESTART
+# IDENTITY, no CASCADE: what pytest-django's transactional tests ask for).
+PLAIN_TRUNCATE = re.compile(r'TRUNCATE ((?:"[^"]+"(?:, )?)+);')
+
+
+def as_deletes(sql_list: list[str]) -> list[str]:
+    """A plain TRUNCATE of many tables as one DELETE per table: the same empty tables, ~30 times
+    faster on the few rows a test leaves (a TRUNCATE makes new files for every table, ~1 s a
+    test). Django's foreign keys are deferred, so the order of the DELETEs does not matter; the
+    audit table's triggers are lifted for the flush either way. Anything else is kept as is."""
+    statements = []
+    for sql in sql_list:
+        found = PLAIN_TRUNCATE.fullmatch(sql)
+        if found is None:
+            statements.append(sql)
+        else:
+            statements += [f"DELETE FROM {table}" for table in found[1].split(", ")]
+    return statements
+
+
 @contextmanager
 def flush_past_the_audit_triggers() -> Iterator[None]:
     """Django's flush (between transactional tests) empties the audit table too."""
@@ -65,6 +86,8 @@ def flush_past_the_audit_triggers() -> Iterator[None]:
 
     def execute_sql_flush(self: BaseDatabaseOperations, sql_list: list[str]) -> None:
         with triggers_lifted(self.connection):
+            if self.connection.vendor == "postgresql":
+                sql_list = as_deletes(sql_list)
             original(self, sql_list)
 
     with mock.patch.object(BaseDatabaseOperations, "execute_sql_flush", execute_sql_flush):

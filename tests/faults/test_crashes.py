@@ -71,12 +71,13 @@ def test_a_scheduler_killed_between_creating_a_run_and_handing_it_over(stack, tm
     assert orphans and {state for _, state in orphans} == {Run.State.PENDING}
     assert deliveries.read_text() == "", "the killed scheduler handed a run over"
 
-    survivor = stack.scheduler("survivor", **engine)
+    # The orphans go out once their creator is plainly dead: when they are older than
+    # CRONOS_ORPHAN_AFTER_SECONDS (30 s by default; 5 s here, for a test that waits on it).
+    survivor = stack.scheduler("survivor", CRONOS_ORPHAN_AFTER_SECONDS="5", **engine)
 
     def delivered() -> Counter:
         return Counter(int(line.split()[0]) for line in deliveries.read_text().splitlines())
 
-    # The orphans go out once their creator is plainly dead (services.ORPHAN_AFTER, 30 s).
     wait_for(lambda: all(pk in delivered() for pk, _ in orphans), 90, "the orphans handed over")
     assert survivor.poll() is None
     survivor.send_signal(signal.SIGTERM)  # a clean stop: it ends its pass first

@@ -3,7 +3,9 @@
 Speed is not asserted here (DESIGN.md §6: benchmarks measure, tests check behaviour); what is
 checked is the report's shape and that a benchmark never touches the database it was started
 against. The Celery engine's benchmarks run in the scaled lane only (`make test-scaled`): Celery
-needs Redis, and the benchmark then runs on PostgreSQL too.
+needs Redis, and the benchmark then runs on PostgreSQL too. The rest run in the embedded lane
+only: an embedded benchmark's sandbox is SQLite without Redis whatever the lane, so the scaled
+lane would repeat it as it was (its Celery benchmarks check the untouched PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ from tests.processes import ROOT, database_url, process_env
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration]
 
 
+@pytest.fixture
+def embedded_lane(settings) -> None:
+    """For a command that is the same in every lane: an embedded benchmark, whose sandbox is a
+    SQLite file without Redis (runs/bench/harness.py, `Sandbox`), or a refusal before any
+    sandbox. The embedded lane runs it; the scaled lane, on PostgreSQL, skips it."""
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        pytest.skip("the same in every lane: the embedded lane (`pytest`) runs it")
+
+
 def cronos_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     # process_env points DATABASE_URL at this test's database: the one that must stay untouched.
     return subprocess.run(
@@ -37,7 +48,7 @@ def cronos_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProces
     )
 
 
-def test_a_trigger_benchmark_reports_json_and_leaves_the_users_database_alone():
+def test_a_trigger_benchmark_reports_json_and_leaves_the_users_database_alone(embedded_lane):
     result = cronos_bench("trigger", "--runs", "3", "--json")
 
     assert result.returncode == 0, result.stderr
@@ -61,7 +72,7 @@ def test_a_trigger_benchmark_reports_json_and_leaves_the_users_database_alone():
     assert Run.objects.count() == 0
 
 
-def test_an_unknown_benchmark_is_refused_by_name():
+def test_an_unknown_benchmark_is_refused_by_name(embedded_lane):
     result = cronos_bench("speed")
 
     assert result.returncode != 0
@@ -69,7 +80,7 @@ def test_an_unknown_benchmark_is_refused_by_name():
     assert "lateness" in result.stderr  # the choices are listed
 
 
-def test_the_scaled_shape_names_an_unreachable_postgresql():
+def test_the_scaled_shape_names_an_unreachable_postgresql(embedded_lane):
     result = cronos_bench(
         "trigger", "--shape", "scaled", "--pg-url", "postgres://nobody@127.0.0.1:1/x", timeout=60
     )
@@ -80,7 +91,7 @@ def test_the_scaled_shape_names_an_unreachable_postgresql():
     assert result.stdout == ""
 
 
-def test_the_inner_mode_refuses_to_run_outside_a_sandbox():
+def test_the_inner_mode_refuses_to_run_outside_a_sandbox(embedded_lane):
     result = cronos_bench("trigger", "--inner")
 
     assert result.returncode != 0
@@ -97,7 +108,7 @@ def test_percentiles_interpolate_between_ranks():
     assert bench.stats([], percentiles=(0.5,)) == {"count": 0, "p50": None, "max": None}
 
 
-def test_the_live_benchmark_receives_every_stamped_line_over_a_real_websocket():
+def test_the_live_benchmark_receives_every_stamped_line_over_a_real_websocket(embedded_lane):
     result = cronos_bench("live", "--seconds", "1", "--json")
 
     assert result.returncode == 0, result.stderr
@@ -114,7 +125,9 @@ def test_the_live_benchmark_receives_every_stamped_line_over_a_real_websocket():
     assert Run.objects.count() == 0
 
 
-def test_the_jitter_benchmark_reports_the_unjittered_agents_lateness_beside_jittered_ones():
+def test_the_jitter_benchmark_reports_the_unjittered_agents_lateness_beside_jittered_ones(
+    embedded_lane,
+):
     result = cronos_bench("jitter", "--seconds", "3", "--agents", "2", "--json", timeout=180)
 
     assert result.returncode == 0, result.stderr
