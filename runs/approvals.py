@@ -113,12 +113,46 @@ def check_four_eyes(run: Run, actor: Actor, cause: Cause | None = None) -> None:
             f"{actor.username} caused run #{run.pk} ({_caused_how(run)}) and cannot approve it: "
             "another person must (four eyes)"
         )
+    if actor.user.pk in upstream_starters(run):
+        raise FourEyes(
+            f"{actor.username} started an upstream run that led to run #{run.pk} and cannot "
+            "approve it: another person must (four eyes)"
+        )
     if actor.user.pk in unapproved_authors(run):
         raise FourEyes(
             f"{actor.username} changed {run.agent.name} since its last approved version and "
             f"cannot approve run #{run.pk}, which runs that change: another person must "
             "(four eyes)"
         )
+
+
+def upstream_starters(run: Run, limit: int = 25) -> set[int]:
+    """The people who started, by hand, the upstream runs whose ends made `run` (a dependent's
+    run, or a retry of one), through the whole chain: starting an upstream agent to make an
+    approval-gated dependent run must not let that person approve it."""
+    people: set[int] = set()
+    seen: set[int] = set()
+    todo = [run.pk]
+    while todo and len(seen) < limit * 10:
+        pk = todo.pop()
+        if pk in seen:
+            continue
+        seen.add(pk)
+        row = (
+            Run.objects.filter(pk=pk)
+            .values("trigger", "retry_of_id", "trigger_detail", "triggered_by_id")
+            .first()
+        )
+        if row is None:
+            continue
+        if pk != run.pk and row["triggered_by_id"]:
+            people.add(row["triggered_by_id"])
+        if row["trigger"] == Run.Trigger.RETRY and row["retry_of_id"]:
+            todo.append(row["retry_of_id"])
+        elif row["trigger"] == Run.Trigger.UPSTREAM:
+            ids = (row["trigger_detail"] or {}).get("upstream_runs") or []
+            todo.extend(i for i in ids if isinstance(i, int))
+    return people
 
 
 def unapproved_authors(run: Run) -> set[int]:

@@ -24,6 +24,7 @@ import logging
 
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.db.models.functions import Coalesce
 
 from agents.dependencies import Edge, dependents, edges
 from agents.models import Agent
@@ -43,11 +44,34 @@ QUALIFYING = {
 }
 
 
+# Runs a person started: by hand on the pages or the command line, through the API, or a
+# backfill they asked for (a retry or re-run of one is one too).
+BY_HAND = {Run.Trigger.MANUAL, Run.Trigger.API, Run.Trigger.BACKFILL}
+# A dependent's run made but not started yet consumes every qualifying upstream run that ends
+# meanwhile: a burst of upstream runs makes one run of it, not one each.
+NOT_STARTED = [Run.State.PENDING, Run.State.AWAITING_APPROVAL, Run.State.QUEUED]
+
+
+def started_by_hand(run: Run) -> bool:
+    """Whether a person started `run`, or the run it retries (followed back to the first)."""
+    seen: set[int] = set()
+    while run.trigger == Run.Trigger.RETRY and run.retry_of_id and run.pk not in seen:
+        seen.add(run.pk)
+        run = Run.objects.only("trigger", "retry_of_id").get(pk=run.retry_of_id)
+    return run.trigger in BY_HAND
+
+
 def qualifies(run: Run, edge: Edge) -> bool:
     """Whether `run` (final) counts for `edge`."""
     if run.state not in QUALIFYING[edge.on]:
         return False
-    return edge.manual or run.trigger != Run.Trigger.MANUAL
+    return edge.manual or not started_by_hand(run)
+
+
+def will_be_retried(run: Run) -> bool:
+    """Whether a retry of `run` is still to come: one made and not cancelled before it
+    started (a retry cancelled while waiting makes `run` the last attempt after all)."""
+    return run.retries.exclude(state=Run.State.CANCELLED, started_at__isnull=True).exists()
 
 
 def fire_dependents(run: Run) -> list[int]:
@@ -56,13 +80,17 @@ def fire_dependents(run: Run) -> list[int]:
     follow-ups sweep may call it again for the same run."""
     if run.state not in Run.FINAL_STATES:
         return []
-    will_retry = run.state in (Run.FAILURE_STATES) and run.retries.exists()
+    will_retry = run.state in Run.FAILURE_STATES and will_be_retried(run)
     made = []
     for agent, edge in dependents(run.agent.name):
         if not agent.enabled or not qualifies(run, edge):
             continue
         if will_retry and edge.on != "success":
             continue
+        if Run.objects.filter(
+            agent=agent, trigger=Run.Trigger.UPSTREAM, state__in=NOT_STARTED
+        ).exists():
+            continue  # its waiting run will see this one's outcome too
         consumed = _consumed(agent, run)
         if consumed is None:
             continue
@@ -77,10 +105,13 @@ def _consumed(agent: Agent, run: Run) -> list[Run] | None:
     upstreams are not all satisfied yet (mode `all`)."""
     if agent.dependency_mode == Agent.DependencyMode.ANY:
         return [run]
+    # Since the dependent's last dependency-triggered run started (made, if it never started):
+    # an upstream run that ended before then was there for it to see.
     last = (
         Run.objects.filter(agent=agent, trigger=Run.Trigger.UPSTREAM)
         .order_by("-created_at", "-id")
-        .values_list("created_at", flat=True)
+        .annotate(since=Coalesce("started_at", "created_at"))
+        .values_list("since", flat=True)
         .first()
     )
     consumed = []

@@ -101,6 +101,11 @@ def schedule_retry(run: Run) -> Run | None:
             trigger=Run.Trigger.RETRY,
             retry_of=run,
             attempt=run.attempt + 1,
+            # The same run again: what its trigger gave it (a webhook's payload, variables for
+            # that run) and its place in a chain of runs (a loop is not reset by failing).
+            trigger_detail=run.trigger_detail or {},
+            variables=run.variables or {},
+            chain_depth=run.chain_depth,
             not_before=at,
             triggered_by_name="retry policy",
             reason=f"retry {run.attempt} of {agent.max_retries} after run #{run.pk} "

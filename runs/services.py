@@ -30,6 +30,7 @@ from agents.versions import latest_version_id
 from audit.actor import Actor
 from audit.log import record
 from runs import approvals, reviews
+from runs.dependencies import fire_dependents
 from runs.dispatch import admit, after_approval, dispatch
 from runs.engines import Engine
 from runs.followups import SWEEP_AFTER, after_run
@@ -200,6 +201,13 @@ def cancel_run(run: Run, actor: Actor) -> bool:
         # Its process had ended: its branch goes, and the next run may have the lock.
         reviews.discard_cancelled(run)
         after_run(run)
+    elif done and run.is_final and run.retry_of_id:
+        # A retry cancelled before it started: the run it retried was the last attempt after
+        # all, so the dependents waiting on its failure (or on it being done) fire now.
+        try:
+            fire_dependents(Run.objects.select_related("agent").get(pk=run.retry_of_id))
+        except Exception:
+            log.exception("firing dependents failed", extra={"run_id": run.retry_of_id})
     return done
 
 

@@ -49,6 +49,14 @@ def ended(
     )
 
 
+def finish(run_ids: list[int]) -> None:
+    """The dependent's runs ran and ended (the recording engine runs nothing)."""
+    now = timezone.now()
+    Run.objects.filter(pk__in=run_ids).update(
+        state=Run.State.SUCCEEDED, started_at=now, finished_at=now
+    )
+
+
 def upstream_runs(agent: Agent) -> list[Run]:
     return list(Run.objects.filter(agent=agent, trigger=Run.Trigger.UPSTREAM).order_by("id"))
 
@@ -165,8 +173,10 @@ def test_each_edge_counts_its_states(on, fires_on):
     make_agent("b", schedule="", depends_on=[{"agent": "a", "on": on}], dependency_mode="any")
     fired = set()
     for state in Run.FINAL_STATES:
-        if fire_dependents(ended(a, state)):
+        made = fire_dependents(ended(a, state))
+        if made:
             fired.add(state)
+            finish(made)
     assert fired == fires_on
 
 
@@ -192,6 +202,7 @@ def test_fan_in_all_waits_for_every_upstream_and_a_burst_collapses_into_one():
     b1 = ended(b)
     [made] = fire_dependents(b1)
     assert Run.objects.get(pk=made).trigger_detail["upstream_runs"] == sorted([a2.pk, b1.pk])
+    finish([made])
     # b again: a has not run since c's last upstream run: nothing.
     assert fire_dependents(ended(b)) == []
     assert fire_dependents(ended(a)) != []
@@ -204,9 +215,25 @@ def test_fan_in_any_fires_for_each_upstream_run():
     c = make_agent(
         "c", schedule="", depends_on=["a", "b"], dependency_mode="any", overlap_policy="queue_all"
     )
-    fire_dependents(ended(a))
+    finish(fire_dependents(ended(a)))
     fire_dependents(ended(b))
     assert len(upstream_runs(c)) == 2
+
+
+def test_upstream_runs_ending_while_the_dependents_run_waits_make_no_more_runs():
+    """A burst collapses: the dependent's waiting run will see them (overlap `queue_all`,
+    approval: either way one run, not one per upstream success)."""
+    a = make_agent("a", schedule="")
+    c = make_agent(
+        "c", schedule="", depends_on=["a"], overlap_policy="queue_all", approval_required=True
+    )
+    [first] = fire_dependents(ended(a))
+    assert Run.objects.get(pk=first).state == Run.State.AWAITING_APPROVAL
+    for _ in range(4):
+        assert fire_dependents(ended(a)) == []
+    assert len(upstream_runs(c)) == 1
+    finish([first])
+    assert len(fire_dependents(ended(a))) == 1
 
 
 def test_a_failure_that_will_be_retried_fires_no_failure_dependent_yet():
@@ -247,3 +274,69 @@ def test_runs_ending_fire_dependents_through_the_follow_ups():
     assert len(upstream_runs(b)) == 1
     save_agent(b, SYSTEM, reason="touch")  # an edit does not fire anything
     assert len(upstream_runs(b)) == 1
+
+
+@pytest.mark.parametrize("trigger", [Run.Trigger.API, Run.Trigger.BACKFILL, Run.Trigger.MANUAL])
+def test_runs_a_person_started_any_way_do_not_count_for_a_manual_false_edge(trigger):
+    a = make_agent("a", schedule="")
+    no = make_agent("no", schedule="", depends_on=[{"agent": "a", "on": "done", "manual": False}])
+    first = ended(a, Run.State.FAILED, trigger=trigger)
+    assert fire_dependents(first) == []
+    retry = ended(a, Run.State.FAILED, trigger=Run.Trigger.RETRY, retry_of=first, attempt=2)
+    assert fire_dependents(retry) == []  # a retry of a person's run is theirs too
+    assert fire_dependents(ended(a, Run.State.FAILED)) != []
+    assert len(upstream_runs(no)) == 1
+
+
+def test_a_retry_cancelled_before_it_starts_makes_the_failure_final_for_dependents(operator):
+    from runs.services import cancel_run
+
+    a = make_agent("a", schedule="", max_retries=2, retry_delay_seconds=60)
+    on_failure = make_agent("f", schedule="", depends_on=[{"agent": "a", "on": "failure"}])
+    first = ended(a, Run.State.FAILED)
+    after_run(first)
+    retry = Run.objects.get(retry_of=first)
+    assert upstream_runs(on_failure) == []
+    assert cancel_run(retry, Actor(user=operator, source="web"))
+    [made] = [r.pk for r in upstream_runs(on_failure)]
+    assert Run.objects.get(pk=made).trigger_detail["upstream_runs"] == [first.pk]
+
+
+def test_a_retry_is_the_same_run_again_payload_variables_and_chain():
+    from runs.followups import schedule_retry
+
+    a = make_agent("a", schedule="", max_retries=1)
+    failed = ended(
+        a,
+        Run.State.FAILED,
+        trigger=Run.Trigger.WEBHOOK,
+        trigger_detail={"webhook": "in", "delivery": 7, "payload": "file"},
+        variables={"WHO": "x"},
+        chain_depth=5,
+    )
+    retry = schedule_retry(failed)
+    assert (retry.trigger_detail, retry.variables, retry.chain_depth) == (
+        failed.trigger_detail,
+        {"WHO": "x"},
+        5,
+    )
+
+
+def test_whoever_started_the_upstream_run_cannot_approve_the_dependent_it_made(
+    approver, django_user_model
+):
+    from django.contrib.auth.models import Group
+
+    from runs.approvals import FourEyes
+    from runs.services import approve_run
+
+    both = django_user_model.objects.create_user("opap")
+    both.groups.add(*Group.objects.filter(name__in=["operator", "approver"]))
+    a = make_agent("a", schedule="")
+    make_agent("d", schedule="", depends_on=["a"], approval_required=True)
+    started = ended(a, trigger=Run.Trigger.MANUAL, triggered_by=both, triggered_by_name="opap")
+    [made] = fire_dependents(started)
+    dependent = Run.objects.get(pk=made)
+    with pytest.raises(FourEyes, match="started an upstream run"):
+        approve_run(dependent, Actor(user=both, source="web"))
+    assert approve_run(dependent, Actor(user=approver, source="web")).state == Run.State.QUEUED
