@@ -89,7 +89,8 @@ MAX_REF_CHARS = 250
 TODAY = "today"
 # `today`, or a whole number of minutes, hours or days (`90m`, `24h`, `7d`), at most MAX_WINDOW.
 WINDOW_GRAMMAR = "today, or <N>m, <N>h or <N>d (minutes, hours, days; for example 90m, 24h, 7d)"
-_WINDOW = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
+# Matched whole (fullmatch: a `$` would let "24h\n" through).
+_WINDOW = re.compile(r"([1-9][0-9]{0,5})([mhd])")
 _UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1)}
 MAX_WINDOW = timedelta(days=366)
 # What glob treats as a wildcard (a segment with one is matched, not taken as a name).
@@ -275,7 +276,7 @@ def _meaning(condition: Condition, working_dir: str) -> list[str]:
             return ["the command is blank."]
         return []
     found = []
-    if not AGENT_NAME.match(condition.agent):
+    if not AGENT_NAME.fullmatch(condition.agent):
         found.append(f"{condition.agent!r} is not an agent name.")
     problem = window_problem(condition.within)
     if problem:
@@ -307,6 +308,13 @@ def glob_problems(pattern: str) -> list[str]:
                 f"in {segment!r} it would mean *."
             )
             break
+    fixed = _fixed_part(os.path.expanduser(pattern))
+    if os.path.isabs(pattern) and os.path.normpath(fixed or "/") == "/":
+        found.append(
+            f"{pattern!r} searches from / (the whole file system: every disk, /proc, /sys); "
+            "start it at a folder, such as /srv/inbox/**/*.csv, or make it relative to the "
+            "working directory."
+        )
     if _unclosed_bracket(pattern):
         found.append(f"{pattern!r} has a [ without its ]; write [[] for a literal [.")
     return found
@@ -335,12 +343,7 @@ def cronos_place(text: str, working_dir: str = "") -> str:
     """Cronos's data or log folder, named, when path `text` (or the part of a pattern before
     its first wildcard) is inside one; "" when not, or when it cannot be told yet (a relative
     path of an agent without a full working directory)."""
-    fixed = []
-    for segment in text.split("/"):
-        if _MAGIC.search(segment):
-            break
-        fixed.append(segment)
-    expanded = os.path.expanduser("/".join(fixed) or ".")
+    expanded = os.path.expanduser(_fixed_part(text) or ".")
     if not os.path.isabs(expanded):
         base = os.path.expanduser(working_dir or "")
         if not os.path.isabs(base):
@@ -360,11 +363,21 @@ def cronos_place(text: str, working_dir: str = "") -> str:
     return ""
 
 
+def _fixed_part(text: str) -> str:
+    """The part of a path or pattern before its first segment with a wildcard."""
+    fixed = []
+    for segment in text.split("/"):
+        if _MAGIC.search(segment):
+            break
+        fixed.append(segment)
+    return "/".join(fixed)
+
+
 def window_problem(within: str) -> str:
     """Why `within` is not a window (WINDOW_GRAMMAR), or ""."""
     if within == TODAY:
         return ""
-    match = _WINDOW.match(within)
+    match = _WINDOW.fullmatch(within)
     if match is None:
         return f"within is {within!r}; it is {WINDOW_GRAMMAR}."
     if window_length(within) > MAX_WINDOW:
@@ -374,7 +387,7 @@ def window_problem(within: str) -> str:
 
 def window_length(within: str) -> timedelta:
     """The length of an `<N>m|h|d` window (valid: window_problem said nothing)."""
-    match = _WINDOW.match(within)
+    match = _WINDOW.fullmatch(within)
     assert match is not None
     return int(match.group(1)) * _UNITS[match.group(2)]
 
@@ -446,7 +459,7 @@ def _relative(path: str) -> str:
 
 
 def _window_words(within: str) -> str:
-    match = _WINDOW.match(within)
+    match = _WINDOW.fullmatch(within)
     if match is None:
         return within
     count = int(match.group(1))

@@ -93,7 +93,7 @@ def item_problems(depends_on: object, own_name: str) -> list[str]:
                 problems.append(f"{where}: manual is true or false.")
         else:
             name = item
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             problems.append(f"{where}: {name!r} is not an agent name.")
             continue
         if name == own_name:

@@ -96,7 +96,7 @@ def parse_dependency_lines(text: str) -> list[str | dict[str, Any]]:
         if not line or line.startswith("#"):
             continue
         name, *options = line.split()
-        if not dependencies.NAME.match(name):
+        if not dependencies.NAME.fullmatch(name):
             problems.append(f"line {number}: {name!r} is not an agent name.")
             continue
         on, manual, wrong = "success", True, []
@@ -218,7 +218,8 @@ def condition_item(row: ConditionRow, number: int) -> tuple[dict[str, Any] | Non
         value: dict[str, Any] = {"command": given(row.command, "the command")}
         timeout = row.timeout.strip()
         if timeout:
-            if not timeout.isdigit() or len(timeout) > 9:
+            # isascii: "٣".isdigit() is true too, and int() reads it as 3.
+            if not (timeout.isascii() and timeout.isdigit()) or len(timeout) > 9:
                 missing.append(f"{where}: the timeout is a whole number of seconds.")
             else:
                 value["timeout_seconds"] = int(timeout)
@@ -384,7 +385,7 @@ def _parse_lines(text: str, *, secret: bool = False) -> list[tuple[str, str | No
     """NAME=value lines; a bare NAME (no '=') stands for 'keep the current value'."""
     entries: list[tuple[str, str | None]] = []
     for number, name, value in _lines(text):
-        if not VARIABLE_NAME.match(name):
+        if not VARIABLE_NAME.fullmatch(name):
             if secret:
                 # Not quoted: a line that is not NAME=value may be a value pasted alone.
                 raise ValidationError(
@@ -402,7 +403,7 @@ def secret_names_only(text: str, kept: set[str]) -> str:
     not a line that is not NAME=value (a secret pasted alone, a URL with its password)."""
     shown = []
     for _, name, value in _lines(text):
-        if not VARIABLE_NAME.match(name):
+        if not VARIABLE_NAME.fullmatch(name):
             continue
         if value is not None:
             shown.append(f"{name}=")
@@ -638,7 +639,7 @@ class AgentForm(forms.ModelForm):
         typed = [
             name
             for _, name, value in _lines(text if isinstance(text, str) else "")
-            if value is not None and VARIABLE_NAME.match(name)
+            if value is not None and VARIABLE_NAME.fullmatch(name)
         ]
         self.withheld_secrets = typed
         if typed:

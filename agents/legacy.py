@@ -290,7 +290,7 @@ def _import_agent(
     result = AgentResult(name=folder.name, folder=folder)
     within = within or ImportFolder(folder.parent.parent)
     yaml_path, prompt_path = folder / "agent.yaml", folder / "CLAUDE.md"
-    if not AGENT_NAME.match(folder.name):
+    if not AGENT_NAME.fullmatch(folder.name):
         result.problems = [_folder_name_problem(folder, names_here)]
         return result
     try:

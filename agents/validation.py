@@ -158,7 +158,7 @@ def validate_variables(variables) -> list[str]:
     seen: set[str] = set()
     for item in variables:
         name = item.get("name") if isinstance(item, dict) else None
-        if not isinstance(name, str) or not VARIABLE_NAME.match(name):
+        if not isinstance(name, str) or not VARIABLE_NAME.fullmatch(name):
             problems.append(
                 f"{name!r} is not a valid variable name (letters, digits and _, "
                 "not starting with a digit)."
@@ -430,7 +430,7 @@ def dependency_problems(agent: Agent) -> list[str]:
     problems = dependencies.item_problems(agent.depends_on, agent.name)
     if agent.dependency_mode not in ("all", "any"):
         problems.append("dependency_mode is all or any.")
-    if problems or not AGENT_NAME.match(agent.name or ""):
+    if problems or not AGENT_NAME.fullmatch(agent.name or ""):
         return problems
     stored = (
         type(agent).objects.filter(pk=agent.pk).values_list("name", flat=True).first()

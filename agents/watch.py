@@ -4,7 +4,8 @@
 `{}` means no watch. Otherwise a mapping:
 
     paths           files or folders to watch: absolute, or relative to the working directory
-                    (required; never inside Cronos's data, log or install directories)
+                    (required; never inside Cronos's data, log or install directories, nor / or a
+                    folder that contains one of them)
     patterns        globs a changed path must match (default: every path)
     ignore          globs of paths to leave out, on top of watchfiles' DefaultFilter (.git,
                     node_modules, __pycache__, editor swap and backup files...)
@@ -28,6 +29,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from jsonschema import Draft202012Validator
 
 DEFAULTS: dict[str, Any] = {
@@ -158,12 +160,43 @@ def file_watch_problems(
     ):
         if not os.path.isabs(path):
             continue
-        problem = place_problem(path)
+        problem = place_problem(path) or containing_problem(path)
         if problem:
             # The problem names the full path; a relative one is named as it was written too.
             where = f"paths[{index}]" if given == path else f"paths[{index}] ({_quoted(given)})"
             problems.append(f"{where}: {problem}")
     return problems
+
+
+def cronos_folders() -> list[tuple[str, str]]:
+    """Cronos's own folders, named, resolved: its data folder (with a SQLite database kept
+    elsewhere), its log folder and its installation. A watch never sees their changes."""
+    places: list[tuple[str, object]] = [
+        ("data folder", settings.DATA_DIR),
+        ("log folder", settings.CRONOS_LOG_DIR),
+        ("installation", settings.BASE_DIR),
+    ]
+    database = settings.DATABASES["default"]
+    name = str(database.get("NAME") or "")
+    if str(database.get("ENGINE", "")).endswith("sqlite3") and os.path.isabs(name):
+        places.append(("database folder", os.path.dirname(name)))
+    return [(name, os.path.realpath(str(path))) for name, path in places]
+
+
+def containing_problem(path: str) -> str:
+    """Why watching `path` would watch Cronos's own folders (it is /, or contains its data or
+    log folder or its installation: Cronos's own writes would start runs), or ""."""
+    resolved = os.path.realpath(path)
+    if resolved == os.sep:
+        return "/ is the whole file system (Cronos's own folders with it); watch a folder"
+    inside = resolved.rstrip(os.sep) + os.sep
+    for name, folder in cronos_folders():
+        if folder == resolved or folder.startswith(inside):
+            return (
+                f"{_quoted(path)} contains Cronos's {name} ({folder}), whose own writes would "
+                "start runs; watch a folder beside it"
+            )
+    return ""
 
 
 def _schema_message(error: Any) -> str:

@@ -232,7 +232,7 @@ def _records(folder: ImportFolder, runs_dir: Path, report: RunsReport) -> Iterat
 
 def _unknown_agent(name: str, root: Path, incoming: Collection[str]) -> str:
     """Why the runs of agent `name` cannot be imported, and what to do about it."""
-    if not AGENT_NAME.match(name):
+    if not AGENT_NAME.fullmatch(name):
         problem = f"agent {name!r} is not an agent name (letters, digits, - and _)"
         suggestion = slugify(name)[:100]
         if not suggestion:

@@ -13,7 +13,11 @@ Where each one looks, exactly:
 - paths and patterns are taken relative to the agent's working directory as configured (for
   an agent whose runs are reviewed, the checkout its run's worktree is cut from: what is not
   committed is only there). Read by the worker itself; anything inside Cronos's own folders
-  (isolation.hidden_paths, symlinks resolved) is refused, or not counted as a match;
+  (isolation.hidden_paths, symlinks resolved) is refused, or not counted as a match. A
+  glob's search never enters a linked folder a wildcard found (a link loop such as
+  /proc/*/root would never end) and is bounded: GLOB_SECONDS (less when the run's timeout is
+  shorter) and GLOB_MAX_ENTRIES entries, past which it stops, unmet, saying why; it heartbeats
+  and heeds a cancel as a command does;
 - `repo_has_changes` reads that directory's repository with git that sees none of the
   repository's config (gitinfo.configless): `git status` for uncommitted changes (untracked
   files included, ignored ones not, a submodule when it is at another commit), then HEAD
@@ -36,9 +40,10 @@ away is the executor's to handle, like any step of a run.
 
 from __future__ import annotations
 
-import glob
+import fnmatch
 import logging
 import os
+import re
 import select
 import signal
 import stat
@@ -88,6 +93,13 @@ GIT_TIMEOUT = 10
 MAX_REFLOG_BYTES = 16 * 1024 * 1024
 # How many matches inside Cronos's own folders a glob may skip before it gives up.
 MAX_HIDDEN_MATCHES = 1000
+# A glob's search is bounded: this long at most (less when the run's timeout is shorter), and
+# this many entries (files, folders) looked at; past either it stops and the condition is unmet.
+GLOB_SECONDS = 10.0
+GLOB_MAX_ENTRIES = 200_000
+# Every this many entries, the time and the run's should_stop (heartbeat, cancel) are asked.
+GLOB_CHECK_EVERY = 500
+_MAGIC_SEGMENT = re.compile(r"[*?\[]")
 _NO_COMMIT = frozenset("0")
 
 
@@ -119,6 +131,8 @@ class Context:
     nice: int = 0
     cpu_seconds: int | None = None
     network_none: bool = False
+    # The run's timeout (seconds), when it has one: a glob's search takes no longer.
+    timeout_seconds: float | None = None
     # Asked while a command runs (the executor heartbeats and looks for a cancel there):
     # True stops the command, and the evaluation.
     should_stop: Callable[[], bool] = lambda: False
@@ -187,24 +201,143 @@ def _path_exists(condition: Condition, context: Context) -> Checked:
 
 def _glob_nonempty(condition: Condition, context: Context) -> Checked:
     pattern = os.path.expanduser(condition.pattern)
-    # root_dir, not a join: the working directory's own name may hold a [ or a *.
-    matches = (
-        glob.iglob(pattern, recursive=True)
-        if os.path.isabs(pattern)
-        else glob.iglob(pattern, root_dir=context.cwd, recursive=True)
-    )
+    budget = GLOB_SECONDS
+    if context.timeout_seconds:
+        budget = min(budget, float(context.timeout_seconds))
+    search = _Search(context, time.monotonic() + budget, GLOB_MAX_ENTRIES)
     hidden_seen = 0
-    for match in matches:
-        hidden = isolation.hiding(_full_path(match, context.cwd))
-        if not hidden:
-            return Checked(condition, True, f"matches {match}")
-        hidden_seen += 1
-        if hidden_seen >= MAX_HIDDEN_MATCHES:
-            break
+    try:
+        for match in _glob(pattern, context.cwd, search):
+            hidden = isolation.hiding(_full_path(match, context.cwd))
+            if not hidden:
+                return Checked(condition, True, f"matches {match}")
+            hidden_seen += 1
+            if hidden_seen >= MAX_HIDDEN_MATCHES:
+                break
+    except _StopSearch as stop:
+        if stop.run_ending:
+            context.stopped = True
+            return Checked(condition, False, "stopped: the run is ending")
+        return Checked(condition, False, f"nothing matches so far; {stop.why}")
     found = "nothing matches"
     if hidden_seen:
         found += f" (not counting {hidden_seen} inside Cronos's own folders, hidden from agents)"
     return Checked(condition, False, found)
+
+
+class _StopSearch(Exception):
+    def __init__(self, why: str, run_ending: bool = False) -> None:
+        super().__init__(why)
+        self.why = why
+        self.run_ending = run_ending
+
+
+class _Search:
+    """The bounds of one glob's search: its deadline, the entries it may look at, and the
+    run's own should_stop (heartbeats, cancel), asked every GLOB_CHECK_EVERY entries."""
+
+    def __init__(self, context: Context, deadline: float, max_entries: int) -> None:
+        self.context = context
+        self.deadline = deadline
+        self.max_entries = max_entries
+        self.seen = 0
+        self.started = time.monotonic()
+
+    def entry(self) -> None:
+        self.seen += 1
+        if self.seen > self.max_entries:
+            raise _StopSearch(
+                f"stopped searching after looking at {self.max_entries} entries (the most a "
+                "pattern may look at); narrow the pattern"
+            )
+        if self.seen % GLOB_CHECK_EVERY == 0:
+            self.check()
+
+    def check(self) -> None:
+        if self.context.should_stop():
+            raise _StopSearch("the run is ending", run_ending=True)
+        if time.monotonic() >= self.deadline:
+            spent = time.monotonic() - self.started
+            raise _StopSearch(
+                f"stopped searching after {spent:.0f} s and {self.seen} entries (the time a "
+                "pattern may take); narrow the pattern"
+            )
+
+    def listing(self, folder: str) -> list[os.DirEntry[str]]:
+        """The entries of `folder` (none when it cannot be read), each counted."""
+        self.check()
+        entries = []
+        try:
+            with os.scandir(folder) as found:
+                for entry in found:
+                    self.entry()
+                    entries.append(entry)
+        except OSError:
+            pass
+        return entries
+
+
+def _glob(pattern: str, cwd: str, search: _Search) -> Iterator[str]:
+    """The paths matching `pattern` (glob's rules: `*`, `?` and `[...]` within a name, `**`
+    alone for any depth, a name starting with a dot only matched by a segment starting with
+    one, a trailing / for folders), relative to `cwd` as written for a relative pattern,
+    absolute for an absolute one; lazily, so the first one found ends the search.
+
+    Unlike glob, never through a symbolic link found by a wildcard: `**` and `*` do not enter
+    a linked folder (a link loop, /proc/*/root, would never end); a folder the pattern names
+    is entered even through a link. Every entry looked at counts against `search`."""
+    absolute = os.path.isabs(pattern)
+    dirs_only = pattern.endswith("/")
+    segments = [segment for segment in pattern.split("/") if segment]
+    yield from _below(
+        "/" if absolute else cwd, "/" if absolute else "", segments, dirs_only, search
+    )
+
+
+def _below(
+    folder: str, shown: str, segments: list[str], dirs_only: bool, search: _Search
+) -> Iterator[str]:
+    """Matches of `segments` inside `folder` (named `shown` in the results)."""
+    if not segments:
+        if shown and shown != "/" and (not dirs_only or os.path.isdir(folder)):
+            yield shown
+        return
+    segment, rest = segments[0], segments[1:]
+    if segment == "**":
+        # Zero folders, then every folder below, never through a link nor a hidden name.
+        stack = [(folder, shown)]
+        while stack:
+            current, named = stack.pop()
+            yield from _below(current, named, rest, dirs_only, search)
+            found = []
+            for entry in search.listing(current):
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    found.append((entry.path, os.path.join(named, entry.name)))
+                elif not rest and not dirs_only:
+                    yield os.path.join(named, entry.name)  # `a/**`: the files too
+            stack.extend(reversed(found))
+        return
+    if not _MAGIC_SEGMENT.search(segment):
+        path = os.path.join(folder, segment)
+        search.entry()
+        if rest:
+            if os.path.isdir(path):
+                yield from _below(path, os.path.join(shown, segment), rest, dirs_only, search)
+        elif os.path.lexists(path) and (not dirs_only or os.path.isdir(path)):
+            yield os.path.join(shown, segment)
+        return
+    hidden_too = segment.startswith(".")
+    for entry in search.listing(folder):
+        name = entry.name
+        if (name.startswith(".") and not hidden_too) or not fnmatch.fnmatchcase(name, segment):
+            continue
+        if rest:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _below(entry.path, os.path.join(shown, name), rest, dirs_only, search)
+        elif not dirs_only or entry.is_dir():
+            yield os.path.join(shown, name)
 
 
 # --- the repository ----------------------------------------------------------------------------

@@ -439,6 +439,7 @@ class Execution:
             cpu_seconds=config.cpu_time_limit_seconds,
             network_none=config.guardrail_network == guardrails.NETWORK_NONE,
             should_stop=should_stop,
+            timeout_seconds=effective_limits(config).timeout_seconds,
         )
         unmet: conditions.Checked | None = None
         for checked in conditions.evaluate(parsed, context):

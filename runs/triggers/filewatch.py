@@ -39,6 +39,7 @@ import logging
 import os
 import queue
 import socket
+import stat
 import threading
 import uuid
 from collections.abc import Callable
@@ -161,13 +162,12 @@ class Spec:
         or to the watched path it is under when that is outside it; None when it is not watched
         (a neighbour of a watched file, whose folder is what is watched) or is a watched folder
         itself."""
-        if path in files:
+        if path in files and not os.path.isdir(path):
             root = path
         else:
-            root = next(
-                (r for r in self.roots if r not in files and path.startswith(r.rstrip("/") + "/")),
-                "",
-            )
+            # (A watched path missing when the watch started is in `files` until it exists:
+            # what is made inside it, once it is a folder, counts.)
+            root = next((r for r in self.roots if path.startswith(r.rstrip("/") + "/")), "")
             if not root:
                 return None
         if path.startswith(self.base.rstrip("/") + "/"):
@@ -194,8 +194,21 @@ class _Filter(watchfiles.DefaultFilter):
         super().__init__()
         self.spec = spec
         self.files = files
+        # Where a change may really be: in a watched folder, or beside a watched file.
+        self.places = tuple(
+            p.rstrip("/") + "/"
+            for p in {os.path.dirname(r) if r in files else r for r in spec.roots}
+        )
+        self.own = tuple(folder for _name, folder in watch_config.cronos_folders())
+        self.root_gone = False  # a watched path was deleted or moved away: watch anew
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
+        if path in self.spec.roots and change == watchfiles.Change.deleted:
+            self.root_gone = True
+        if not self.really_watched(path):
+            return False
+        if change == watchfiles.Change.modified and os.path.islink(path):
+            return False  # polling reads through a link: what changed is where it leads
         relative = self.spec.relative(path, self.files)
         # The defaults judge the part below the working directory (or watched path): a
         # working directory inside a folder they leave out (`.venv`...) is still watched.
@@ -204,6 +217,17 @@ class _Filter(watchfiles.DefaultFilter):
             and super().__call__(change, relative)
             and self.spec.counts(relative)
         )
+
+    def really_watched(self, path: str) -> bool:
+        """Whether `path` is really where it seems: its folder, links resolved, inside a
+        watched path (never a change reached through a link out of it, which polling and
+        watchfiles' recursive watch follow), and it is not in Cronos's own folders (its
+        database's and log's writes, were the data folder moved below a watched path)."""
+        real = os.path.realpath(path)
+        if any(real == own or real.startswith(own.rstrip("/") + "/") for own in self.own):
+            return False
+        folder = os.path.realpath(os.path.dirname(path)).rstrip("/") + "/"
+        return any(folder.startswith(place) for place in self.places)
 
 
 def changed_paths(spec: Spec, files: frozenset[str], changes: set[tuple]) -> dict[str, str]:
@@ -335,8 +359,9 @@ class AgentWatch:
         unreadable = False
         while not self.stop_event.is_set():
             try:
-                self._watch(why, unreadable)
-                return
+                if not self._watch(why, unreadable):
+                    return
+                continue  # a watched path appeared or went: watched anew
             except FileNotFoundError as exc:
                 self._post(
                     Mode.FAILED,
@@ -365,21 +390,34 @@ class AgentWatch:
                 self._post(Mode.FAILED, f"cannot watch: {str(exc)[:200]}")
             self.stop_event.wait(RETRY_SECONDS)
 
-    def _watch(self, why: str, unreadable: bool) -> None:
-        """Watch until stopped: polling when there is a reason `why`; leaving out what it may
-        not read when `unreadable` (watchfiles then ignores every error of adding a watch, the
-        watch limit's too: so only once a folder proved unreadable)."""
+    def _watch(self, why: str, unreadable: bool) -> bool:
+        """Watch until stopped (False) or until a watched path appeared or went (True: to be
+        watched anew): polling when there is a reason `why`; leaving out what it may not read
+        when `unreadable` (watchfiles then ignores every error of adding a watch, the watch
+        limit's too: so only once a folder proved unreadable).
+
+        A watched path missing now (not made yet, deleted) is waited for through the nearest
+        folder above it that exists, inside the working directory (the lease's note says so);
+        one outside it, or a missing working directory, is a host without the files."""
         files = frozenset(r for r in self.spec.roots if not os.path.isdir(r))
+        layout = _layout(self.spec.roots)
+        waiting = [r for r in self.spec.roots if not os.path.lexists(r)]
         # A watched file is watched through its folder: an atomic save replaces the file, and
         # a watch of the file itself would end with the file it replaced.
-        places = sorted({os.path.dirname(r) if r in files else r for r in self.spec.roots})
+        places = sorted(
+            {
+                self._waiting_place(r) if r in waiting else os.path.dirname(r) if r in files else r
+                for r in self.spec.roots
+            }
+        )
         for place in places:
             if not os.path.exists(place):
                 raise FileNotFoundError(errno.ENOENT, "No such file or directory", place)
         ready = False
+        watch_filter = _Filter(self.spec, files)
         for changes in watchfiles.watch(
             *places,
-            watch_filter=_Filter(self.spec, files),
+            watch_filter=watch_filter,
             debounce=self.spec.debounce_ms,
             step=STEP_MS,
             stop_event=self.stop_event,
@@ -387,20 +425,55 @@ class AgentWatch:
             yield_on_timeout=True,
             force_polling=bool(why),
             poll_delay_ms=POLL_DELAY_MS,
-            recursive=len(files) < len(self.spec.roots),  # a folder is watched with its tree
+            # A folder is watched with its tree, and so is the folder a missing path is
+            # waited for in (it may be made with what is inside it).
+            recursive=bool(waiting) or len(files) < len(self.spec.roots),
             raise_interrupt=False,
             ignore_permission_denied=unreadable,
         ):
             if not ready:
                 ready = True
-                notes = [why, "some folders may not be read: not watched" if unreadable else ""]
+                notes = [
+                    why,
+                    "some folders may not be read: not watched" if unreadable else "",
+                    *(f"waiting for {r} to exist" for r in waiting),
+                ]
                 self._post(Mode.POLLING if why else Mode.NATIVE, "; ".join(n for n in notes if n))
             paths = changed_paths(self.spec, files, changes) if changes else {}
             if paths:
                 self.inbox.put(Noticed(self, self.now(), paths))
+            if watch_filter.root_gone or _layout(self.spec.roots) != layout:
+                log.info(
+                    "a watched path appeared or went: watched anew", extra={"agent": self.spec.name}
+                )
+                return True
+        return False
+
+    def _waiting_place(self, root: str) -> str:
+        """The nearest existing folder above a missing watched path, inside the working
+        directory; the path itself (missing: the watch cannot start) when there is none."""
+        base = self.spec.base.rstrip("/") + "/"
+        place = os.path.dirname(root)
+        while (place + "/").startswith(base) and not os.path.isdir(place):
+            place = os.path.dirname(place)
+        return place if (place + "/").startswith(base) else root
 
     def _post(self, mode: Mode, why: str) -> None:
         self.inbox.put(Noticed(self, self.now(), mode=mode, why=why))
+
+
+def _layout(roots: tuple[str, ...]) -> tuple[tuple[int, int, bool] | None, ...]:
+    """What each watched path is now (its device, inode and whether a folder; None when
+    missing): a change means the watch must be set up anew."""
+    found: list[tuple[int, int, bool] | None] = []
+    for root in roots:
+        try:
+            info = os.stat(root)
+        except OSError:
+            found.append(None)
+            continue
+        found.append((info.st_dev, info.st_ino, stat.S_ISDIR(info.st_mode)))
+    return tuple(found)
 
 
 # --- The lease ---------------------------------------------------------------------------------

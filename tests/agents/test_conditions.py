@@ -387,3 +387,46 @@ def test_each_condition_has_a_short_label_and_a_sentence(item, short, sentence):
 def test_a_long_command_is_shortened_in_its_label():
     label = conditions.label(Condition("command_succeeds", command="echo " + "x" * 200))
     assert len(label) < 110 and label.endswith("…`")
+
+
+# --- hostile values (issue #18 try-out) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern", ["/**/no-such-file", "/*/x", "/**", "//**/x", "/[ab]*/x"])
+def test_a_glob_that_searches_from_the_root_is_refused(pattern):
+    messages = refused([{"glob_nonempty": pattern}])
+    assert len(messages) == 1 and messages[0].startswith("item 1 (glob_nonempty): ")
+    assert "searches from / (the whole file system" in messages[0], messages
+
+
+@pytest.mark.parametrize("pattern", ["/srv/inbox/**/*.csv", "/tmp/*.json", "~/inbox/**"])
+def test_an_absolute_glob_below_a_folder_is_accepted(pattern):
+    assert conditions.glob_problems(pattern) == []
+
+
+@pytest.mark.parametrize("within", ["24h\n", "today\n", "٣h", "1\u0662h"])
+def test_a_window_with_a_trailing_newline_or_other_digits_is_refused(within):
+    messages = refused([{"upstream_succeeded": {"agent": "a", "within": within}}])
+    assert len(messages) == 1 and messages[0].startswith("item 1 (upstream_succeeded): within is ")
+
+
+def test_an_upstream_name_with_a_trailing_newline_is_refused():
+    messages = refused([{"upstream_succeeded": {"agent": "nightly\n", "within": "today"}}])
+    assert messages == ["item 1 (upstream_succeeded): 'nightly\\n' is not an agent name."]
+
+
+def test_a_dependency_name_with_a_trailing_newline_is_refused():
+    from agents import dependencies
+
+    problems = dependencies.item_problems(["nightly\n"], "conditional")
+    assert problems and "is not an agent name" in problems[0], problems
+
+
+@pytest.mark.parametrize("typed", ["٣", "３", "1\u0660"])
+def test_a_timeout_typed_with_other_digits_is_refused_in_the_form(typed):
+    from agents.forms import ConditionRow, condition_item
+
+    row = ConditionRow(conditions.COMMAND_SUCCEEDS, command="true", timeout=typed)
+    item, missing = condition_item(row, 1)
+    assert missing == ["condition 1 (command_succeeds): the timeout is a whole number of seconds."]
+    assert item == {conditions.COMMAND_SUCCEEDS: {"command": "true"}}

@@ -3,6 +3,8 @@ a JSON schema, then what a schema cannot say; every message names the key it is 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -133,3 +135,29 @@ def test_relative_paths_are_taken_from_the_working_directory():
         "/srv/inbox",
         "/srv/x",
     ]
+
+
+def test_watching_the_root_is_refused():
+    [message] = refused({"paths": ["/"]})
+    assert message.startswith("paths[0]: / is the whole file system")
+
+
+def test_a_watched_path_that_contains_cronos_data_or_log_folder_is_refused(settings, tmp_path):
+    settings.DATA_DIR = tmp_path / "x" / "data"
+    settings.CRONOS_LOG_DIR = tmp_path / "logs" / "cronos"
+    settings.DATA_DIR.mkdir(parents=True)
+    data = os.path.realpath(settings.DATA_DIR)
+    [parent] = refused({"paths": [str(tmp_path / "x")]})
+    assert parent == (
+        f"paths[0]: '{tmp_path / 'x'}' contains Cronos's data folder ({data}), whose own writes "
+        "would start runs; watch a folder beside it"
+    )
+    [grandparent] = refused({"paths": [".."]}, working_dir=str(tmp_path / "x" / "elsewhere"))
+    assert grandparent.startswith("paths[0] ('..'): ") and "contains Cronos's data folder" in (
+        grandparent
+    )
+    [logs] = refused({"paths": [str(tmp_path / "logs")]})
+    assert "contains Cronos's log folder" in logs
+    [install] = refused({"paths": [os.path.dirname(str(settings.BASE_DIR))]})
+    assert "contains Cronos's installation" in install
+    agent({"paths": [str(tmp_path / "x" / "beside")]}).full_clean()  # beside it: fine

@@ -21,12 +21,14 @@ import time_machine
 from django.db import connection
 
 from agents import secrets
+from agents.conditions import parse as parse_conditions
 from agents.models import Agent
 from agents.secrets import MASK
 from audit.actor import Actor
 from audit.models import AuditEntry
 from runs import health
 from runs.engines.tasks import execute_run
+from runs.execution import conditions as run_conditions
 from runs.execution import guardrails, isolation
 from runs.models import AgentRunState, Notification, Run, RunChunk
 from runs.services import approve_run, trigger_run
@@ -325,6 +327,70 @@ def test_matches_inside_the_data_folder_are_not_counted(work, settings):
     assert run.state == Run.State.SKIPPED
     assert run.reason.startswith("condition not met: glob_nonempty link/secret_*: nothing matches")
     assert "inside Cronos's own folders, hidden from agents" in run.reason
+
+
+def test_a_double_star_never_follows_link_loops_and_finds_what_is_really_there(work):
+    # Two links back to the top in every folder: glob followed them, 2**40 paths before the
+    # kernel's link limit (the try-out's /**/x spun through /proc/*/root for 20 minutes).
+    tree = work / "tree"
+    (tree / "deep" / "deeper").mkdir(parents=True)
+    for folder in (tree, tree / "deep", tree / "deep" / "deeper"):
+        (folder / "loop1").symlink_to(tree)
+        (folder / "loop2").symlink_to(tree)
+    run = run_once(conditional(work, [{"glob_nonempty": "tree/**/no-such-file"}]))
+    skipped_because(
+        run, "condition not met: glob_nonempty tree/**/no-such-file: nothing matches", work
+    )
+    (tree / "deep" / "deeper" / "found.txt").touch()
+    run = run_once(conditional(work, [{"glob_nonempty": "tree/**/found.txt"}], name="again"))
+    assert "matches tree/deep/deeper/found.txt" in output(run)
+
+
+def test_a_glob_that_looks_at_too_many_entries_stops_and_is_unmet_saying_why(work, monkeypatch):
+    monkeypatch.setattr(run_conditions, "GLOB_MAX_ENTRIES", 50)
+    for index in range(30):
+        (work / "big" / f"d{index}").mkdir(parents=True)
+        for name in range(5):
+            (work / "big" / f"d{index}" / f"f{name}.txt").touch()
+    run = run_once(conditional(work, [{"glob_nonempty": "big/**/*.csv"}]))
+    skipped_because(
+        run,
+        "condition not met: glob_nonempty big/**/*.csv: nothing matches so far; stopped "
+        "searching after looking at 50 entries (the most a pattern may look at); narrow the "
+        "pattern",
+        work,
+    )
+
+
+def test_a_glob_past_its_time_stops_and_is_unmet_saying_why(work, monkeypatch):
+    monkeypatch.setattr(run_conditions, "GLOB_SECONDS", 0.0)  # spent before the first folder
+    (work / "inbox").mkdir()
+    run = run_once(conditional(work, [{"glob_nonempty": "inbox/**/*.json"}]))
+    assert run.state == Run.State.SKIPPED and not (work / "ran").exists()
+    assert run.reason.startswith(
+        "condition not met: glob_nonempty inbox/**/*.json: nothing matches so far; stopped "
+        "searching after "
+    )
+    assert "(the time a pattern may take); narrow the pattern" in run.reason
+
+
+def test_a_glob_asks_whether_the_run_is_to_stop_while_it_searches(work, monkeypatch):
+    monkeypatch.setattr(run_conditions, "GLOB_CHECK_EVERY", 5)
+    for index in range(20):
+        (work / "tree" / f"d{index}").mkdir(parents=True)
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(True)
+        return len(asked) >= 3
+
+    agent = conditional(work, [{"glob_nonempty": "tree/**/x"}])
+    context = run_conditions.Context(
+        run=new_run(agent), zone_name="UTC", cwd=str(work), env={}, should_stop=should_stop
+    )
+    (checked,) = run_conditions.evaluate(parse_conditions(agent.conditions), context)
+    assert (checked.met, checked.found) == (False, "stopped: the run is ending")
+    assert context.stopped and len(asked) == 3
 
 
 # --- repo_has_changes ---------------------------------------------------------------------------

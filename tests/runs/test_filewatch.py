@@ -410,9 +410,14 @@ def test_polling_when_the_watch_asks_or_the_file_system_cannot_notify(work, watc
 def test_a_watch_that_cannot_start_here_says_so_and_leaves_the_lease_to_others(
     tmp_path, watchers, db_clock
 ):
+    # Not even its working directory is here (a path below a working directory that is here
+    # is waited for: test_a_watched_folder_made_after_the_watch_started_is_watched).
     gone = tmp_path / "not-here" / "deeper"
     agent = make_agent(
-        "elsewhere", working_dir=str(tmp_path), schedule="", file_watch={"paths": [str(gone)]}
+        "elsewhere",
+        working_dir=str(tmp_path / "not-here"),
+        schedule="",
+        file_watch={"paths": [str(gone)]},
     )
     watcher = watchers("this-host")
     lease = ticking(
@@ -425,6 +430,79 @@ def test_a_watch_that_cannot_start_here_says_so_and_leaves_the_lease_to_others(
     other = watchers("other-host")
     other.tick()
     assert WatchLease.objects.get(agent=agent).holder == "other-host"
+
+
+# --- Hostile places (issue #18 try-out) ---------------------------------------------------------
+
+
+def lease_note(agent: Agent) -> str:
+    lease = WatchLease.objects.filter(agent=agent).first()
+    return lease.note if lease else ""
+
+
+def watching_anew(watcher: FileWatcher, agent: Agent, waiting: bool) -> None:
+    """Wait until the watch says it waits for a missing path (or no longer does)."""
+    ticking(
+        watcher,
+        lambda: (
+            ("waiting for" in lease_note(agent)) == waiting
+            and agent.pk in watcher.watches
+            and watcher.watches[agent.pk].mode == Mode.NATIVE
+        ),
+        f"the watch {'to wait' if waiting else 'to stop waiting'}",
+    )
+
+
+@pytest.mark.parametrize("polling", [False, True])
+def test_changes_through_a_link_into_cronos_data_folder_fire_nothing(
+    work, tmp_path, settings, watchers, polling
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    settings.DATA_DIR = data
+    (work / "link").symlink_to(data)  # made after the save, which would refuse a path there
+    (work / "outside").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    agent = watched("linked", work, polling=polling)
+    watcher = watchers()
+    ready(watcher, agent)
+    (data / "cronos.sqlite3-wal").write_text("Cronos's own write")
+    (work / "link" / "through-the-link.txt").write_text("into the data folder")
+    (tmp_path / "elsewhere" / "out.txt").write_text("out of the watched folder")
+    (work / "real.txt").write_text("a real change")
+    [run] = ticking(watcher, lambda: file_runs(agent), "a file run")
+    # Seen before the real change, the others would be in this run or an earlier one.
+    assert run.trigger_detail == {"paths": ["real.txt"], "count": 1}
+
+
+def test_a_watched_folder_made_after_the_watch_started_is_watched(work, watchers):
+    agent = watched("inbox", work, paths=["incoming"])
+    watcher = watchers()
+    watching_anew(watcher, agent, waiting=True)
+    assert f"waiting for {os.path.realpath(work / 'incoming')} to exist" in lease_note(agent)
+    (work / "incoming").mkdir()
+    watching_anew(watcher, agent, waiting=False)
+    (work / "incoming" / "a.txt").write_text("first")
+    [first] = ticking(watcher, lambda: file_runs(agent), "the first file's run")
+    assert first.trigger_detail == {"paths": ["incoming/a.txt"], "count": 1}
+    end(first)
+    (work / "incoming" / "b.txt").write_text("second")
+    runs = ticking(watcher, lambda: file_runs(agent)[1:], "the second file's run")
+    assert [r.trigger_detail for r in runs] == [{"paths": ["incoming/b.txt"], "count": 1}]
+
+
+def test_a_watched_folder_deleted_and_made_again_is_watched_again(work, watchers):
+    (work / "incoming").mkdir()
+    agent = watched("again", work, paths=["incoming"])
+    watcher = watchers()
+    ready(watcher, agent)
+    (work / "incoming").rmdir()
+    watching_anew(watcher, agent, waiting=True)
+    (work / "incoming").mkdir()
+    watching_anew(watcher, agent, waiting=False)
+    (work / "incoming" / "a.txt").write_text("after it was made again")
+    [run] = ticking(watcher, lambda: file_runs(agent), "a file run")
+    assert run.trigger_detail == {"paths": ["incoming/a.txt"], "count": 1}
 
 
 # --- What people see ---------------------------------------------------------------------------
