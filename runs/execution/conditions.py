@@ -47,7 +47,6 @@ import re
 import select
 import signal
 import stat
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -88,7 +87,6 @@ POLL_SECONDS = 0.1
 # How long to wait for a killed command's exit status, and for its output pipe to close.
 REAP_SECONDS = 10.0
 READER_JOIN_SECONDS = 2.0
-GIT_TIMEOUT = 10
 # The reflog read for `since: last_success` (its end, where the recent moves are).
 MAX_REFLOG_BYTES = 16 * 1024 * 1024
 # How many matches inside Cronos's own folders a glob may skip before it gives up.
@@ -342,26 +340,11 @@ def _below(
 
 # --- the repository ----------------------------------------------------------------------------
 
-# Git reads the agent's repository as Cronos, with none of its config (gitinfo.configless).
-_GIT_OPTIONS = ["-c", "safe.directory=*", "--no-pager", "--no-optional-locks"]
-
 
 def _git(cwd: str, env: dict[str, str], *args: str) -> str | None:
-    """Output of a read-only git command, or None when it failed."""
-    try:
-        result = subprocess.run(
-            ["git", *_GIT_OPTIONS, *args],
-            cwd=cwd,
-            env=env,
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
-            timeout=GIT_TIMEOUT,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
-        return None
-    return result.stdout.decode("utf-8", errors="replace")
+    """Output of a read-only git command, or None when it failed (as Cronos, with none of the
+    repository's config: gitinfo.configless)."""
+    return gitinfo.read(cwd, env, *args)
 
 
 def _repo_has_changes(condition: Condition, context: Context) -> Checked:

@@ -156,6 +156,12 @@ def _run(cwd: str, env: dict[str, str], args: tuple[str, ...], stdin: str | None
     return result.stdout.decode("utf-8", errors="replace")
 
 
+def read(cwd: str, env: dict[str, str], *args: str) -> str | None:
+    """Output of a read-only git command in `cwd` with `env` (from `configless`: git without
+    the repository's config), or None when it failed; GIT_TIMEOUT seconds at most."""
+    return _run(cwd, env, args, None)
+
+
 def _git(repo: _Repository, *args: str, stdin: str | None = None) -> str | None:
     """Output of a read-only git command in the repository, or None when it failed."""
     return _run(repo.cwd, repo.env, args, stdin)
