@@ -158,6 +158,10 @@ def test_a_watched_path_that_contains_cronos_data_or_log_folder_is_refused(setti
     )
     [logs] = refused({"paths": [str(tmp_path / "logs")]})
     assert "contains Cronos's log folder" in logs
-    [install] = refused({"paths": [os.path.dirname(str(settings.BASE_DIR))]})
+    # An installation of its own, so that its parent holds nothing else of Cronos's (the real
+    # one's parent may be /tmp, which holds the test's data folder too).
+    settings.BASE_DIR = tmp_path / "install" / "cronos"
+    settings.BASE_DIR.mkdir(parents=True)
+    [install] = refused({"paths": [str(tmp_path / "install")]})
     assert "contains Cronos's installation" in install
     agent({"paths": [str(tmp_path / "x" / "beside")]}).full_clean()  # beside it: fine
