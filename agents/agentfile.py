@@ -48,6 +48,8 @@ Cronos extensions, written on export only when they differ from the model's defa
     limits.cpu_time_seconds           cpu_time_limit_seconds
     limits.output_bytes               output_limit_bytes
     limits.output_action              output_limit_action
+    budget.per_run_usd                budget_per_run_usd (claude: --max-budget-usd; Cronos ext.)
+    budget.per_day_usd                budget_per_day_usd (rolling 24 h cap; Cronos extension)
     approval.required                 approval_required
     approval.auto_approve_seconds     approval_auto_approve_seconds
     approval.expire_seconds           approval_expire_seconds
@@ -161,6 +163,7 @@ import copy
 import json
 import posixpath
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any, cast
 
 import yaml
@@ -228,6 +231,8 @@ _KEYS = [
     _Key("limits.cpu_time_seconds", "cpu_time_limit_seconds", "int"),
     _Key("limits.output_bytes", "output_limit_bytes", "int"),
     _Key("limits.output_action", "output_limit_action", "choice"),
+    _Key("budget.per_run_usd", "budget_per_run_usd", "usd"),
+    _Key("budget.per_day_usd", "budget_per_day_usd", "usd"),
     _Key("approval.required", "approval_required", "bool"),
     _Key("approval.auto_approve_seconds", "approval_auto_approve_seconds", "int"),
     _Key("approval.expire_seconds", "approval_expire_seconds", "int"),
@@ -264,7 +269,7 @@ TOP_ORDER = [
     "name", "description", "enabled", "schedule", "timezone", "jitter_seconds", "working_dir",
     "runner", "command", "model", "max_turns", "timeout_secs", "guardrails", "extra_args",
     "catch_up_policy", "catch_up", "allow_concurrent", "overlap_policy", "retry_policy",
-    "limits", "approval", "review", "notifications", "depends_on", "dependency_mode", "conditions",
+    "limits", "budget", "approval", "review", "notifications", "depends_on", "dependency_mode", "conditions",
     "triggers", "env", "secrets",
 ]  # fmt: skip
 _SPECIAL = {"runner", "command", "env", "secrets"}
@@ -556,7 +561,27 @@ def _expected(key: _Key) -> str:
         return "true or false"
     if key.kind == "strings":
         return "a list of text items"
+    if key.kind == "usd":
+        return f"an amount in US dollars (a number from 0.01 to {MAX_USD}, e.g. 2.50)"
     return "one of: " + ", ".join(_choices(key.field))
+
+
+# The largest budget a DecimalField(10, 2) holds.
+MAX_USD = Decimal("99999999.99")
+
+
+def _usd(value: Any) -> Decimal | None:
+    """A budget read from YAML (a number: 2.5, 10), in cents; None when it is not a finite
+    number from 0.01 to MAX_USD."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        amount = Decimal(str(value)).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        return None
+    if not amount.is_finite() or not Decimal("0.01") <= amount <= MAX_USD:
+        return None
+    return amount
 
 
 def _choices(field_name: str) -> list[str]:
@@ -585,6 +610,13 @@ def _read_key(key: _Key, value: Any, fields: dict, problems: list[str]) -> None:
         ok = isinstance(value, bool)
     elif key.kind == "strings":
         ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    elif key.kind == "usd":
+        amount = _usd(value)
+        if amount is None:
+            problems.append(f"{key.path}: expected {_expected(key)}, got {_describe(value)}")
+        else:
+            fields[key.field] = amount
+        return
     else:
         ok = isinstance(value, str) and value in _choices(key.field)
     if not ok:
@@ -1097,6 +1129,8 @@ def _canonical_values(fields: dict[str, Any]) -> dict[str, Any]:
         value = fields[key.field]
         if key.kind == "depends":
             value = canonical_depends_on(value)
+        if key.kind == "usd" and value is not None:
+            value = float(value)  # YAML has no decimals: 2.5, read back as 2.50
         if key.always or value != _default(key.field):
             values[key.path] = copy.deepcopy(value)
     runner, command = fields["runner"], fields["command"]

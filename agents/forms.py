@@ -924,6 +924,7 @@ FIELDSETS = [
             "output_limit_action",
         ],
     ),
+    ("Money", ["budget_per_run_usd", "budget_per_day_usd"]),
     (
         "People",
         [

@@ -7,6 +7,7 @@ catch-up, overlap, retries, limits, dependencies, approval and notifications.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -185,6 +186,28 @@ class Agent(models.Model):
     # Files whose changes start a run (runs.triggers.filewatch): {} for none, else paths,
     # patterns, ignore, debounce_ms, settle_seconds, polling (agent.yaml `triggers.files`).
     file_watch = models.JSONField(default=dict, blank=True)
+
+    # --- Money (DESIGN.md §7.5; runs.costs) ---
+    budget_per_run_usd = models.DecimalField(
+        "Budget per run (USD)",
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.01"))],
+        help_text="Claude runner: passed as --max-budget-usd; the CLI stops after the turn "
+        "that passes it, so a run may spend a little more.",
+    )
+    budget_per_day_usd = models.DecimalField(
+        "Budget per 24 hours (USD)",
+        max_digits=10,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0.01"))],
+        help_text="Claude runner: a run is skipped (reason budget) while the last 24 hours "
+        "spent this much; an alert at 80 %.",
+    )
 
     # --- People ---
     approval_required = models.BooleanField(default=False)

@@ -222,6 +222,16 @@ def validate_agent(agent: Agent) -> None:
         add("prompt", "The claude runner needs a prompt (the agent's CLAUDE.md).")
     if agent.runner == "claude" and agent.guardrail_network == "none":
         add("guardrail_network", CLAUDE_NEEDS_NETWORK)
+    for field in ("budget_per_run_usd", "budget_per_day_usd"):
+        # A command line reports no cost: a budget would never be reached (DESIGN.md §7.5).
+        if agent.runner == "command" and getattr(agent, field, None) is not None:
+            add(field, "A budget applies to claude agents only: a command reports no cost.")
+    extra = " ".join(str(arg) for arg in agent.extra_args or [])
+    if getattr(agent, "budget_per_run_usd", None) is not None and "--max-budget-usd" in extra:
+        add(
+            "extra_args",
+            "--max-budget-usd is given by the budget per run: remove it from the extra arguments.",
+        )
     problem = working_dir_problem(agent.working_dir, enabled=bool(agent.enabled))
     if problem:
         add("working_dir", problem)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.db import models
@@ -57,8 +58,15 @@ def changes_between(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str
                 _mark_changed_secrets(old_value or [], new_value or []),
             ]
         else:
-            changes[name] = [old_value, new_value]
+            changes[name] = [_plain(old_value), _plain(new_value)]
     return changes
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON stores it: an amount (a budget's Decimal) as its text, "2.50"."""
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    return value
 
 
 def _mark_changed_secrets(old: list[dict], new: list[dict]) -> list[str]:

@@ -460,6 +460,10 @@ CRONOS_DEFAULT_TIMEOUT_SECONDS = env_int("CRONOS_DEFAULT_TIMEOUT_SECONDS", 2 * 3
 CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int(
     "CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES", 50 * 1024 * 1024, minimum=0
 )
+# Money (DESIGN.md §7.5): the rolling 24-hour spend (USD) of all claude agents together above
+# which their runs are skipped (reason `budget`; an alert at 80 %); 0 = no site cap.
+CRONOS_SITE_DAILY_BUDGET_USD = env_float("CRONOS_SITE_DAILY_BUDGET_USD", 0, minimum=0)
+
 # Live output: how often a viewer of a running run reads the database when nothing woke it.
 # Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed
 # (runs/live.py) and this is only the safety net for a missed message.

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
@@ -23,7 +24,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from agents.models import Agent
-from runs import approvals, clock
+from runs import approvals, clock, costs, deferral
 from runs.engines import Engine, get_engine
 from runs.models import Approval, Run, new_dispatch_token
 
@@ -82,6 +83,8 @@ def admit(run: Run, *, locked: set[int] | None = None, force: bool = False) -> b
     """
     if force:
         with transaction.atomic():
+            if _money_gate([run], timezone.now()):
+                return False
             needs = (
                 Agent.objects.select_for_update(no_key=True)
                 .filter(pk=run.agent_id, approval_required=True)
@@ -91,6 +94,31 @@ def admit(run: Run, *, locked: set[int] | None = None, force: bool = False) -> b
                 return False
             return run.mark_queued()
     return bool(_admit([run], locked=set(locked or ()), fresh=True))
+
+
+def _money_gate(runs: list[Run], now: datetime) -> set[int]:
+    """Runs of claude agents that may not start now, skipped with their reason (DESIGN.md
+    §7.4–7.5): the agent's account is paused by a usage limit (`usage-limit pause`), or a
+    rolling 24-hour budget of the agent or the site is spent (`budget`). Checked before the
+    approval gate (no one is asked to approve a run that could not start) and again at the
+    hand-over after it. Returns their ids. The caller holds the agents' locks."""
+    claude = [run for run in runs if run.agent.runner == Agent.Runner.CLAUDE]
+    if not claude:
+        return set()
+    pauses = deferral.active_pauses(now)
+    keys: dict[int, str] = {}
+    seen: dict[int | None, Decimal] = {}
+    site = bool(settings.CRONOS_SITE_DAILY_BUDGET_USD)
+    refused: set[int] = set()
+    for run in claude:
+        pause = deferral.pause_for(run.agent, pauses, keys) if pauses else None
+        why = deferral.pause_reason(pause) if pause is not None else None
+        if why is None and (site or run.agent.budget_per_day_usd):
+            why = costs.budget_refusal(run.agent, now, seen)
+        if why is not None and run.skip(why, waiting=[Run.State.AWAITING_APPROVAL]):
+            refused.add(run.pk)
+            log.info("run skipped", extra={"run_id": run.pk, "reason": why})
+    return refused
 
 
 def _awaits_approval(runs: list[Run], needing: set[int]) -> set[int]:
@@ -152,6 +180,9 @@ def _admit(runs: list[Run], *, locked: set[int], fresh: bool) -> list[Run]:
             .order_by("pk")
             .values_list("pk", "allow_concurrent", "overlap_policy", "approval_required")
         }
+        # A usage-limit pause or a spent budget: skipped before anyone is asked to approve.
+        refused = _money_gate([run for run in runs if run.agent_id in agents], timezone.now())
+        runs = [run for run in runs if run.pk not in refused]
         # Approval first: a run waiting for it holds no lock, so the overlap policy is met at
         # the hand-over after the decision (runs.approvals).
         waiting = _awaits_approval(runs, {pk for pk, (_, _, a) in agents.items() if a})

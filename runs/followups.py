@@ -24,7 +24,8 @@ from runs.notifications import notify_run_ended
 log = logging.getLogger(__name__)
 
 # DESIGN.md §4: retried on failed / timed_out / lost; never on a user's cancel, nor on a run
-# killed for exceeding a limit (it would exceed it again).
+# killed for exceeding a limit (it would exceed it again), nor on the failure kinds of §7.4
+# that a retry would only repeat (Run.NOT_RETRIED_KINDS).
 RETRIED = {Run.State.FAILED, Run.State.TIMED_OUT, Run.State.LOST}
 # The sweep leaves a run this long to the task that ended it, which follows up within
 # milliseconds; only a run whose task died is still unmarked after it.
@@ -89,6 +90,10 @@ def schedule_retry(run: Run) -> Run | None:
     retried, so a failure that will be retried reads differently from a final one."""
     agent = run.agent
     if run.state not in RETRIED or run.attempt > agent.max_retries:
+        return None
+    if run.failure_kind in Run.NOT_RETRIED_KINDS:
+        # DESIGN.md §7.4: retrying would burn money or repeat a refusal (a usage limit is
+        # deferred instead; an expired login waits for a person).
         return None
     if run.retries.exists():
         return None  # already scheduled (the executor and the reaper may both get here)

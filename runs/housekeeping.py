@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from runs import approvals, dispatch, followups, reviews
+from runs import approvals, deferral, dispatch, followups, reviews
 from runs.engines import Engine, engine_name, get_engine
 from runs.scheduling import reaper
 from runs.triggers import webhooks
@@ -90,6 +90,12 @@ TASKS: list[Task] = [
         lambda now, engine: reviews.sweep(now, finished=followups.after_run),
         5,
         "merge automatically or expire the reviews whose timer passed",
+    ),
+    Task(
+        "deferrals",
+        lambda now, engine: deferral.wake(now, engine or get_engine()),
+        1,
+        "queue again the runs deferred by a usage limit whose resume time came",
     ),
     Task(
         "followups",

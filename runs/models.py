@@ -69,6 +69,9 @@ class RunState(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+    # Stopped by a usage limit (DESIGN.md §7.4): holds the lock until `resume_at`, then is
+    # queued again and executes as a fresh session.
+    DEFERRED = "deferred", "Deferred (usage limit)"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     TIMED_OUT = "timed_out", "Timed out"
@@ -79,8 +82,47 @@ class RunState(models.TextChoices):
     REJECTED = "rejected", "Rejected (review)"
 
 
+class FailureKind(models.TextChoices):
+    """Why a run did not succeed, in one word (DESIGN.md §7.4): set on every run that ends
+    failed, timed out, killed or lost, and on a deferred one. Stream-derived kinds come from
+    runs.execution.claude_stream (research/wave2.md §1.3–1.4); the others from the situation."""
+
+    USAGE_LIMIT = "usage_limit", "Usage limit"
+    RATE_LIMITED = "rate_limited", "Rate limited"
+    AUTH = "auth", "Authentication"
+    OVERLOADED = "overloaded", "API overloaded"
+    TURN_LIMIT = "turn_limit", "Turn limit"
+    BUDGET = "budget", "Budget"
+    PERMISSION_DENIED = "permission_denied", "Permission denied"
+    AGENT_ERROR = "agent_error", "Agent error"
+    NO_RESULT = "no_result", "No result"
+    EXIT_CODE = "exit_code", "Exit code"
+    TIMEOUT = "timeout", "Timeout"
+    LIMIT = "limit", "Resource limit"
+    GUARDRAIL = "guardrail", "Guardrail"
+    START = "start", "Could not start"
+    LOST = "lost", "Lost"
+    INTERNAL = "internal", "Internal error"
+
+
 class Run(models.Model):
     State = RunState
+    FailureKind = FailureKind
+
+    # DESIGN.md §7.4: never retried (retrying burns money or repeats a refusal; a usage limit
+    # is deferred instead, an expired login waits for a person).
+    NOT_RETRIED_KINDS = {
+        FailureKind.USAGE_LIMIT,
+        FailureKind.AUTH,
+        FailureKind.BUDGET,
+        FailureKind.TURN_LIMIT,
+        FailureKind.PERMISSION_DENIED,
+        FailureKind.GUARDRAIL,
+        FailureKind.LIMIT,
+        FailureKind.START,
+    }
+    # ...and not counted in an agent's failure streak: the agent did nothing wrong.
+    NOT_COUNTED_KINDS = {FailureKind.USAGE_LIMIT, FailureKind.AUTH}
 
     class Trigger(models.TextChoices):
         SCHEDULE = "schedule", "Schedule"
@@ -96,7 +138,7 @@ class Run(models.Model):
 
     # The state groups (DESIGN.md §3), defined here once and used everywhere.
     # Handed to a worker and not ended: these hold the agent's lock.
-    HOLDING_STATES = [State.QUEUED, State.RUNNING, State.AWAITING_REVIEW]
+    HOLDING_STATES = [State.QUEUED, State.RUNNING, State.AWAITING_REVIEW, State.DEFERRED]
     # Not started yet: a cancel ends them at once.
     WAITING_STATES = [State.PENDING, State.AWAITING_APPROVAL, State.QUEUED]
     # Waiting or running: not final yet.
@@ -106,6 +148,7 @@ class Run(models.Model):
         State.QUEUED,
         State.RUNNING,
         State.AWAITING_REVIEW,
+        State.DEFERRED,
     ]
     FINAL_STATES = [
         State.SUCCEEDED,
@@ -135,6 +178,8 @@ class Run(models.Model):
         "attempt",
         "exit_code",
         "cancel_requested_at",
+        "failure_kind",
+        "resume_at",
     )
     # What an outcome counts as, for rates, trends, failure streaks and notifications. A
     # cancelled or skipped run says nothing about an agent's health: it is not counted.
@@ -188,6 +233,17 @@ class Run(models.Model):
     # The agent process's start time (psutil), so the reaper never kills a reused pid.
     process_started = models.FloatField(null=True, blank=True)
     exit_code = models.IntegerField(null=True, blank=True)
+    # Why it did not succeed, in one word (FailureKind); "" for a run that did not fail.
+    failure_kind = models.CharField(max_length=20, choices=FailureKind.choices, blank=True)
+    # A deferred run is queued again at `resume_at` (a usage limit's reset, plus a margin and
+    # the agent's spread); approximate when the CLI named no time zone (the agent's was used).
+    resume_at = models.DateTimeField(null=True, blank=True)
+    resume_approximate = models.BooleanField(default=False)
+    # How many times it was executed: a usage limit's deferral executes the same run again
+    # (never a retry); cost and tokens are summed over its executions.
+    executions = models.PositiveSmallIntegerField(default=1)
+    # How the CLI was billed (from `apiKeySource`): subscription costs are API-equivalent.
+    billing = models.CharField(max_length=12, blank=True)
 
     attempt = models.PositiveIntegerField(default=1)
     retry_of = models.ForeignKey(
@@ -257,6 +313,18 @@ class Run(models.Model):
             models.Index(fields=["state", "heartbeat_at"], name="run_state_idx"),
             # The runs page across agents, newest first.
             models.Index(fields=["-created_at"], name="run_recent_idx"),
+            # The runs page filtered by a failure kind: failures, newest first.
+            models.Index(
+                fields=["failure_kind", "-created_at"],
+                condition=~models.Q(failure_kind=""),
+                name="run_failure_kind_idx",
+            ),
+            # Deferred runs due to be queued again (runs.deferral.wake), a handful among millions.
+            models.Index(
+                fields=["resume_at"],
+                condition=models.Q(state="deferred"),
+                name="run_deferred_idx",
+            ),
             # The follow-ups sweep: the few ended runs not followed up yet, among millions.
             models.Index(
                 fields=["finished_at"],
@@ -387,14 +455,72 @@ class Run(models.Model):
             **values,
         )
 
-    def fail_to_start(self, reason: str) -> bool:
-        """Waiting -> failed: the agent could not be started (no directory, no executable)."""
+    def fail_to_start(self, reason: str, kind: str = FailureKind.START) -> bool:
+        """Waiting -> failed: the agent could not be started (no directory, no executable);
+        `kind` is `start`, or `guardrail` for a guardrail that cannot be enforced."""
         return self._transition(
             self.WAITING_STATES + [self.State.RUNNING],
             state=self.State.FAILED,
             reason=reason,
+            failure_kind=kind,
             finished_at=timezone.now(),
         )
+
+    def defer(self, reason: str, *, resume_at: datetime, approximate: bool, **values) -> bool:
+        """Running -> deferred (DESIGN.md §7.4): a usage limit stopped it; it keeps the agent's
+        lock and its row, and `runs.deferral.wake` queues it again at `resume_at`. `values`:
+        this execution's metrics (summed into the run's by the caller: Run.summed)."""
+        return self._transition(
+            [self.State.RUNNING],
+            state=self.State.DEFERRED,
+            reason=reason,
+            failure_kind=FailureKind.USAGE_LIMIT,
+            resume_at=resume_at,
+            resume_approximate=approximate,
+            pid=None,
+            pgid=None,
+            **values,
+        )
+
+    def wake(self, reason: str) -> bool:
+        """Deferred -> queued, its next execution (never a retry: same row, `executions` + 1);
+        the caller gives it to the engine. One waker wins."""
+        return self._transition(
+            [self.State.DEFERRED],
+            state=self.State.QUEUED,
+            reason=reason,
+            failure_kind="",
+            executions=F("executions") + 1,
+            queued_at=clock.db_now_sql(),
+            cancel_requested_at=None,
+        )
+
+    # The metrics a run sums over its executions (a usage limit's deferral executes it again).
+    SUMMED_METRICS = (
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_tokens",
+        "cache_read_tokens",
+        "num_turns",
+    )
+
+    @staticmethod
+    def summed(values: dict) -> dict:
+        """`values` (one execution's metrics) as UPDATE expressions that add them to what the
+        run's earlier executions recorded: cost and tokens summed with F(), never replaced."""
+        out = dict(values)
+        for name in Run.SUMMED_METRICS:
+            if out.get(name) is not None:
+                out[name] = Coalesce(F(name), Value(0)) + Value(out[name])
+        cost = out.get("cost_usd")
+        if cost is not None:
+            decimal = models.DecimalField(max_digits=12, decimal_places=6)
+            out["cost_usd"] = models.ExpressionWrapper(
+                Coalesce(F("cost_usd"), Value(0, output_field=decimal))
+                + Value(cost, output_field=decimal),
+                output_field=decimal,
+            )
+        return out
 
     def await_approval(self, reason: str = "awaiting approval") -> bool:
         """Pending -> awaiting approval (runs.approvals): it waits without the agent's lock and
@@ -454,6 +580,19 @@ class Run(models.Model):
             cancel_requested_by=by,
         ):
             return True
+        if self._transition(
+            [self.State.DEFERRED],
+            state=self.State.CANCELLED,
+            reason=f"cancelled by {by} while deferred by a usage limit"
+            if by
+            else "cancelled while deferred by a usage limit",
+            cancel_requested_at=now,
+            cancel_requested_by=by,
+            finished_at=now,
+            # Its spend was recorded when it was deferred; the release pass hands the lock on.
+            followups_done_at=now,
+        ):
+            return True
         return self._transition(
             [self.State.RUNNING], cancel_requested_at=now, cancel_requested_by=by
         )
@@ -500,6 +639,7 @@ class Run(models.Model):
             else Q(heartbeat_at__lt=silent_since) | Q(heartbeat_at__isnull=True),
             state=self.State.LOST,
             reason=reason,
+            failure_kind=FailureKind.LOST,
             finished_at=timezone.now(),
         )
 
@@ -630,7 +770,8 @@ class AgentRunState(models.Model):
         failures: Combinable | int = (
             models.F("consecutive_failures") + 1 if run.state in Run.FAILURE_STATES else 0
         )
-        if run.state == Run.State.CANCELLED:
+        # A cancel, a usage limit or an expired login says nothing of the agent (§7.4).
+        if run.state == Run.State.CANCELLED or run.failure_kind in Run.NOT_COUNTED_KINDS:
             failures = models.F("consecutive_failures")
         values = {
             "last_run_id": run.pk,
@@ -646,7 +787,10 @@ class AgentRunState(models.Model):
                         last_run_id=run.pk,
                         last_state=run.state,
                         last_finished_at=values["last_finished_at"],
-                        consecutive_failures=1 if run.state in Run.FAILURE_STATES else 0,
+                        consecutive_failures=1
+                        if run.state in Run.FAILURE_STATES
+                        and run.failure_kind not in Run.NOT_COUNTED_KINDS
+                        else 0,
                     )
             except IntegrityError:
                 cls.objects.filter(agent_id=run.agent_id).update(**values)
@@ -923,3 +1067,94 @@ class WatchLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.agent.name} watched by {self.holder}"
+
+
+class Spend(models.Model):
+    """What one execution of a run cost (DESIGN.md §7.5): a run deferred by a usage limit
+    executes again, so a run has one row per execution, and its own totals (Run.cost_usd and
+    the token fields) are their sums; retries are runs of their own, never summed together.
+
+    The ledger the rolling 24-hour budgets read (runs.costs.spent_since) and the roll-ups are
+    made from. Tokens keep Anthropic's buckets apart: `input_tokens` excludes the cache reads
+    and writes (research/wave2.md §1.2)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="spends")
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    execution = models.PositiveSmallIntegerField(default=1)
+    ended_at = models.DateTimeField()
+    model = models.CharField(max_length=100, blank=True)
+    billing = models.CharField(max_length=12, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_creation_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "execution"], name="spend_once_per_execution"),
+        ]
+        indexes = [
+            # The site's rolling 24 hours, and an agent's.
+            models.Index(fields=["ended_at"], name="spend_recent_idx"),
+            models.Index(fields=["agent", "ended_at"], name="spend_agent_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} execution {self.execution}: {self.cost_usd}"
+
+
+class CostRollup(models.Model):
+    """Spend summed per agent, model, billing and day (the site's time zone), kept up to date
+    in the transaction that records each execution's spend, so the costs page reads a few
+    thousand rows however many millions of runs there are (DESIGN.md §7.5). Weeks and months
+    are sums of days."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model = models.CharField(max_length=100, blank=True)
+    billing = models.CharField(max_length=12, blank=True)
+    executions = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cache_creation_tokens = models.BigIntegerField(default=0)
+    cache_read_tokens = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "day", "model", "billing"], name="rollup_unique_key"
+            ),
+        ]
+        indexes = [models.Index(fields=["day"], name="rollup_day_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.agent_id} {self.day} {self.model}: {self.cost_usd}"
+
+
+class AccountPause(models.Model):
+    """A Claude account that hit its usage limit (DESIGN.md §7.4): until `until`, the claude
+    agents on that account (`account`, a hash of the config location and key source, never a
+    credential: runs.deferral.account_key) get no run; a weekly per-model limit pauses only
+    that model `family` ("opus", "sonnet"; "" for every model). An admin may lift it early."""
+
+    account = models.CharField(max_length=64)
+    family = models.CharField(max_length=16, blank=True)
+    limit_type = models.CharField(max_length=32, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    until = models.DateTimeField()
+    approximate = models.BooleanField(default=False)
+    reason = models.CharField(max_length=500, blank=True)
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    agent_name = models.CharField(max_length=100, blank=True)
+    lifted_at = models.DateTimeField(null=True, blank=True)
+    lifted_by_name = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        indexes = [models.Index(fields=["until"], name="pause_until_idx")]
+
+    def __str__(self) -> str:
+        family = f" ({self.family})" if self.family else ""
+        return f"account {self.account[:8]}{family} paused until {self.until:%Y-%m-%d %H:%M} UTC"

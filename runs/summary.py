@@ -32,6 +32,13 @@ def run_summary(run: Run) -> dict:
         "duration_seconds": run.duration.total_seconds() if run.duration else None,
         "exit_code": run.exit_code,
         "reason": run.reason,
+        # Why it did not succeed, in one word (DESIGN.md §7.4), or None.
+        "failure_kind": run.failure_kind or None,
+        # A deferred run (usage limit) is queued again then; approximate: read in the agent's
+        # zone because the CLI named none.
+        "resume_at": _iso(run.resume_at),
+        "resume_approximate": run.resume_approximate,
+        "executions": run.executions,
         "attempt": run.attempt,
         "retry_of": run.retry_of_id,
         "rerun_of": run.rerun_of_id,
@@ -43,6 +50,10 @@ def run_summary(run: Run) -> dict:
         "model": run.model or None,
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
+        "cache_creation_tokens": run.cache_creation_tokens,
+        "cache_read_tokens": run.cache_read_tokens,
+        # subscription: the cost is API-equivalent, not billed per call.
+        "billing": run.billing or None,
         # A decimal string ("0.021874"), as stored: a float would round it.
         "cost_usd": str(run.cost_usd) if run.cost_usd is not None else None,
         "num_turns": run.num_turns,
@@ -76,6 +87,8 @@ def run_line(run: Run) -> str:
     ended = f" exit {run.exit_code}" if run.exit_code is not None else ""
     # A reason may quote an agent's output or a person's note: nothing a terminal acts on.
     reason = f" — {printable(run.reason)}" if run.reason else ""
+    if run.failure_kind:
+        reason = f" [{run.failure_kind}]{reason}"
     return (
         f"#{run.pk:<6} {run.agent.name:<20} {run.trigger:<9} {run.state:<17} "
         f"{when:%Y-%m-%d %H:%M:%S%z}{ended}{reason}"

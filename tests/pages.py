@@ -30,6 +30,7 @@ class Page:
 # Routes that only take POST (a GET is 405): each changes something.
 POST_ONLY = {
     "agents:bulk",
+    "agents:lift_pause",
     "agents:run",
     "agents:toggle",
     "agents:cancel",
@@ -67,6 +68,8 @@ SITE_ROUTES = [
     "runs:output",
     "runs:health",
     "runs:agent_health",
+    "runs:costs",
+    "runs:costs_csv",
     "runs:upcoming",
     "runs:graph",
     "runs:notifications",
@@ -108,13 +111,15 @@ def site_pages(agent: Agent, run: Run) -> list[Page]:
         Page(
             "runs:list",
             "/runs/",
-            ("agent", "state", "trigger", "since", "until", "before", "after"),
+            ("agent", "state", "trigger", "kind", "since", "until", "before", "after"),
             htmx=True,
         ),
         Page("runs:detail", f"/runs/{run.pk}/", htmx=True),
         Page("runs:output", f"/runs/{run.pk}/output/", ("before",), htmx=True),
         Page("runs:health", "/health/"),
         Page("runs:agent_health", f"/health/{name}/"),
+        Page("runs:costs", "/costs/", ("range", "agent")),
+        Page("runs:costs_csv", "/costs/export.csv", ("range", "agent")),
         Page("runs:upcoming", "/upcoming/"),
         Page("runs:graph", "/graph/", ("all",)),
         Page("runs:notifications", "/notifications/", htmx=True),

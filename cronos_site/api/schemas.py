@@ -85,6 +85,14 @@ class RunOut(Schema):
     duration_seconds: float | None
     exit_code: int | None
     reason: str
+    failure_kind: str | None = Field(
+        description="Why it did not succeed: usage_limit, rate_limited, auth, overloaded, "
+        "turn_limit, budget, permission_denied, agent_error, no_result, exit_code, timeout, "
+        "limit, guardrail, start, lost, internal; null when it did not fail."
+    )
+    resume_at: str | None = Field(description="A deferred run is queued again then.")
+    resume_approximate: bool
+    executions: int
     attempt: int
     retry_of: int | None
     rerun_of: int | None
@@ -96,6 +104,9 @@ class RunOut(Schema):
     model: str | None
     input_tokens: int | None
     output_tokens: int | None
+    cache_creation_tokens: int | None
+    cache_read_tokens: int | None
+    billing: str | None = Field(description="subscription (cost is API-equivalent) or api_key.")
     cost_usd: str | None = Field(description='US dollars as a decimal string ("0.021874").')
     num_turns: int | None
     result: str | None

@@ -19,7 +19,8 @@ from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
-from runs.models import AgentRunState, Run
+from runs import deferral
+from runs.models import AccountPause, AgentRunState, Run
 from runs.stuck import Stuck, stuck_runs
 
 PER_PAGE = 50
@@ -127,6 +128,8 @@ class AgentRow:
     trend: Trend
     # Its oldest running run, if that looks stuck (runs.stuck).
     stuck: Stuck | None = None
+    # The usage-limit pause that holds it (runs.deferral), if any.
+    pause: AccountPause | None = None
 
     @property
     def last_state_label(self) -> str:
@@ -166,9 +169,12 @@ def filtered_agents(query: ListQuery) -> QuerySet[Agent]:
     return agents.order_by(*SORTS[query.sort][1])
 
 
-def agent_page(query: ListQuery, now: datetime | None = None) -> tuple[Page, list[AgentRow]]:
+def agent_page(
+    query: ListQuery, now: datetime | None = None, pauses: list[AccountPause] | None = None
+) -> tuple[Page, list[AgentRow]]:
     """One page of agents with everything their rows show: five queries, whatever the size,
-    and one for each agent whose run has been running long enough to look stuck (runs.stuck)."""
+    and one for each agent whose run has been running long enough to look stuck (runs.stuck).
+    `pauses`: the usage-limit pauses in force (runs.deferral.active_pauses), read if not given."""
     now = now or timezone.now()
     page = Paginator(filtered_agents(query), PER_PAGE).get_page(query.page)
     agents = list(page.object_list)
@@ -183,6 +189,10 @@ def agent_page(query: ListQuery, now: datetime | None = None) -> tuple[Page, lis
         if run["state"] == Run.State.RUNNING
     ]
     stuck = stuck_runs(running, now)
+    # Usage-limit pauses: usually none (one small query); else each row's account is read.
+    if pauses is None:
+        pauses = deferral.active_pauses(now)
+    keys: dict[int, str] = {}
     rows = []
     for agent in agents:
         agent_stuck = [stuck[run["id"]] for run in active.get(agent.pk, []) if run["id"] in stuck]
@@ -198,6 +208,7 @@ def agent_page(query: ListQuery, now: datetime | None = None) -> tuple[Page, lis
                 schedule_error=error,
                 trend=trends.get(agent.pk, Trend()),
                 stuck=agent_stuck[0] if agent_stuck else None,
+                pause=deferral.pause_for(agent, pauses, keys) if pauses else None,
             )
         )
     return page, rows

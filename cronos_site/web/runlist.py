@@ -43,6 +43,7 @@ def parse_cursor(raw: str) -> tuple[datetime, int] | None:
 
 STATE_CHOICES = [("", "Any state"), *Run.State.choices]
 TRIGGER_CHOICES = [("", "Any trigger"), *Run.Trigger.choices]
+KIND_CHOICES = [("", "Any failure kind"), *Run.FailureKind.choices]
 # States that are a small set among millions: found through the state index. For the others
 # the newest-first index is walked and the state checked row by row (see runs_matching).
 RARE_STATES = set(Run.ACTIVE_STATES)
@@ -55,6 +56,7 @@ class RunQuery:
     agent: str = ""
     state: str = ""
     trigger: str = ""
+    kind: str = ""  # a failure kind (DESIGN.md §7.4)
     since: date | None = None
     until: date | None = None
     before: str = ""  # keyset cursors: older than / newer than a row
@@ -65,6 +67,7 @@ class RunQuery:
     @classmethod
     def from_params(cls, params) -> RunQuery:
         state, trigger = params.get("state", ""), params.get("trigger", "")
+        kind = params.get("kind", "")
         problems: list[str] = []
 
         def day(name: str, what: str) -> date | None:
@@ -89,6 +92,7 @@ class RunQuery:
             agent=params.get("agent", "").strip()[:100],
             state=state if state in dict(STATE_CHOICES) else "",
             trigger=trigger if trigger in dict(TRIGGER_CHOICES) else "",
+            kind=kind if kind in dict(KIND_CHOICES) else "",
             since=since,
             until=until,
             before=page_cursor("before"),
@@ -98,13 +102,16 @@ class RunQuery:
 
     @property
     def filtered(self) -> bool:
-        return bool(self.agent or self.state or self.trigger or self.since or self.until)
+        return bool(
+            self.agent or self.state or self.trigger or self.kind or self.since or self.until
+        )
 
     def querystring(self, **changes) -> str:
         values = {
             "agent": self.agent,
             "state": self.state,
             "trigger": self.trigger,
+            "kind": self.kind,
             "since": self.since.isoformat() if self.since else "",
             "until": self.until.isoformat() if self.until else "",
             "before": self.before,
@@ -133,6 +140,9 @@ def runs_matching(query: RunQuery, agent: Agent | None) -> RunQuerySet:
         runs = runs.alias(state_lower=Lower("state")).filter(state_lower=query.state)
     if query.trigger:
         runs = runs.filter(trigger=query.trigger)
+    if query.kind:
+        # Failures are few among millions: run_failure_kind_idx holds them newest first.
+        runs = runs.filter(failure_kind=query.kind)
     zone = timezone.get_current_timezone()
     if query.since:
         runs = runs.filter(created_at__gte=datetime.combine(query.since, time(), zone))

@@ -13,6 +13,7 @@ from cronos_site.web.views import (
     approvals,
     audit,
     backfill,
+    costs,
     graph,
     runs,
     site,
@@ -29,6 +30,7 @@ agent_urls = (
         path("agents/<slug:name>/run/", agents.run_now, name="run"),
         path("agents/<slug:name>/run/variables/", agents.run_with_variables, name="run_variables"),
         path("agents/<slug:name>/enabled/", agents.toggle, name="toggle"),
+        path("usage-limits/<int:pause_id>/lift/", agents.lift_pause, name="lift_pause"),
         # Past slots without a run: GET previews a range (nothing made), POST runs it.
         path("agents/<slug:name>/backfill/", backfill.backfill_page, name="backfill"),
         # The lock line's form names the run in its body; one view cancels for both pages.
@@ -75,6 +77,9 @@ run_urls = (
         path("approvals/", approvals.approval_list, name="approvals"),
         path("health/", runs.health_page, name="health"),
         path("health/<slug:name>/", runs.agent_health, name="agent_health"),
+        # Spend from the roll-up table, and the same figures as a CSV download.
+        path("costs/", costs.costs_page, name="costs"),
+        path("costs/export.csv", costs.costs_csv, name="costs_csv"),
         path("upcoming/", runs.upcoming, name="upcoming"),
         # The dependency graph: agents as boxes, depends_on as arrows (`?all=1`: every agent).
         path("graph/", graph.graph_page, name="graph"),

@@ -19,6 +19,9 @@ short; the raw log keeps everything. A usage-limit text's `|<epoch>` suffix (sec
 milliseconds) becomes "resets at <time>", the time written by the caller's `describe_time`
 (the runner knows the agent's time zone; this module does not).
 
+A failed session also gets a kind (`failure_kind()`, DESIGN.md §7.4), which decides whether it is
+retried, deferred until a usage limit resets, or left for a person (see `FAILURE_KINDS`).
+
 Pure standard library on purpose: the executor and tests import it without setting Django up.
 """
 
@@ -33,6 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from runs.execution.resets import from_epoch, is_limit_text
 
 # A tool result can be a whole file or a build log; the raw output keeps it all, the timeline
 # only needs enough to recognise it.
@@ -66,6 +71,33 @@ PRINTED_LINE_CHARS = 300
 SUCCESS = "success"
 NO_RESULT_REASON = "no result event: the CLI ended without reporting a result"
 
+# Why a session failed, as far as its stream tells (DESIGN.md §7.4; research/wave2.md §1,
+# "Recommendation for Cronos"). The run's other kinds (timeout, exit_code, lost...) are the
+# executor's, not the stream's.
+USAGE_LIMIT = "usage_limit"  # the subscription's limit: wait for its reset, never retry now
+RATE_LIMITED = "rate_limited"  # an API key's 429: retry with backoff
+AUTH = "auth"  # logged out, expired token, bad key, no credit: a person must act
+OVERLOADED = "overloaded"  # 529 / 5xx / no response: transient
+TURN_LIMIT = "turn_limit"
+BUDGET = "budget"
+PERMISSION_DENIED = "permission_denied"
+AGENT_ERROR = "agent_error"
+NO_RESULT = "no_result"
+FAILURE_KINDS = (
+    USAGE_LIMIT,
+    RATE_LIMITED,
+    AUTH,
+    OVERLOADED,
+    TURN_LIMIT,
+    BUDGET,
+    PERMISSION_DENIED,
+    AGENT_ERROR,
+    NO_RESULT,
+)
+# `apiKeySource` of `system/init` for a subscription login (research §1.1): its 429 is the
+# usage limit, not a rate limit.
+SUBSCRIPTION_KEY_SOURCE = "none"
+
 # Keys whose value best describes a tool call, most telling first (Bash's command, Read's path).
 _SUMMARY_KEYS = (
     "command",
@@ -91,6 +123,27 @@ _SUBTYPE_REASONS = {
 _LIMIT_SUBTYPES = {"error_max_turns", "error_max_budget_usd"}
 # Terminal reasons that say nothing beyond the subtype they come with.
 _PLAIN_TERMINAL_REASONS = {"completed", "max_turns", "api_error"}
+
+# Result subtypes that say the kind on their own (research §1.2).
+_SUBTYPE_KINDS = {
+    "error_max_turns": TURN_LIMIT,
+    "error_max_budget_usd": BUDGET,
+    "error_during_execution": AGENT_ERROR,
+    "error_max_structured_output_retries": AGENT_ERROR,
+}
+# The CLI's words for a kind, tried in this order after the usage-limit wording (resets.py):
+# research §1.3 (claude-code#6459, BloopAI/vibe-kanban#2853, umputun/ralphex#192 for the login
+# texts) and the assistant `error` words of the SDK's `AssistantMessageError` (§1.1).
+_AUTH_TEXT = re.compile(
+    r"please run /login|oauth token has expired|invalid api key|failed to authenticate"
+    r"|authentication_(?:failed|error)|billing_error|credit balance is too low"
+    r"|api error:\s*40[13]\b",
+    re.IGNORECASE,
+)
+_OVERLOADED_TEXT = re.compile(
+    r"overloaded|server_error|internal server error|api error:\s*5\d\d\b", re.IGNORECASE
+)
+_RATE_LIMIT_TEXT = re.compile(r"rate[_ ]limit|api error:\s*429\b", re.IGNORECASE)
 
 # "Claude AI usage limit reached|1749924000": the limit text, then the reset as an epoch.
 _RESET_SUFFIX = re.compile(r"(limit[^|\n]*?)\s*\|\s*(\d{10,13})(?!\d)", re.IGNORECASE)
@@ -169,6 +222,9 @@ class StreamParser:
         self.rate_limit: dict | None = None
         self.rejected_limit: dict | None = None
         self.last_retry: dict | None = None  # the last system/api_retry event
+        self.api_retries = 0  # system/api_retry events seen: the API calls the CLI retried
+        # `system/init`'s `apiKeySource`: "none" for a subscription login (see `billing`).
+        self.api_key_source = ""
         # Errors stated outside the result (an `error` event, an assistant message's `error`, a
         # JSON error object), and the last lines printed that were not events.
         self._said: deque[str] = deque(maxlen=PRINTED_LINES)
@@ -320,11 +376,111 @@ class StreamParser:
             instant = _epoch(self.rejected_limit.get("resetsAt"))
             if instant is not None:
                 return instant
-        for text in [*self._result_words(), *self._said, *self._printed]:
+        for text in self.limit_texts():
             match = _RESET_SUFFIX.search(text)
             if match and (instant := _epoch(match.group(2))) is not None:
                 return instant
         return None
+
+    @property
+    def billing(self) -> str:
+        """How the session is paid: "subscription" (`apiKeySource` "none"), "api_key" (any other
+        source, the environment's key for one), "" when no `system/init` said (research §1.1)."""
+        if not self.api_key_source:
+            return ""
+        return "subscription" if self.api_key_source == SUBSCRIPTION_KEY_SOURCE else "api_key"
+
+    @property
+    def limit_type(self) -> str:
+        """Which usage limit stopped the session (`five_hour`, `seven_day_opus`...), from the
+        rejected `rate_limit_event`; "" if none was rejected (research §1.1, §1.4)."""
+        if self.rejected_limit is None:
+            return ""
+        return _str(self.rejected_limit.get("rateLimitType"))
+
+    def limit_texts(self) -> list[str]:
+        """The texts a usage limit's reset time may be written in, most trusted first: the
+        result's own words (`errors`, `error`, its text on an error), what the CLI said outside
+        the result (error events, an assistant message's error), then the lines it printed.
+        Each on one line, not cut, for a reset-time parser (research §1.4)."""
+        metrics = self.metrics
+        words = [*self.result_errors, self.result_error]
+        if metrics.is_error:
+            words.append(metrics.result_text or "")
+        flat = (" ".join(w.split()) for w in words)
+        return _unique(text for text in [*flat, *self._said, *self._printed] if text)
+
+    def failure_kind(self) -> str | None:
+        """None when outcome() is a success; else one of FAILURE_KINDS (DESIGN.md §7.4).
+
+        Decided in a fixed order, the order of trust of research §1.4 (closedloop-ai/claude-plugins
+        PR #79 and the wrappers it cites): a rejected `rate_limit_event` first, then the result's
+        fields (`api_error_status`, `subtype`, `permission_denials`, `terminal_reason`), then
+        the CLI's words. An API error arrives as `subtype: success` with `is_error: true`
+        (research §1.2), so the subtype alone never makes a success; an `allowed_warning` event
+        arrives on runs that succeed, so only `rejected` is a limit (openclaw PR #80528).
+        """
+        if self.outcome()[0]:
+            return None
+        if self.rejected_limit is not None:
+            return USAGE_LIMIT
+        if not self.has_result:
+            return self._no_result_kind()
+        metrics = self.metrics
+        kind = self._status_kind(self.api_error_status)
+        if kind is None:
+            kind = _SUBTYPE_KINDS.get(metrics.subtype or "")
+        if kind is None and metrics.subtype == SUCCESS and not metrics.is_error:
+            # Exit 0 with tools refused is not a success (research §1.2, `permission_denials`).
+            kind = PERMISSION_DENIED if metrics.permission_denials else None
+        if kind is None and self.terminal_reason == "max_turns":
+            kind = TURN_LIMIT
+        if kind is None:
+            kind = self._text_kind()
+        if kind is not None:
+            return kind
+        if metrics.subtype == SUCCESS and not metrics.is_error:
+            # A "success" that said nothing (outcome: "empty result"): nothing came back.
+            return NO_RESULT
+        return AGENT_ERROR
+
+    def _no_result_kind(self) -> str:
+        """The CLI ended without a result: a retry it was still making, else its words
+        (research §1.3: `api_retry` with `error_status` null is a network failure)."""
+        retry = self.last_retry
+        status = None if retry is None else _int(retry.get("error_status"))
+        if retry is not None and (status is None or _status_kind(status) == OVERLOADED):
+            return OVERLOADED
+        kind = self._text_kind()
+        if kind is None and retry is not None:
+            kind = self._status_kind(status)
+        return kind or NO_RESULT
+
+    def _status_kind(self, status: int | None) -> str | None:
+        """The kind an HTTP status says; a 429 is the usage limit on a subscription or when
+        the words say so, else an API key's rate limit (research §1.3, §1.4 point 2)."""
+        kind = _status_kind(status)
+        if kind == RATE_LIMITED and self._is_usage_limit():
+            return USAGE_LIMIT
+        return kind
+
+    def _text_kind(self) -> str | None:
+        """The kind the CLI's words say (research §1.3, §1.4 point 3), None if they say none."""
+        texts = self.limit_texts()
+        if any(is_limit_text(text) for text in texts):
+            return USAGE_LIMIT
+        if any(_AUTH_TEXT.search(text) for text in texts):
+            return AUTH
+        if any(_OVERLOADED_TEXT.search(text) for text in texts):
+            return OVERLOADED
+        if any(_RATE_LIMIT_TEXT.search(text) for text in texts):
+            return USAGE_LIMIT if self._is_usage_limit() else RATE_LIMITED
+        return None
+
+    def _is_usage_limit(self) -> bool:
+        """Whether a rate limit is the subscription's usage limit: its words say so, or the
+        login is a subscription, whose 429 has no other meaning (research, recommendation)."""
+        return self.billing == "subscription" or any(map(is_limit_text, self.limit_texts()))
 
     def _subtype_reason(self) -> str:
         subtype = self.metrics.subtype
@@ -458,6 +614,7 @@ class StreamParser:
                     self.rejected_limit = info
         elif kind == "system" and event.get("subtype") == "api_retry":
             self.last_retry = event
+            self.api_retries += 1
         elif kind == "error":
             # An API error object passed through: {"type":"error","error":{"message":...}}.
             self._remember_said(_message_of(event.get("error")) or _message_of(event))
@@ -492,6 +649,8 @@ class StreamParser:
         session_id = _str(event.get("session_id"))
         if session_id:
             metrics.session_id = session_id
+        if _str(event.get("apiKeySource")):
+            self.api_key_source = _str(event.get("apiKeySource"))
         raw_tools = event.get("tools")
         tools: list[Any] = raw_tools if isinstance(raw_tools, list) else []
         data = {
@@ -636,6 +795,8 @@ class StreamParser:
         resets_at = None if success else self.resets_at
         if resets_at is not None:
             data["resets_at"] = resets_at.isoformat()
+        if not success:
+            data["failure_kind"] = self.failure_kind()
         text = metrics.result_text if success else reason
         return TimelineEvent("result", _truncate(text or "", MESSAGE_LIMIT), data)
 
@@ -715,19 +876,23 @@ def _message_of(value: Any, depth: int = 0) -> str:
     return ""
 
 
+def _status_kind(status: int | None) -> str | None:
+    """The kind an API call's HTTP status says on its own (research §1.2, §1.3)."""
+    if status in (401, 403):
+        return AUTH
+    if status == 429:
+        return RATE_LIMITED
+    if status is not None and 500 <= status <= 599:  # 529 is Anthropic's "overloaded"
+        return OVERLOADED
+    return None
+
+
 def _epoch(value: Any) -> datetime | None:
     """An epoch in seconds or milliseconds as an aware UTC instant; None if it is not one."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     number = _float(value)
-    if number is None:
-        return None
-    if number > 1e11:  # milliseconds: seconds this large are past the year 5000
-        number /= 1000
-    # Between 2000 and 2200: anything else is not a reset time, whatever it is.
-    if not 946_684_800 <= number <= 7_258_118_400:
-        return None
-    return datetime.fromtimestamp(number, UTC)
+    return None if number is None else from_epoch(number)
 
 
 def _int(value: Any) -> int | None:

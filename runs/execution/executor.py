@@ -40,7 +40,7 @@ from django.utils import timezone
 from agents import secrets
 from agents.conditions import ConditionError
 from agents.conditions import parse as parse_conditions
-from runs import live, reviews
+from runs import costs, live, reviews
 from runs.execution import conditions, gitinfo, guardrails, isolation, payload, review, workdir
 from runs.execution.launcher import Launch, launch
 from runs.execution.limits import effective_limits
@@ -160,6 +160,8 @@ class Execution:
     # The working tree before the run, when the agent's guardrail read_only is on.
     read_only_before: guardrails.Snapshot | None = None
     read_only_violation: str = ""  # what the run changed despite read_only (its reason)
+    # A run executed again after a usage limit: the timeline of its earlier executions.
+    earlier_timeline: list[dict] = field(default_factory=list)
     is_git: bool = False
     sink: OutputSink | None = None
     tree: ProcessTree | None = None
@@ -204,7 +206,11 @@ class Execution:
             self._close_output()
             what = "internal error" if isinstance(exc, Exception) else "worker stopped"
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            self._finish(Run.State.FAILED, reason=f"{what}: {detail}"[:2000])
+            self._finish(
+                Run.State.FAILED,
+                reason=f"{what}: {detail}"[:2000],
+                failure_kind=Run.FailureKind.INTERNAL,
+            )
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -241,11 +247,11 @@ class Execution:
         # told otherwise, before anything of the run is made.
         self.isolated = isolation.current()
         if not self.isolated.can_run:
-            return self._fail_to_start(self.isolated.problem)
+            return self._fail_to_start(self.isolated.problem, Run.FailureKind.GUARDRAIL)
         # Guardrails (DESIGN.md §7.3): one this host cannot enforce fails the run closed.
         refused = guardrails.refusal(config)
         if refused:
-            return self._fail_to_start(refused)
+            return self._fail_to_start(refused, Run.FailureKind.GUARDRAIL)
         try:
             self.run_dir = isolation.run_dir(run.pk, self.isolated.agent_user)
         except OSError as exc:
@@ -331,7 +337,10 @@ class Execution:
             try:
                 self.read_only_before = guardrails.snapshot(cwd)
             except guardrails.SnapshotError as exc:
-                return self._fail_to_start(f"guardrail read_only: true cannot be verified: {exc}")
+                return self._fail_to_start(
+                    f"guardrail read_only: true cannot be verified: {exc}",
+                    Run.FailureKind.GUARDRAIL,
+                )
         started = max(timezone.now(), run.not_before or timezone.now())
         try:
             self.sink = OutputSink(
@@ -341,6 +350,7 @@ class Execution:
                 # The agent's own output limit, or the site's default (runs/execution/limits.py).
                 limit_bytes=effective_limits(config).output_limit_bytes,
                 limit_action=effective_limits(config).output_limit_action,
+                resume=run.executions > 1,
             )
         except OSError as exc:
             # A full disk, a read-only or missing log directory: nothing has started yet.
@@ -348,6 +358,15 @@ class Execution:
             return self._fail_to_start(
                 f"cannot write the run's log under {settings.CRONOS_LOG_DIR}: {error}"
             )
+        if run.executions > 1:
+            # The same run again after a usage limit (DESIGN.md §7.4): its output continues
+            # after this marker, its timeline after a note.
+            marker = f"──── execution {run.executions}: resumed after the usage limit ────"
+            self.sink.notice(marker)
+            self.earlier_timeline = [
+                *(run.timeline or []),
+                {"kind": "note", "text": marker, "data": {"execution": run.executions}},
+            ]
         # Known from the start, so a live viewer (or a reaper) can find the file.
         log_path = self.sink.log_path
         retry(
@@ -672,11 +691,13 @@ class Execution:
         self._close_output()
 
         state, reason = self._outcome(returncode)
+        kind = self._failure_kind(state, returncode)
         if self.read_only_violation:
             # A change despite read_only fails a run that would have succeeded; a run that
             # ended otherwise keeps its state, the violation first in its reason.
             state = Run.State.FAILED if state in Run.SUCCESS_STATES else state
             reason = "; ".join(part for part in (self.read_only_violation, reason) if part)
+            kind = Run.FailureKind.GUARDRAIL
         if self.ending is not None and self.stop_note:
             reason = f"{reason}; {self.stop_note}"
         limits = effective_limits(self.config)
@@ -695,6 +716,8 @@ class Execution:
             )
             reason = f"{reason}; {note}" if reason else note
         values = self._metrics()
+        if kind == Run.FailureKind.USAGE_LIMIT and self._defer(reason, values):
+            return
         commits: list[dict] = []
         files: list[str] = []
         if self.is_git:
@@ -711,6 +734,7 @@ class Execution:
                 )
             except review.ReviewError as exc:
                 state, reason = Run.State.FAILED, f"{reason + '; ' if reason else ''}review: {exc}"
+                kind = Run.FailureKind.INTERNAL
             else:
                 if change is None:
                     note = "nothing to review: the run changed nothing"
@@ -723,7 +747,8 @@ class Execution:
             exit_code=_exit_code(returncode),
             commits=commits,
             files_changed=files,
-            **values,
+            failure_kind=kind if state in Run.FAILURE_STATES else "",
+            spend=values,
         )
         if won and change is not None and self.workspace is not None:
             self.workspace_kept = True
@@ -746,6 +771,87 @@ class Execution:
                 self.notes.append(said)  # compared in part (capped): said, not a failure
         if self.read_only_violation:
             self.notes.append(self.read_only_violation)
+
+    def _failure_kind(self, state: str, returncode: int | None) -> str:
+        """The run's FailureKind for an outcome `state` (DESIGN.md §7.4): from the situation
+        (timeout, a resource limit, a signal), else the runner's reading of its output."""
+        if state not in Run.FAILURE_STATES:
+            return ""
+        if state == Run.State.TIMED_OUT:
+            return Run.FailureKind.TIMEOUT
+        if state == Run.State.KILLED:
+            return Run.FailureKind.LIMIT
+        assert self.runner is not None
+        if returncode is None:
+            return Run.FailureKind.INTERNAL
+        if returncode < 0:
+            # Killed by a signal from outside the watchdog (an OOM kill, a person's kill): the
+            # claude stream may still say why (a usage limit before it died), else exit_code.
+            return self.runner.failure_kind(1) or Run.FailureKind.EXIT_CODE
+        return self.runner.failure_kind(returncode)
+
+    def _defer(self, reason: str, values: dict[str, Any]) -> bool:
+        """A usage limit stopped the session (DESIGN.md §7.4): the run becomes `deferred`,
+        holding the lock, with `resume_at`; its spend is recorded, and the account (or the
+        model family) is paused until the reset. False when it must end failed instead (it
+        was cancelled meanwhile, or deferred MAX_EXECUTIONS times already)."""
+        from runs import deferral  # its isolation import is the executor's own module
+
+        assert self.runner is not None
+        limit = self.runner.usage_limit()
+        if limit is None or self.run.executions >= deferral.MAX_EXECUTIONS:
+            return False
+        if self._cancel_requested_by() is not None:
+            return False
+        runner = self.runner
+        now = timezone.now()
+        plan = deferral.plan(
+            self.run.agent.name,
+            limit.resets_at,
+            limit.approximate,
+            now,
+            describe=getattr(runner, "_local_time", lambda at: at.isoformat()),
+        )
+        account = deferral.account_key_from_env(self.env)
+        words = f"{plan.reason}; {reason}" if reason else plan.reason
+        words = self._mask(words) if self.secret_values else words
+        metrics = self._with_earlier(values)
+
+        def record() -> bool:
+            if self.sink is not None:
+                self.sink.save_unsaved()
+            with transaction.atomic():
+                if not self.run.defer(
+                    words[:4000],
+                    resume_at=plan.resume_at,
+                    approximate=plan.approximate,
+                    **Run.summed(metrics),
+                ):
+                    return False
+                costs.record_spend(self.run, values, now)
+                deferral.pause_account(self.run, account, limit.limit_type, limit.model, plan)
+                costs.alert_if_near(self.run.agent, now)
+            return True
+
+        try:
+            won = retry(record, "recording a run's deferral", run_id=self.run.pk)
+        except Exception:
+            log.exception("could not record the run's deferral", extra={"run_id": self.run.pk})
+            return False
+        if won:
+            log.info(
+                "run deferred by a usage limit",
+                extra={"run_id": self.run.pk, "resume_at": plan.resume_at.isoformat()},
+            )
+            live.announce_state(self.run.pk)
+        return won
+
+    def _with_earlier(self, values: dict[str, Any]) -> dict[str, Any]:
+        """An execution's metrics as the run records them: the timeline after its earlier
+        executions' (a run resumed after a usage limit)."""
+        if not self.earlier_timeline:
+            return values
+        return {**values, "timeline": [*self.earlier_timeline, *values.get("timeline", [])]}
 
     def _outcome(self, returncode: int | None) -> tuple[str, str]:
         assert self.runner is not None and self.sink is not None
@@ -882,15 +988,21 @@ class Execution:
         self.outage.succeeded()
         return beat
 
-    def _fail_to_start(self, reason: str) -> bool:
+    def _fail_to_start(self, reason: str, kind: str = Run.FailureKind.START) -> bool:
         log.info("run failed to start", extra={"run_id": self.run.pk, "reason": reason})
         retry(
-            lambda: self.run.fail_to_start(reason), "recording a run's outcome", run_id=self.run.pk
+            lambda: self.run.fail_to_start(reason, kind),
+            "recording a run's outcome",
+            run_id=self.run.pk,
         )
         return False
 
-    def _finish(self, state: str, *, reason: str, **values) -> bool:
+    def _finish(
+        self, state: str, *, reason: str, spend: dict[str, Any] | None = None, **values
+    ) -> bool:
         """Record the outcome; False when the run is no longer ours (lost) or already ended.
+        `spend`: the execution's metrics (tokens, cost...), summed into the run's (a run may
+        have been executed before a usage limit) and recorded in the Spend ledger.
 
         The database may be away at this moment: the output it has not taken yet, then the
         outcome, are tried again for a while (runs/outage.py). A viewer that sees the run
@@ -908,10 +1020,14 @@ class Execution:
             if self.sink is not None:
                 self.sink.save_unsaved()
             tries += 1
-            # One transaction with the agent's last outcome (AgentRunState), so a try that
-            # failed half way leaves nothing behind for the next one to trip on.
+            # One transaction with the agent's last outcome (AgentRunState) and the spend, so a
+            # try that failed half way leaves nothing behind for the next one to trip on.
             with transaction.atomic():
-                if self.run.finish(state, reason=reason, **values):
+                metrics = Run.summed(self._with_earlier(spend)) if spend else {}
+                if self.run.finish(state, reason=reason, **values, **metrics):
+                    if spend:
+                        costs.record_spend(self.run, spend, timezone.now())
+                        costs.alert_if_near(self.run.agent, timezone.now())
                     return True
             # A connection lost at COMMIT may have hidden that an earlier try went through.
             return (

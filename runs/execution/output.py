@@ -41,6 +41,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from agents.masking import masker
@@ -118,18 +119,27 @@ class OutputSink:
         started: datetime | None = None,
         limit_bytes: int | None = None,
         limit_action: str = "truncate",
+        resume: bool = False,
     ) -> None:
         self.run = run
         self.masker = masker(tuple(secret_values))
         self.limit_bytes = limit_bytes
         self.limit_action = limit_action
-        self.log_path = log_path_for(run, started or timezone.now())
+        # A run executed again after a usage limit (DESIGN.md §7.4) continues its output: the
+        # same log file, appended to, and chunks numbered after the ones already stored; its
+        # byte count adds to the earlier executions' (`base_bytes`).
+        self.base_bytes = run.output_bytes if resume else 0
+        if resume and run.log_path:
+            self.log_path = run.log_path
+        else:
+            self.log_path = log_path_for(run, started or timezone.now())
         self.path = Path(settings.CRONOS_LOG_DIR) / self.log_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Open for the whole run (not a with-block): flush() appends to it, close() ends it.
         # Unbuffered, so that a failed write leaves nothing behind to fail again at close.
         # Private to Cronos (0600) whatever the umask: logs hold what agents printed.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        mode = os.O_APPEND if resume else os.O_TRUNC
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode | os.O_CLOEXEC, 0o600)
         self._file: Any = os.fdopen(fd, "wb", buffering=0)
         _probe_room(self._file, self.path)
         # Why the log file stopped short of the output (a full disk), if it did.
@@ -140,6 +150,9 @@ class OutputSink:
         self._pending_size = 0
         self._held = b""
         self._seq = 0
+        if resume:
+            last = RunChunk.objects.filter(run_id=run.pk).aggregate(last=Max("seq"))["last"]
+            self._seq = 0 if last is None else last + 1
         # Chunk texts the database has not taken yet, oldest first; `_uncertain`: the last
         # try failed in a way that may have committed anyway (a connection lost at COMMIT).
         self._unsaved: list[str] = []
@@ -409,12 +422,12 @@ class OutputSink:
             if chunks:
                 RunChunk.objects.bulk_create(chunks)
             if received != self._saved_bytes:
-                Run.objects.filter(pk=self.run.pk).update(output_bytes=received)
+                Run.objects.filter(pk=self.run.pk).update(output_bytes=self.base_bytes + received)
         # Committed: viewers on other hosts may have it now (Redis shape).
         live.announce_chunks(self.run.pk, [(chunk.seq, chunk.text) for chunk in chunks])
         self._forget(len(chunks))
         self._saved_bytes = received
-        self.run.output_bytes = received
+        self.run.output_bytes = self.base_bytes + received
 
     def _forget(self, count: int) -> None:
         """The first `count` unsaved chunks are in the database now."""
@@ -428,9 +441,11 @@ def _probe_room(file: Any, path: Path) -> None:
 
     Creating an empty file succeeds on a full disk; reserving its first byte does not.
     """
+    # At the file's end: a run executed again (a usage limit) appends to its earlier output.
+    size = os.fstat(file.fileno()).st_size
     try:
-        os.posix_fallocate(file.fileno(), 0, 1)
-        os.ftruncate(file.fileno(), 0)
+        os.posix_fallocate(file.fileno(), size, 1)
+        os.ftruncate(file.fileno(), size)
     except OSError as exc:
         if exc.errno in NO_PROBE:
             return

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
-from runs import faults
+from runs import deferral, faults
 from runs.dispatch import JITTER_REASON, admit, dispatch
 from runs.engines import Engine, engine_name
 from runs.housekeeping import Housekeeper, scheduler_tasks
@@ -174,6 +174,8 @@ class Scheduler:
         # On Celery: when to look next whether a beat sends the housekeeping (monotonic s).
         self.beat_watch_at = time.monotonic() + BEAT_WATCH_FIRST
         self.beat_silent = False
+        # Claude agents' accounts (runs.deferral.account_key), read once per agent edit.
+        self.account_keys: dict[int, str] = {}
 
     # --- knowing the agents ------------------------------------------------------------------
 
@@ -190,6 +192,7 @@ class Scheduler:
             return
         seen = self.fingerprint[0] if self.fingerprint else None
         self.fingerprint = fingerprint
+        self.account_keys.clear()
         agents = {a.pk: a for a in Agent.objects.scheduled()}
         # A change of schedule, zone, jitter or enabling (a rollback too) counts from the moment
         # it was saved: the slots the agent did not have are not missed (DESIGN.md §4).
@@ -262,9 +265,14 @@ class Scheduler:
         missed_bound = now - self.grace - timedelta(microseconds=1)  # missed: < now - grace
         due: list[tuple[Agent, datetime, str]] = []
         backlog: list[Cursor] = []
+        held = self._paused_agents(now)
         for cursor in self.cursors.values():
             nxt = cursor.peek()
             if nxt is None or nxt > horizon:
+                continue
+            if cursor.agent.pk in held:
+                # A usage-limit pause (DESIGN.md §7.4): no run for its slots; when it ends
+                # they are missed slots, accounted by the agent's catch-up policy.
                 continue
             self.moved.add(cursor.agent.pk)
             if nxt <= missed_bound:
@@ -291,6 +299,19 @@ class Scheduler:
             )
             self.moved.clear()
         return result
+
+    def _paused_agents(self, now: datetime) -> set[int]:
+        """The agents held by a usage-limit pause at `now` (usually none: one small query)."""
+        if self.dry_run:
+            return set()
+        pauses = deferral.active_pauses(now)
+        if not pauses:
+            return set()
+        return {
+            pk
+            for pk, cursor in self.cursors.items()
+            if deferral.pause_for(cursor.agent, pauses, self.account_keys) is not None
+        }
 
     def _watch_beat(self) -> None:
         """On Celery, warn (once, and once more when it is back) while no beat sends the
@@ -371,6 +392,13 @@ class Scheduler:
             f"(seen {late} s late, "
             f"grace {int(self.grace.total_seconds())} s); {why}"
         )
+        pause = (
+            deferral.pause_covering(agent, gap.head[0])
+            if agent.runner == Agent.Runner.CLAUDE
+            else None
+        )
+        if pause is not None:
+            reason = f"{deferral.pause_reason(pause)}; {why}"
         result.missed += gap.count
         # The runs are the latest slots: the skipped ones are the oldest `skipped_count`.
         if skipped_count <= Run.MISSED_DETAIL_LIMIT:

@@ -486,7 +486,8 @@ def test_the_page_query_count_does_not_grow_with_the_agents_on_it(client, viewer
             counts.append(len(queries))
         assert len(names_in(html)) == 3 + count
     assert counts[0] == counts[2] and counts[1] == counts[3], counts
-    assert counts[0] <= 10, counts
+    # 11: the usage-limit pauses in force (runs.deferral) are one more small query.
+    assert counts[0] <= 11, counts
 
 
 def test_the_trend_is_one_bounded_query_for_the_whole_page(client, viewer):

@@ -163,6 +163,7 @@ def test_on_celery_beat_drives_every_task_and_the_scheduler_keeps_release(settin
         "redeliver",
         "approvals",
         "reviews",
+        "deferrals",
         "followups",
         "deliveries",
     }
@@ -225,6 +226,7 @@ def test_beat_rows_follow_the_registry_and_keep_what_an_admin_chose():
         "cronos: redeliver",
         "cronos: approvals",
         "cronos: reviews",
+        "cronos: deferrals",
         "cronos: deliveries",
     }
 

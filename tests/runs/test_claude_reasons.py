@@ -17,6 +17,7 @@ import time_machine
 from agents import secrets
 from agents.models import Agent
 from agents.secrets import MASK
+from runs import deferral
 from runs.engines.tasks import execute_run
 from runs.execution.runners.claude import local_time
 from runs.models import Run
@@ -97,9 +98,15 @@ def test_a_usage_limit_text_gives_its_reset_in_the_agent_zone(tmp_path):
     # Pinned (ticking) so that the reset is "today" for the reason's wording.
     with time_machine.travel(MORNING, tick=True):
         run = finished(agent)
-    assert run.state == Run.State.FAILED
-    assert run.reason == (
-        "exit code 1: the CLI reported an error: Claude AI usage limit reached; "
+    # A usage limit defers the run (DESIGN.md §7.4); the CLI's words stay in its reason.
+    assert run.state == Run.State.DEFERRED
+    assert run.failure_kind == Run.FailureKind.USAGE_LIMIT
+    assert run.resume_at == RESET + deferral.MARGIN + deferral.spread(agent.name)
+    assert run.reason.startswith(
+        "usage limit reached; it resets at 20:00 CEST (Europe/Paris): deferred until 20:0"
+    )
+    assert run.reason.endswith(
+        "; exit code 1: the CLI reported an error: Claude AI usage limit reached; "
         "resets at 20:00 CEST (Europe/Paris)"
     )
     assert run.result_text == "Claude AI usage limit reached|1749924000"
@@ -110,7 +117,8 @@ def test_a_rejected_rate_limit_gives_its_reset_in_the_agent_zone(tmp_path):
     agent = claude_agent(tmp_path, "rejected-limit.stream.jsonl", timezone="America/New_York")
     with time_machine.travel(MORNING, tick=True):
         run = finished(agent)
-    assert run.reason.startswith("exit code 1: the API reported an error: API Error: 429 ")
+    assert run.state == Run.State.DEFERRED
+    assert "; exit code 1: the API reported an error: API Error: 429 " in run.reason
     assert run.reason.endswith(
         "; usage limit reached (five_hour); resets at 14:00 EDT (America/New_York)"
     )
@@ -123,16 +131,24 @@ def test_the_json_output_format_gives_the_same_reason(tmp_path):
     )
     with time_machine.travel(MORNING, tick=True):
         run = finished(agent)
-    assert run.reason == (
-        "exit code 1: the CLI reported an error: Claude AI usage limit reached; "
+    assert run.state == Run.State.DEFERRED
+    assert run.reason.endswith(
+        "; exit code 1: the CLI reported an error: Claude AI usage limit reached; "
         "resets at 20:00 CEST (Europe/Paris)"
     )
 
 
 def test_an_error_result_gives_the_message_of_its_error_field(tmp_path):
-    run = finished(claude_agent(tmp_path, "error-subtype.json"))
-    assert run.state == Run.State.FAILED
-    assert run.reason == "exit code 1: the CLI reported an error: Maximum usage limit reached"
+    with time_machine.travel(MORNING, tick=False):
+        run = finished(claude_agent(tmp_path, "error-subtype.json"))
+    # Limit words without a time: deferred by the back-off, the next execution probes.
+    assert run.state == Run.State.DEFERRED
+    assert run.resume_approximate
+    assert run.resume_at == MORNING + deferral.UNKNOWN_RESET_BACKOFF + deferral.spread("limited")
+    assert run.reason.startswith("usage limit reached; no reset time was given: deferred until")
+    assert run.reason.endswith(
+        "; exit code 1: the CLI reported an error: Maximum usage limit reached"
+    )
 
 
 def refusing_cli(tmp_path: Path, message: str) -> str:

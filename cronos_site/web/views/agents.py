@@ -55,8 +55,9 @@ from agents.versions import (
     variables_display,
     version_number,
 )
+from audit import roles
 from cronos_site.web import agentlist as pages
-from cronos_site.web import cronbuilder, triggerpage
+from cronos_site.web import costpage, cronbuilder, triggerpage
 from cronos_site.web.access import (
     ADD,
     CHANGE,
@@ -73,8 +74,8 @@ from cronos_site.web.access import (
     wants_fragment,
 )
 from cronos_site.web.params import Refused, id_param, instant_param
-from runs import health
-from runs.models import Run
+from runs import deferral, health
+from runs.models import AccountPause, Run
 from runs.services import (
     delete_agents_with_runs,
     delete_wait_seconds,
@@ -263,7 +264,9 @@ def config_rows(agent: Agent) -> list[tuple[str, list[ConfigRow]]]:
 def agent_list(request: HtmxHttpRequest) -> HttpResponse:
     require_perm(request, VIEW)
     query = pages.ListQuery.from_params(request.GET)
-    page, rows = pages.agent_page(query)
+    # Usage-limit pauses in force (runs.deferral): said above the list and on each row.
+    pauses = deferral.active_pauses(timezone.now())
+    page, rows = pages.agent_page(query, pauses=pauses)
     home = reverse("agents:list")
     if query.page not in ("", "1") and query.page != str(page.number):
         # Paginator.get_page already fell back to a page that exists; say so, and the links
@@ -297,6 +300,9 @@ def agent_list(request: HtmxHttpRequest) -> HttpResponse:
         "sorts": [(key, label) for key, (label, _) in pages.SORTS.items()],
         "here": here,
         "can_bulk": any(user.has_perm(p) for p in (TOGGLE, RUN, DELETE)),
+        "usage_pauses": pauses,
+        "can_lift": bool(pauses)
+        and (user.is_superuser or user.groups.filter(name=roles.ADMIN).exists()),
     }
     if not wants_fragment(request):
         return render(request, "agents/list.html", context)
@@ -304,6 +310,18 @@ def agent_list(request: HtmxHttpRequest) -> HttpResponse:
     # The address bar follows the search, in its short form (no empty or default values), so
     # the list as seen can be bookmarked and reloaded.
     return push_url(response, here)
+
+
+@require_POST
+def lift_pause(request: HttpRequest, pause_id: int) -> HttpResponse:
+    """An admin lifts a usage-limit pause before its end (runs.deferral.lift): audited."""
+    pause = get_object_or_404(AccountPause, pk=pause_id)
+    moved = deferral.lift(pause, actor(request))  # PermissionDenied: the 403 page
+    runs_word = f"; {moved} deferred run(s) resume now" if moved else ""
+    messages.success(
+        request, f"The usage-limit pause of {pause.agent_name}'s account is lifted{runs_word}."
+    )
+    return redirect_back(request, reverse("agents:list"))
 
 
 BULK_PERMS = {"enable": TOGGLE, "disable": TOGGLE, "run": RUN, "delete": DELETE}
@@ -453,6 +471,7 @@ def agent_page(request: HttpRequest, agent: Agent, *, status: int = 200, **extra
             "preview": cronbuilder.preview(agent.schedule, agent.timezone, timezone.now()),
             "variable_rows": triggerpage.rows_to_show([]),
             "run_variable_names": declared_run_variables(agent.variables),
+            "month_spend": costpage.this_month(agent, timezone.now()),
             **triggerpage.triggers_context(agent),
             **extra,
         }

@@ -15,17 +15,14 @@ superusers; the admin's own audit-entries list asks for the same), others get th
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
-from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -50,6 +47,7 @@ from cronos_site.web.params import (
     day_param,
     id_param,
 )
+from cronos_site.web.streaming import streamed
 
 ENTRIES_PER_PAGE = 50
 SOURCE_CHOICES = [("", "Any source"), *AuditEntry.Source.choices]
@@ -244,27 +242,8 @@ def audit_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     started = export.start(query.filters(), fmt, actor(request), destination="a download")
     _name, media, extension = export.FORMATS[fmt]
     pieces = export.chunks(started)
-    # Daphne serves the site through ASGI, where Django reads a synchronous iterator whole
-    # into memory before sending a byte: it gets the pieces one at a time from an async one.
-    content = _one_at_a_time(pieces) if isinstance(request, ASGIRequest) else pieces
+    content = streamed(request, pieces)
     response = StreamingHttpResponse(content, content_type=media)
     day = timezone.localdate()
     response["Content-Disposition"] = f'attachment; filename="cronos-audit-{day}.{extension}"'
     return response
-
-
-async def _one_at_a_time(pieces: Iterator[str]) -> AsyncIterator[str]:
-    """`pieces` read in the request's thread (where its database connection lives), one at a
-    time; closed if the download stops early."""
-
-    def step() -> str | None:
-        return next(pieces, None)
-
-    def close() -> None:
-        getattr(pieces, "close", lambda: None)()
-
-    try:
-        while (piece := await sync_to_async(step, thread_sensitive=True)()) is not None:
-            yield piece
-    finally:
-        await sync_to_async(close, thread_sensitive=True)()

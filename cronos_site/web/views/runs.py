@@ -35,7 +35,14 @@ from cronos_site.web.access import (
     wants_fragment,
 )
 from cronos_site.web.params import EARLIEST_YEAR, LATEST_YEAR, id_param
-from cronos_site.web.runlist import STATE_CHOICES, TRIGGER_CHOICES, RunQuery, cursor, runs_page
+from cronos_site.web.runlist import (
+    KIND_CHOICES,
+    STATE_CHOICES,
+    TRIGGER_CHOICES,
+    RunQuery,
+    cursor,
+    runs_page,
+)
 from cronos_site.web.runpage import output_window, patch_lines, timeline_events, version_info
 from cronos_site.web.views.agents import announce_run
 from runs import approvals, health, notifications
@@ -224,6 +231,7 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         "missing_agent": missing_agent,
         "states": STATE_CHOICES,
         "triggers": TRIGGER_CHOICES,
+        "kinds": KIND_CHOICES,
         "here": link(),
         # What the date fields let a person pick: the days the filters accept (params).
         "date_min": f"{EARLIEST_YEAR}-01-01",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 from runs.models import Run
@@ -15,6 +16,18 @@ class Command:
 
     argv: list[str]
     stdin: bytes | None = None
+
+
+@dataclass(frozen=True)
+class UsageLimit:
+    """A usage limit that stopped a session (DESIGN.md §7.4): when it resets (aware UTC, None
+    if nothing said), whether that time was read without a zone (`approximate`), the limit's
+    type (`rateLimitType`: five_hour, seven_day_opus...) and the model the session used."""
+
+    resets_at: datetime | None
+    approximate: bool
+    limit_type: str
+    model: str
 
 
 class Runner:
@@ -55,6 +68,15 @@ class Runner:
         if returncode == 0:
             return Run.State.SUCCEEDED, ""
         return Run.State.FAILED, f"exit code {returncode}"
+
+    def failure_kind(self, returncode: int) -> str:
+        """The FailureKind of an outcome(returncode) that failed ("" for a success): a command
+        line's failure is its exit code."""
+        return "" if returncode == 0 else Run.FailureKind.EXIT_CODE
+
+    def usage_limit(self) -> UsageLimit | None:
+        """What a run stopped by a usage limit was told about the reset (a claude runner)."""
+        return None
 
     def metrics(self) -> dict[str, Any]:
         """Run fields this runner knows beyond the process's own (tokens, cost, timeline...)."""

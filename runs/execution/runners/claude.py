@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from agents import cron
 from agents.models import Agent
+from runs.execution import resets
 from runs.execution.claude_stream import StreamParser
-from runs.execution.runners.base import Command, Runner
+from runs.execution.runners.base import Command, Runner, UsageLimit
 from runs.models import Run
 
 TIMELINE_TEXT_CHARS = 4000
@@ -62,6 +63,10 @@ def claude_argv(config: Any) -> list[str]:
         argv += ["--disallowedTools", ",".join(config.disallowed_tools)]
     if config.permission_mode:
         argv += ["--permission-mode", config.permission_mode]
+    budget = getattr(config, "budget_per_run_usd", None)
+    if budget:
+        # The CLI stops after the turn that passes it (DESIGN.md §7.5): the spend is recorded.
+        argv += ["--max-budget-usd", str(budget)]
     return argv + list(config.extra_args or [])
 
 
@@ -118,10 +123,37 @@ class ClaudeRunner(Runner):
         # The stream was masked as it arrived; a reason is stored and sent, so it is masked too.
         return Run.State.FAILED, self.mask(f"{text}: {reason}" if reason else text)
 
+    def failure_kind(self, returncode: int) -> str:
+        """The stream's kind of failure (claude_stream.StreamParser.failure_kind), or
+        `exit_code` for a good result followed by a failed exit; "" for a success."""
+        kind = self.parser.failure_kind()
+        if kind:
+            return kind
+        return "" if returncode == 0 else Run.FailureKind.EXIT_CODE
+
+    def usage_limit(self) -> UsageLimit | None:
+        """The usage limit that stopped the session, with its reset: the rejected event's
+        `resetsAt` (or the old `|<epoch>` text), else the time written in the CLI's words,
+        read in the zone it names or, marked approximate, the agent's (runs.execution.resets)."""
+        if self.parser.failure_kind() != Run.FailureKind.USAGE_LIMIT:
+            return None
+        model = self.parser.metrics.model or self.config.model or ""
+        exact = self.parser.resets_at
+        if exact is not None:
+            return UsageLimit(exact, False, self.parser.limit_type, model)
+        now = timezone.now()
+        for text in self.parser.limit_texts():
+            found = resets.parse_reset(text, now, self.config.timezone)
+            if found is not None:
+                return UsageLimit(found.at, found.approximate, self.parser.limit_type, model)
+        return UsageLimit(None, True, self.parser.limit_type, model)
+
     def metrics(self) -> dict[str, Any]:
-        """Tokens, cost (USD, 6 decimals), turns, model, result text and timeline, masked."""
+        """Tokens, cost (USD, 6 decimals), turns, model, billing, result text and timeline,
+        masked."""
         m = self.parser.metrics
         return {
+            "billing": self.parser.billing,
             "model": (m.model or "")[:100],
             "input_tokens": m.input_tokens,
             "output_tokens": m.output_tokens,

@@ -18,11 +18,23 @@ class Command(CronosCommand):
     def add_arguments(self, parser):
         parser.add_argument("--agent", help="Only this agent's runs.")
         parser.add_argument("--state", choices=Run.State.values, help="Only runs in this state.")
+        parser.add_argument(
+            "--failure-kind",
+            choices=Run.FailureKind.values,
+            help="Only runs that failed (or were deferred) with this kind.",
+        )
         parser.add_argument("--limit", type=int, default=20, help="At most this many (default 20).")
         parser.add_argument("--json", action="store_true")
 
     def handle(
-        self, *args, agent: str | None, state: str | None, limit: int, json: bool, **options
+        self,
+        *args,
+        agent: str | None,
+        state: str | None,
+        failure_kind: str | None,
+        limit: int,
+        json: bool,
+        **options,
     ):
         if limit < 1:
             raise CommandError("--limit must be at least 1.")
@@ -33,6 +45,8 @@ class Command(CronosCommand):
             matching = matching.filter(agent__name=agent)
         if state:
             matching = matching.filter(state=state)
+        if failure_kind:
+            matching = matching.filter(failure_kind=failure_kind)
         runs = list(matching.order_by("-created_at", "-id")[:limit])
         if json:
             self.stdout.write(_dumps([run_summary(run) for run in runs]))
