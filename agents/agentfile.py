@@ -50,6 +50,12 @@ Cronos extensions, written on export only when they differ from the model's defa
     limits.output_action              output_limit_action
     budget.per_run_usd                budget_per_run_usd (claude: --max-budget-usd; Cronos ext.)
     budget.per_day_usd                budget_per_day_usd (rolling 24 h cap; Cronos extension)
+    outcome.expect                    outcome_expect (commit|changes|output|structured|command)
+    outcome.pattern                   outcome_pattern (output: a regular expression)
+    outcome.schema                    outcome_schema (structured: a JSON schema, a mapping)
+    outcome.command                   outcome_command (command: a check that exits 0)
+    outcome.timeout_seconds           outcome_timeout_seconds (the check command's)
+    outcome.nothing_to_do             outcome_nothing_to_do (the "nothing to do" line)
     approval.required                 approval_required
     approval.auto_approve_seconds     approval_auto_approve_seconds
     approval.expire_seconds           approval_expire_seconds
@@ -64,6 +70,8 @@ Cronos extensions, written on export only when they differ from the model's defa
     notifications.emails              notify_emails
     notifications.webhook_url         notify_webhook_url
     notifications.failure_alert_threshold   failure_alert_threshold
+    retention.days                    retention_days (keep runs' output this many days)
+    retention.runs                    retention_runs (keep the output of the last N runs)
     dependency_mode                   dependency_mode (all | any; default all)
     conditions                        conditions (a list of one-key mappings; see below)
     triggers.files                    file_watch (a mapping; see below)
@@ -170,6 +178,7 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db.models import CharField
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from agents import conditions, dependencies, secrets, watch
 from agents.models import Agent, WebhookTrigger
@@ -233,6 +242,12 @@ _KEYS = [
     _Key("limits.output_action", "output_limit_action", "choice"),
     _Key("budget.per_run_usd", "budget_per_run_usd", "usd"),
     _Key("budget.per_day_usd", "budget_per_day_usd", "usd"),
+    _Key("outcome.expect", "outcome_expect", "choice"),
+    _Key("outcome.pattern", "outcome_pattern", "text"),
+    _Key("outcome.schema", "outcome_schema", "schema"),
+    _Key("outcome.command", "outcome_command", "text"),
+    _Key("outcome.timeout_seconds", "outcome_timeout_seconds", "int"),
+    _Key("outcome.nothing_to_do", "outcome_nothing_to_do", "text"),
     _Key("approval.required", "approval_required", "bool"),
     _Key("approval.auto_approve_seconds", "approval_auto_approve_seconds", "int"),
     _Key("approval.expire_seconds", "approval_expire_seconds", "int"),
@@ -247,6 +262,8 @@ _KEYS = [
     _Key("notifications.emails", "notify_emails", "strings"),
     _Key("notifications.webhook_url", "notify_webhook_url", "text"),
     _Key("notifications.failure_alert_threshold", "failure_alert_threshold", "int"),
+    _Key("retention.days", "retention_days", "int"),
+    _Key("retention.runs", "retention_runs", "int"),
     _Key("depends_on", "depends_on", "depends"),
     _Key("dependency_mode", "dependency_mode", "choice"),
     _Key("conditions", "conditions", "conditions"),
@@ -269,7 +286,7 @@ TOP_ORDER = [
     "name", "description", "enabled", "schedule", "timezone", "jitter_seconds", "working_dir",
     "runner", "command", "model", "max_turns", "timeout_secs", "guardrails", "extra_args",
     "catch_up_policy", "catch_up", "allow_concurrent", "overlap_policy", "retry_policy",
-    "limits", "budget", "approval", "review", "notifications", "depends_on", "dependency_mode", "conditions",
+    "limits", "budget", "outcome", "approval", "review", "notifications", "retention", "depends_on", "dependency_mode", "conditions",
     "triggers", "env", "secrets",
 ]  # fmt: skip
 _SPECIAL = {"runner", "command", "env", "secrets"}
@@ -562,7 +579,7 @@ def _expected(key: _Key) -> str:
     if key.kind == "strings":
         return "a list of text items"
     if key.kind == "usd":
-        return f"an amount in US dollars (a number from 0.01 to {MAX_USD}, e.g. 2.50)"
+        return f"an amount in US dollars, in cents at most (from 0.01 to {MAX_USD}, e.g. 2.50)"
     return "one of: " + ", ".join(_choices(key.field))
 
 
@@ -576,9 +593,12 @@ def _usd(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        amount = Decimal(str(value)).quantize(Decimal("0.01"))
+        given = Decimal(str(value))
+        amount = given.quantize(Decimal("0.01"))
     except (InvalidOperation, ValueError):
         return None
+    if amount != given:
+        return None  # cents at most, as the form takes it: 2.555 is refused, never rounded
     if not amount.is_finite() or not Decimal("0.01") <= amount <= MAX_USD:
         return None
     return amount
@@ -711,11 +731,23 @@ def _file_watch_problems(value: Any) -> list[str]:
     return [f"triggers.files: {problem}" for problem in watch.config_problems(value)]
 
 
+def _schema_problems(value: Any) -> list[str]:
+    """outcome.schema: a mapping that is itself a valid JSON schema (Draft 2020-12)."""
+    if not isinstance(value, dict):
+        return [f"outcome.schema: expected a mapping (a JSON schema), got {_describe(value)}"]
+    try:
+        Draft202012Validator.check_schema(value)
+    except SchemaError as exc:
+        return [f"outcome.schema: not a valid JSON schema: {exc.message}"]
+    return []
+
+
 # Key kinds read by their own rules: the problems of a value ([] when it is right).
 _STRUCTURED = {
     "depends": _depends_on_problems,
     "conditions": _conditions_problems,
     "watch": _file_watch_problems,
+    "schema": _schema_problems,
 }
 
 

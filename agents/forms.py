@@ -661,6 +661,11 @@ class AgentForm(forms.ModelForm):
             f"({ENABLE_PERMISSION})."
         )
 
+    def clean_prompt(self) -> str:
+        # A browser sends a textarea's lines with CRLF (the HTML standard): the prompt is kept
+        # with LF as every other path keeps it, so saving an untouched form changes nothing.
+        return (self.cleaned_data.get("prompt") or "").replace("\r\n", "\n")
+
     def clean_plain_variables(self):
         entries = _parse_lines(self.cleaned_data["plain_variables"])
         for name, value in entries:
@@ -926,6 +931,17 @@ FIELDSETS = [
     ),
     ("Money", ["budget_per_run_usd", "budget_per_day_usd"]),
     (
+        "Outcome",
+        [
+            "outcome_expect",
+            "outcome_pattern",
+            "outcome_schema",
+            "outcome_command",
+            "outcome_timeout_seconds",
+            "outcome_nothing_to_do",
+        ],
+    ),
+    (
         "People",
         [
             "approval_required",
@@ -944,4 +960,5 @@ FIELDSETS = [
             "failure_alert_threshold",
         ],
     ),
+    ("Retention", ["retention_days", "retention_runs"]),
 ]

@@ -209,6 +209,56 @@ class Agent(models.Model):
         "spent this much; an alert at 80 %.",
     )
 
+    # --- Outcome (DESIGN.md §7.6; runs.outcomes): what a run must have done to count as a
+    # success; a clean run that did not is `no_effect`, with the reason.
+    class OutcomeExpect(models.TextChoices):
+        NOTHING = "", "Nothing checked"
+        COMMIT = "commit", "A commit"
+        CHANGES = "changes", "Changed files"
+        OUTPUT = "output", "Output matching a pattern"
+        STRUCTURED = "structured", "Structured output valid against a schema"
+        COMMAND = "command", "A check command that exits 0"
+
+    outcome_expect = models.CharField(
+        "Expected outcome", max_length=12, choices=OutcomeExpect.choices, blank=True
+    )
+    outcome_pattern = models.CharField(
+        "Outcome pattern",
+        max_length=500,
+        blank=True,
+        help_text="output: a regular expression searched in the output and result.",
+    )
+    outcome_schema = models.JSONField(
+        "Outcome schema",
+        default=dict,
+        blank=True,
+        help_text="structured: a JSON schema the structured output (or a JSON block) must pass.",
+    )
+    outcome_command = models.TextField(
+        "Outcome check command",
+        blank=True,
+        validators=[limits.validate_command],
+        help_text="command: run after the agent, in its working directory, isolated like it.",
+    )
+    outcome_timeout_seconds = models.PositiveIntegerField(
+        "Outcome check timeout (seconds)", null=True, blank=True
+    )
+    outcome_nothing_to_do = models.CharField(
+        "Nothing-to-do marker",
+        max_length=200,
+        blank=True,
+        help_text="A line the run prints when there was nothing to do: then no commit (or "
+        "change) is expected. Blank: CRONOS_NOTHING_TO_DO.",
+    )
+    # --- Retention (DESIGN.md §7.10; runs.retention): old runs' output is removed, their rows,
+    # metrics and audit kept. Blank: the site's (CRONOS_RETENTION_DAYS).
+    retention_days = models.PositiveIntegerField(
+        "Keep output for (days)", null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    retention_runs = models.PositiveIntegerField(
+        "Keep output of the last (runs)", null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+
     # --- People ---
     approval_required = models.BooleanField(default=False)
     approval_auto_approve_seconds = models.PositiveIntegerField(null=True, blank=True)

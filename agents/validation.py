@@ -11,10 +11,13 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+import regex
 from django.conf import settings
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.core.validators import EmailValidator
 from django.utils.text import capfirst
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from agents import conditions, cron, dependencies, gitrefs, secrets, watch
 from agents.masking import MIN_SECRET_CHARS
@@ -208,6 +211,35 @@ def branch_problem(name: str) -> str:
     return ""
 
 
+def outcome_problems(agent: Agent) -> list[tuple[str, str]]:
+    """(field, message) for an expected outcome that could never be checked (DESIGN.md §7.6):
+    `output` without a pattern that compiles, `structured` without a valid JSON schema,
+    `command` without a command."""
+    expect = getattr(agent, "outcome_expect", "") or ""
+    found: list[tuple[str, str]] = []
+    if expect == "output":
+        pattern = agent.outcome_pattern or ""
+        if not pattern:
+            found.append(("outcome_pattern", "An expected output needs a pattern to look for."))
+        else:
+            try:
+                regex.compile(pattern)
+            except regex.error as exc:
+                found.append(("outcome_pattern", f"This pattern does not compile: {exc}."))
+    if expect == "structured":
+        schema = agent.outcome_schema
+        if not isinstance(schema, dict) or not schema:
+            found.append(("outcome_schema", "A structured outcome needs a JSON schema."))
+        else:
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                found.append(("outcome_schema", f"Not a valid JSON schema: {exc.message}"))
+    if expect == "command" and not (agent.outcome_command or "").strip():
+        found.append(("outcome_command", "An outcome check needs a command that exits 0."))
+    return found
+
+
 def validate_agent(agent: Agent) -> None:
     errors: dict[str, list[str]] = {}
 
@@ -226,6 +258,8 @@ def validate_agent(agent: Agent) -> None:
         # A command line reports no cost: a budget would never be reached (DESIGN.md §7.5).
         if agent.runner == "command" and getattr(agent, field, None) is not None:
             add(field, "A budget applies to claude agents only: a command reports no cost.")
+    for field, message in outcome_problems(agent):
+        add(field, message)
     extra = " ".join(str(arg) for arg in agent.extra_args or [])
     if getattr(agent, "budget_per_run_usd", None) is not None and "--max-budget-usd" in extra:
         add(

@@ -463,6 +463,20 @@ CRONOS_DEFAULT_OUTPUT_LIMIT_BYTES = env_int(
 # Money (DESIGN.md §7.5): the rolling 24-hour spend (USD) of all claude agents together above
 # which their runs are skipped (reason `budget`; an alert at 80 %); 0 = no site cap.
 CRONOS_SITE_DAILY_BUDGET_USD = env_float("CRONOS_SITE_DAILY_BUDGET_USD", 0, minimum=0)
+if CRONOS_SITE_DAILY_BUDGET_USD and not 0.01 <= CRONOS_SITE_DAILY_BUDGET_USD <= 99_999_999.99:
+    raise SettingError(
+        "CRONOS_SITE_DAILY_BUDGET_USD must be 0 (no cap) or an amount from 0.01 to "
+        f"99999999.99 US dollars (got {env_value('CRONOS_SITE_DAILY_BUDGET_USD')!r})."
+    )
+
+# Retention (DESIGN.md §7.10; runs.retention): the output (chunks and log files) of runs that
+# ended more than this many days ago, or beyond this many most recent runs of their agent, is
+# removed; the runs' rows, metrics and audit entries stay. An agent's own values win. 0 = keep.
+CRONOS_RETENTION_DAYS = env_int("CRONOS_RETENTION_DAYS", 0, minimum=0)
+CRONOS_RETENTION_RUNS = env_int("CRONOS_RETENTION_RUNS", 0, minimum=0)
+# Outcome checks (DESIGN.md §7.6; runs.outcomes): a line an agent prints when it had nothing
+# to do, so that an expected commit or change is not asked of it.
+CRONOS_NOTHING_TO_DO = env_str("CRONOS_NOTHING_TO_DO", "CRONOS: nothing to do")
 
 # Live output: how often a viewer of a running run reads the database when nothing woke it.
 # Embedded, this is the latency of a line; on Redis each batch is pushed as it is committed

@@ -3,6 +3,8 @@ from __future__ import annotations
 import sys
 
 from django.apps import AppConfig
+from django.db import connections
+from django.db.models.signals import post_migrate
 
 
 class RunsConfig(AppConfig):
@@ -21,6 +23,10 @@ class RunsConfig(AppConfig):
 
         agent_changed.connect(_agent_changed, dispatch_uid="runs.approvals.agent_changed")
 
+        # The search index's SQLite triggers are made again after a migration that rebuilt
+        # their tables (runs.search.restore_triggers).
+        post_migrate.connect(_restore_search_triggers, sender=self, dispatch_uid="runs.search")
+
         # Agents stay out of Cronos (DESIGN.md §4): no Cronos process is dumpable, and
         # Cronos's own files are private; the start-up statement is a system check.
         from runs import checks  # noqa: F401  (registers the check)
@@ -38,3 +44,9 @@ def _agent_changed(sender, agent, actor, changes, **kwargs) -> None:
     from runs import approvals
 
     approvals.agent_changed(agent, actor, changes)
+
+
+def _restore_search_triggers(sender, using, **kwargs) -> None:
+    from runs import search
+
+    search.restore_triggers(connections[using])

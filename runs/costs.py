@@ -98,6 +98,34 @@ def _add_to_rollup(
         CostRollup.objects.filter(**key).update(**adds)
 
 
+def record_no_effect(run: Run, ended_at: datetime) -> None:
+    """A run that ended `no_effect` (DESIGN.md §7.6): its whole cost (all executions) is added
+    to its day's roll-up as spent on a run that did nothing. Call in the transaction that
+    records the outcome, after its spend (record_spend)."""
+    row = Run.objects.filter(pk=run.pk).values("cost_usd", "model", "billing").first()
+    if row is None:
+        return
+    key = {
+        "agent_id": run.agent_id,
+        "day": day_of(ended_at),
+        "model": (row["model"] or "")[:100],
+        "billing": row["billing"] or "",
+    }
+    adds = {
+        "no_effect_cost_usd": F("no_effect_cost_usd") + (row["cost_usd"] or Decimal(0)),
+        "no_effect_runs": F("no_effect_runs") + 1,
+    }
+    if CostRollup.objects.filter(**key).update(**adds):
+        return
+    try:
+        with transaction.atomic():
+            CostRollup.objects.create(
+                **key, no_effect_cost_usd=row["cost_usd"] or Decimal(0), no_effect_runs=1
+            )
+    except IntegrityError:
+        CostRollup.objects.filter(**key).update(**adds)
+
+
 def rebuild_rollups() -> int:
     """Make the roll-up table again from the Spend ledger (after an import, or to check it);
     returns the number of rows. Idempotent."""
@@ -111,6 +139,19 @@ def rebuild_rollups() -> int:
         row["cost_usd"] += spend.cost_usd or Decimal(0)
         for name in TOKEN_FIELDS:
             row[name] += getattr(spend, name)
+    nothing = Run.objects.filter(state=Run.State.NO_EFFECT, finished_at__isnull=False)
+    for run in nothing.only("agent_id", "finished_at", "model", "billing", "cost_usd").iterator(
+        chunk_size=5000
+    ):
+        assert run.finished_at is not None  # filtered above
+        key = (run.agent_id, day_of(run.finished_at), (run.model or "")[:100], run.billing or "")
+        row = totals.setdefault(
+            key, {"executions": 0, "cost_usd": Decimal(0), **dict.fromkeys(TOKEN_FIELDS, 0)}
+        )
+        row["no_effect_cost_usd"] = row.get("no_effect_cost_usd", Decimal(0)) + (
+            run.cost_usd or Decimal(0)
+        )
+        row["no_effect_runs"] = row.get("no_effect_runs", 0) + 1
     with transaction.atomic():
         CostRollup.objects.all().delete()
         CostRollup.objects.bulk_create(

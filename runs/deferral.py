@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import pwd
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +36,8 @@ from agents.models import Agent
 from audit import roles
 from audit.actor import Actor
 from audit.log import record
-from runs.models import AccountPause, Run
+from runs import costs
+from runs.models import AccountPause, Notification, Run
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ MARGIN = timedelta(seconds=60)
 SPREAD_SECONDS = 120
 # No reset time known (a 429 on a subscription without words): the next run probes after this.
 UNKNOWN_RESET_BACKOFF = timedelta(minutes=15)
+# The longest any limit lasts (the weekly ones), with a margin.
+LONGEST_LIMIT = timedelta(days=7, hours=1)
 # A run limited this many times ends failed (usage_limit) instead of waiting once more.
 MAX_EXECUTIONS = 10
 PAUSE_REASON = "usage-limit pause"
@@ -66,16 +71,23 @@ def account_key_from_env(env: dict[str, str]) -> str:
     return hashlib.sha256(f"{location}\0{source}".encode()).hexdigest()[:32]
 
 
+ACCOUNT_VARIABLES = ("CLAUDE_CONFIG_DIR", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+
 def account_key(agent: Any) -> str:
-    """The account of an agent (or one of its versions), as its next run's environment would
-    give it (runs.execution.isolation builds that environment the same way)."""
-    from runs.execution import isolation  # the executor's own module: its HOME rule
+    """The account of an agent (or one of its versions): its own CLAUDE_CONFIG_DIR and API key
+    variables, else the login in the home of the account agents run as (the agent user's, or
+    Cronos's own from the password database: never a process's HOME variable, so that the web
+    process, the scheduler and every worker name the same account)."""
+    from runs.execution import isolation  # the executor's own module: the agent user
 
     try:
         variables = secrets.environment(agent.variables or [])
     except secrets.SecretKeyError:
         variables = {}
-    env = isolation.agent_environment(variables, {}, isolation.current().agent_user)
+    user = isolation.current().agent_user
+    home = user.home if user is not None else pwd.getpwuid(os.getuid()).pw_dir
+    env = {"HOME": home, **{k: variables[k] for k in ACCOUNT_VARIABLES if variables.get(k)}}
     return account_key_from_env(env)
 
 
@@ -84,6 +96,10 @@ def spread(agent_name: str) -> timedelta:
     the same second."""
     digest = hashlib.sha256(f"usage-limit:{agent_name}".encode()).digest()
     return timedelta(seconds=int.from_bytes(digest[:4], "big") % SPREAD_SECONDS)
+
+
+class AlreadyEnded(Exception):
+    """The pause to lift is no longer in force (lifted, or past its end)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,11 @@ def plan(
 ) -> Deferral:
     """The deferral of a run of `agent_name` limited at `now`; `describe` writes an instant for
     a person (the agent's zone)."""
+    if resets_at is not None and resets_at > now + LONGEST_LIMIT:
+        # No limit lasts longer than a week (research §1.1's limit types): a reset later than
+        # that is a skewed clock or a misread, and holding the lock for months is worse than
+        # probing again after a week.
+        resets_at, approximate = now + LONGEST_LIMIT, True
     if resets_at is None:
         resume = now + UNKNOWN_RESET_BACKOFF + spread(agent_name)
         reason = (
@@ -128,6 +149,24 @@ def pause_account(
     until = (deferral.resets_at or deferral.resume_at - spread(run.agent.name)) + MARGIN
     if deferral.resets_at is None:
         until = deferral.resume_at - spread(run.agent.name)
+    # A reset already past (a skewed clock, a "just passed" text, the same event read again on
+    # a resumed run): the pause still holds the account for the margin, never ends at birth.
+    until = max(until, timezone.now() + MARGIN)
+    if not AccountPause.objects.filter(
+        account=account, family=fam, until__gte=until, lifted_at__isnull=True
+    ).exists():
+        # Said once per pause (another run of the account limited meanwhile adds nothing).
+        what = f"its {fam} models" if fam else "its claude agents"
+        Notification.objects.create(
+            kind=Notification.Kind.ATTENTION,
+            agent=run.agent,
+            run=run,
+            title=(
+                f"Usage limit: run #{run.pk} of {run.agent.name} deferred; {what} on its "
+                f"account are paused until {until:%Y-%m-%d %H:%M} UTC"
+            )[:300],
+            body=deferral.reason[:1000],
+        )
     return AccountPause.objects.create(
         account=account,
         family=fam,
@@ -186,8 +225,9 @@ def pause_reason(pause: AccountPause) -> str:
     """`usage-limit pause: ...` for a run skipped during a pause."""
     what = f"its {pause.family} models" if pause.family else "its account"
     about = "about " if pause.approximate else ""
+    which = f"run #{pause.run_id} of {pause.agent_name}" if pause.run_id else pause.agent_name
     return (
-        f"{PAUSE_REASON}: {what} hit a usage limit (run #{pause.run_id} of {pause.agent_name}); "
+        f"{PAUSE_REASON}: {what} hit {pause.limit_text} ({which}); "
         f"paused until {about}{pause.until:%Y-%m-%d %H:%M} UTC"
     )
 
@@ -219,7 +259,17 @@ def wake(now: datetime, engine: Any) -> list[int]:
     pauses = active_pauses(now)
     keys: dict[int, str] = {}
     woken = []
+    spent: dict = {}
     for run in due:
+        if not run.agent.enabled:
+            # Paused by a person while it waited: it does not start again on its own.
+            run.cancel(by="Cronos (the agent was disabled while its run was deferred)")
+            continue
+        over = costs.budget_refusal(run.agent, now, spent)
+        if over is not None:
+            # Another execution would spend past a rolling 24-hour cap (DESIGN.md §7.5).
+            run.skip(f"{over}; it was deferred by a usage limit", waiting=[Run.State.DEFERRED])
+            continue
         pause = pause_for(run.agent, pauses, keys)
         if pause is not None and pause.run_id != run.pk:
             later = pause.until + spread(run.agent.name)
@@ -233,16 +283,22 @@ def wake(now: datetime, engine: Any) -> list[int]:
     return woken
 
 
-def lift(pause: AccountPause, actor: Actor) -> int:
-    """An admin ends a pause early (and every pause in force of the same account and family):
-    its agents run again, and the runs it deferred are queued at the next wake-up (within a
-    second on the scheduler). Audited. Returns how many deferred runs were brought forward.
-    Raises PermissionDenied for anyone but an admin (the shell account may)."""
+def require_admin(actor: Actor) -> None:
+    """Only admins (and the shell account) lift a pause: PermissionDenied for anyone else."""
     user = actor.user
     if user is not None and not (
         user.is_active and (user.is_superuser or user.groups.filter(name=roles.ADMIN).exists())
     ):
         raise PermissionDenied(f"{actor.username} is not an admin: only admins lift a pause.")
+
+
+def lift(pause: AccountPause, actor: Actor) -> int:
+    """An admin ends a pause early (and every pause in force of the same account and family):
+    its agents run again, and the runs it deferred are queued at the next wake-up (within a
+    second on the scheduler). Audited. Returns how many deferred runs were brought forward.
+    Raises PermissionDenied for anyone but an admin (the shell account may), AlreadyEnded for
+    a pause no longer in force (nothing is recorded then)."""
+    require_admin(actor)
     now = timezone.now()
     with transaction.atomic():
         pauses = AccountPause.objects.filter(
@@ -250,6 +306,13 @@ def lift(pause: AccountPause, actor: Actor) -> int:
         )
         run_ids = list(pauses.exclude(run=None).values_list("run_id", flat=True))
         lifted = pauses.update(lifted_at=now, lifted_by_name=actor.username[:150])
+        if not lifted:
+            # Ended or lifted already (a second click, a stale page): nothing done, nothing
+            # recorded.
+            raise AlreadyEnded(
+                f"The usage-limit pause of {pause.agent_name}'s account has already "
+                + ("been lifted." if pause.lifted_at else "ended.")
+            )
         moved = Run.objects.filter(pk__in=run_ids, state=Run.State.DEFERRED).update(resume_at=now)
         record(
             actor,

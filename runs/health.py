@@ -6,12 +6,22 @@ show:
 - "the last N days" (N = 7 or 30) is today and the N - 1 calendar days before it in the site's
   time zone (`timezone.get_current_timezone()`), up to now: it starts at `window_start(N, now)`,
   local midnight. A run belongs to the day of its `created_at` there;
-- a run counts by its state's group on `Run`: a success (`Run.SUCCESS_STATES`) or a failure
-  (`Run.FAILURE_STATES`); the other final states (a person's cancel, a skipped slot) are not
-  counted but shown apart (`Window.other`), and a run not ended yet is nowhere;
-- a success rate is a percentage rounded to one decimal (`rate()`), or None without a counted
-  run. A page may show it rounded further (the agent page shows whole percents), never
-  computed again.
+- a run counts by its state's group on `Run`: a success (`Run.SUCCESS_STATES`), a run that
+  did nothing (`Run.NO_EFFECT_STATES`: it ran cleanly but its outcome check found no work
+  done, DESIGN.md §7.6) or a failure (`Run.FAILURE_STATES`), each its own figure, never merged
+  into another; the other final states (a person's cancel, a skipped slot, a rejected review)
+  are not counted but shown apart (`Window.other`), and a run not ended yet is nowhere;
+- the rates are over the runs that ended in one of those three groups (`RATED_STATES`: the
+  "counted" runs of `Day.runs`, `Window.counted`, `runs_7d`): the success rate is the share
+  that succeeded, so a run that did nothing lowers it (it did not do the work) without being
+  a failure, and "did nothing" has a rate of its own (`Window.no_effect_rate`), the share that
+  ended `no_effect`. The failed runs are the rest: counted - succeeded - no_effect;
+- a rate is a percentage rounded to one decimal (`rate()`), or None without a counted run. A
+  page may show it rounded further (the agent page shows whole percents), never computed
+  again;
+- the average duration is of the runs that succeeded or failed (`Run.COUNTED_STATES`), not of
+  those that did nothing: an agent that finds nothing to do usually stops early, and the
+  duration trend would fall for it rather than show how long the work takes.
 
 Fast with a million runs. Aggregating every run of the last 30 days on each call is right, but
 with a million runs it is seconds of work per page on SQLite: the planner reaches the runs
@@ -45,6 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cached_property
+from typing import NamedTuple
 
 from django.core.cache import cache
 from django.db import connection
@@ -68,9 +79,18 @@ from runs.models import AgentRunState, Run
 
 WEEK = 7
 DAYS = 30  # the longer window, and the days the charts show
-# Ended but not counted: shown apart, never in a rate (a cancel, a skipped slot).
-NOT_COUNTED_STATES = [state for state in Run.FINAL_STATES if state not in Run.COUNTED_STATES]
+# The runs a rate is over: succeeded, did nothing (no_effect) or failed, each counted apart.
+RATED_STATES = [*Run.SUCCESS_STATES, *Run.NO_EFFECT_STATES, *Run.FAILURE_STATES]
+# Ended but not counted: shown apart, never in a rate (a cancel, a skipped slot, a rejected
+# review).
+NOT_COUNTED_STATES = [state for state in Run.FINAL_STATES if state not in RATED_STATES]
 SUCCESS = Q(state__in=Run.SUCCESS_STATES)
+NO_EFFECT = Q(state__in=Run.NO_EFFECT_STATES)
+# DESIGN.md §3: a failure of kind usage_limit or auth says nothing of the agent: not counted.
+EXCUSED = Q(state__in=Run.FAILURE_STATES, failure_kind__in=Run.NOT_COUNTED_KINDS)
+RATED = Q(state__in=RATED_STATES) & ~EXCUSED
+NOT_COUNTED = Q(state__in=NOT_COUNTED_STATES) | EXCUSED
+# The runs whose durations are averaged: succeeded or failed (see the module's docstring).
 COUNTED = Q(state__in=Run.COUNTED_STATES)
 DURATION = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
 # Agents whose consecutive failures reached their alert threshold (on AgentRunState).
@@ -79,13 +99,15 @@ FAILING = Q(consecutive_failures__gte=F("agent__failure_alert_threshold")) & Q(
 )
 # How long an ended bucket is kept unread (the generation guards its content).
 BUCKET_SECONDS = 24 * 3600
-KEY = "cronos:health:v2"
+# v3: buckets hold the runs that did nothing too (a kept v2 bucket has another shape).
+KEY = "cronos:health:v3"
 SETTLE_SECONDS = 60
 
 
-def rate(succeeded: int, counted: int) -> float | None:
-    """A success rate in percent, one decimal (66.7), or None without a counted run."""
-    return round(100 * succeeded / counted, 1) if counted else None
+def rate(part: int, counted: int) -> float | None:
+    """A rate (of success, or of runs that did nothing) in percent, one decimal (66.7), or
+    None without a counted run."""
+    return round(100 * part / counted, 1) if counted else None
 
 
 def window_start(days: int, now: datetime) -> datetime:
@@ -101,9 +123,9 @@ def window_start(days: int, now: datetime) -> datetime:
 
 @dataclass
 class Day:
-    """One calendar day (site's zone): counted runs (`runs` = `succeeded` + `failed`), ended
-    runs not counted (`other`), the counted runs' average duration in seconds to the
-    millisecond (None when none has both timestamps)."""
+    """One calendar day (site's zone): counted runs (`runs` = `succeeded` + `no_effect` +
+    `failed`), ended runs not counted (`other`), the average duration in seconds, to the
+    millisecond, of its runs that succeeded or failed (None when none has both timestamps)."""
 
     day: date
     runs: int = 0
@@ -111,25 +133,34 @@ class Day:
     failed: int = 0
     avg_seconds: float | None = None
     other: int = 0
+    no_effect: int = 0  # ran cleanly, did nothing (DESIGN.md §7.6)
 
 
 @dataclass
 class Window:
-    """The runs of the last `days` days: succeeded, failed, and ended but not counted."""
+    """The runs of the last `days` days: succeeded, did nothing, failed, and ended but not
+    counted."""
 
     days: int
     succeeded: int = 0
     failed: int = 0
     other: int = 0
+    no_effect: int = 0
 
     @property
     def counted(self) -> int:
-        return self.succeeded + self.failed
+        """The runs the rates are over: succeeded, did nothing or failed."""
+        return self.succeeded + self.no_effect + self.failed
 
     @property
     def rate(self) -> float | None:
-        """Percent, one decimal; None without a counted run."""
+        """The success rate: percent, one decimal; None without a counted run."""
         return rate(self.succeeded, self.counted)
+
+    @property
+    def no_effect_rate(self) -> float | None:
+        """The share of the counted runs that did nothing: percent, one decimal."""
+        return rate(self.no_effect, self.counted)
 
 
 @dataclass
@@ -146,6 +177,7 @@ class Health:
             sum(d.succeeded for d in chosen),
             sum(d.failed for d in chosen),
             sum(d.other for d in chosen),
+            sum(d.no_effect for d in chosen),
         )
 
     @cached_property
@@ -170,7 +202,7 @@ class Health:
 
     @property
     def runs_7d(self) -> int:
-        """Counted runs (succeeded or failed) in the last 7 days."""
+        """Counted runs (succeeded, did nothing or failed) in the last 7 days."""
         return self.week.counted
 
     @property
@@ -178,31 +210,62 @@ class Health:
         return self.month.counted
 
 
+class AgentCounts(NamedTuple):
+    """One agent's counted runs over the last 7 and 30 days, and of them those that succeeded
+    and those that did nothing (the rest failed)."""
+
+    runs_7d: int = 0
+    succeeded_7d: int = 0
+    no_effect_7d: int = 0
+    runs_30d: int = 0
+    succeeded_30d: int = 0
+    no_effect_30d: int = 0
+
+    def plus(self, other: AgentCounts) -> AgentCounts:
+        return AgentCounts(*(mine + theirs for mine, theirs in zip(self, other, strict=True)))
+
+    @property
+    def rate_7d(self) -> float | None:
+        return rate(self.succeeded_7d, self.runs_7d)
+
+    @property
+    def rate_30d(self) -> float | None:
+        return rate(self.succeeded_30d, self.runs_30d)
+
+    @property
+    def no_effect_rate_7d(self) -> float | None:
+        return rate(self.no_effect_7d, self.runs_7d)
+
+    @property
+    def no_effect_rate_30d(self) -> float | None:
+        return rate(self.no_effect_30d, self.runs_30d)
+
+
 @dataclass
 class Figures:
     """The health page's figures: every agent together, and per agent that ran in the last
-    DAYS days (runs counted over 7 days, succeeded, over 30 days, succeeded)."""
+    DAYS days (`AgentCounts`)."""
 
     health: Health
-    counts: dict[int, tuple[int, int, int, int]]
+    counts: dict[int, AgentCounts]
 
     @property
     def rates(self) -> dict[int, tuple[float | None, float | None]]:
         """Per agent: (success rate over 7 days, over 30 days), percent."""
-        return {
-            pk: (rate(ok7, n7), rate(ok30, n30)) for pk, (n7, ok7, n30, ok30) in self.counts.items()
-        }
+        return {pk: (c.rate_7d, c.rate_30d) for pk, c in self.counts.items()}
 
-    def worst(self, limit: int) -> list[tuple[int, float | None, float | None]]:
-        """The `limit` agents with the lowest success over 7 days, then over 30 days: (agent
-        id, rate 7 days, rate 30 days). Rates are only worked out for those (10,000 agents)."""
+    def worst(self, limit: int) -> list[tuple[int, AgentCounts]]:
+        """The `limit` agents with the lowest success over 7 days, then over 30 days, with
+        their counts. Rates are only worked out for those (10,000 agents)."""
 
-        def key(item):
-            _, (n7, ok7, n30, ok30) = item
-            return (ok7 / n7 if n7 else 2.0, ok30 / n30 if n30 else 2.0)
+        def key(item: tuple[int, AgentCounts]) -> tuple[float, float]:
+            _, c = item
+            return (
+                c.succeeded_7d / c.runs_7d if c.runs_7d else 2.0,
+                c.succeeded_30d / c.runs_30d if c.runs_30d else 2.0,
+            )
 
-        chosen = heapq.nsmallest(limit, self.counts.items(), key=key)
-        return [(pk, rate(ok7, n7), rate(ok30, n30)) for pk, (n7, ok7, n30, ok30) in chosen]
+        return heapq.nsmallest(limit, self.counts.items(), key=key)
 
 
 def health(agent: Agent | None = None, now: datetime | None = None) -> Health:
@@ -395,17 +458,25 @@ def _seconds():
 
 
 def _aggregate(runs: QuerySet[Run], start: datetime, end: datetime) -> tuple:
-    """One bucket: (counted runs, succeeded, not counted, seconds of the counted runs with
-    both timestamps, how many those are)."""
+    """One bucket: (counted runs, succeeded, did nothing, not counted, seconds of the runs
+    that succeeded or failed with both timestamps, how many those are)."""
     timed = COUNTED & Q(started_at__isnull=False, finished_at__isnull=False)
     row = ended(runs.filter(created_at__gte=start, created_at__lt=end)).aggregate(
-        runs=Count("id", filter=COUNTED),
+        runs=Count("id", filter=RATED),
         succeeded=Count("id", filter=SUCCESS),
-        other=Count("id", filter=Q(state__in=NOT_COUNTED_STATES)),
+        no_effect=Count("id", filter=NO_EFFECT),
+        other=Count("id", filter=NOT_COUNTED),
         seconds=Sum(_seconds(), filter=timed),
         timed=Count("id", filter=timed),
     )
-    return (row["runs"], row["succeeded"], row["other"], row["seconds"] or 0.0, row["timed"])
+    return (
+        row["runs"],
+        row["succeeded"],
+        row["no_effect"],
+        row["other"],
+        row["seconds"] or 0.0,
+        row["timed"],
+    )
 
 
 def _health(
@@ -429,21 +500,31 @@ def _health(
         value = kept.get((bucket.start, bucket.end))
         if value is None:
             value = _aggregate(runs, bucket.start, bucket.end)
-        total = per_day.setdefault(bucket.day, [0, 0, 0, 0.0, 0])
+        total = per_day.setdefault(bucket.day, [0, 0, 0, 0, 0.0, 0])
         for index, figure in enumerate(value):
             total[index] += figure
     days = []
     for day in sorted(per_day):
-        n, ok, other, seconds, timed = per_day[day]
+        n, ok, nothing, other, seconds, timed = per_day[day]
         average = round(seconds / timed, 3) if timed else None  # to the millisecond: see _seconds
         # The counts are whole numbers in a list that also holds the seconds (a float).
-        days.append(Day(day, int(n), int(ok), int(n - ok), average, int(other)))
+        days.append(
+            Day(
+                day,
+                runs=int(n),
+                succeeded=int(ok),
+                failed=int(n - ok - nothing),
+                avg_seconds=average,
+                other=int(other),
+                no_effect=int(nothing),
+            )
+        )
     return Health(days)
 
 
 def _agent_counts_kept_and_live(
     now: datetime, parts: list[Bucket], settled: datetime, number: int
-) -> dict[int, tuple[int, int, int, int]]:
+) -> dict[int, AgentCounts]:
     """Per agent: the whole days that have settled are counted once (kept in the cache),
     the rest on each call."""
     month_start = window_start(DAYS, now)
@@ -460,28 +541,29 @@ def _agent_counts_kept_and_live(
         cache.set(key, kept, BUCKET_SECONDS)
     live = _agent_counts(boundary, week_start, now + timedelta(microseconds=1))
     totals = dict(kept)
-    for agent_id, (n7, ok7, n30, ok30) in live.items():
-        before = totals.get(agent_id)
-        if before is None:
-            totals[agent_id] = (n7, ok7, n30, ok30)
-        else:
-            totals[agent_id] = (before[0] + n7, before[1] + ok7, before[2] + n30, before[3] + ok30)
+    for agent_id, counts in live.items():
+        totals[agent_id] = totals.get(agent_id, AgentCounts()).plus(counts)
     return totals
 
 
-def _agent_counts(start: datetime, week_start: datetime, end: datetime) -> dict[int, tuple]:
+def _agent_counts(start: datetime, week_start: datetime, end: datetime) -> dict[int, AgentCounts]:
+    """Per agent, one grouped query: its counted runs created in [start, end), those since
+    `week_start` apart, and of each those that succeeded and those that did nothing."""
     if start >= end:
         return {}
     week = Q(created_at__gte=week_start)
     rows = (
-        ended(Run.objects.filter(created_at__gte=start, created_at__lt=end), Run.COUNTED_STATES)
+        ended(Run.objects.filter(created_at__gte=start, created_at__lt=end), RATED_STATES)
+        .exclude(EXCUSED)
         .values("agent_id")
         .annotate(
-            n30=Count("id"),
-            ok30=Count("id", filter=SUCCESS),
             n7=Count("id", filter=week),
             ok7=Count("id", filter=week & SUCCESS),
+            ne7=Count("id", filter=week & NO_EFFECT),
+            n30=Count("id"),
+            ok30=Count("id", filter=SUCCESS),
+            ne30=Count("id", filter=NO_EFFECT),
         )
-        .values_list("agent_id", "n7", "ok7", "n30", "ok30")
+        .values_list("agent_id", "n7", "ok7", "ne7", "n30", "ok30", "ne30")
     )
-    return {agent_id: (n7, ok7, n30, ok30) for agent_id, n7, ok7, n30, ok30 in rows}
+    return {agent_id: AgentCounts(*counts) for agent_id, *counts in rows}

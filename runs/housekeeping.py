@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from runs import approvals, deferral, dispatch, followups, reviews
+from runs import approvals, deferral, dispatch, followups, retention, reviews
 from runs.engines import Engine, engine_name, get_engine
 from runs.scheduling import reaper
 from runs.triggers import webhooks
@@ -54,6 +54,12 @@ def _reaper() -> Callable[[datetime, Engine | None], list[int]]:
         return keeper.reap(timedelta(seconds=settings.CRONOS_STALE_AFTER_SECONDS))
 
     return reap
+
+
+def _retention() -> Callable[[datetime, Engine | None], list[int]]:
+    """A retention pass that continues from the agent where its previous pass stopped."""
+    pruner = retention.Pruner()
+    return lambda now, engine: pruner.tick(now)
 
 
 TASKS: list[Task] = [
@@ -108,6 +114,13 @@ TASKS: list[Task] = [
         lambda now, engine: webhooks.prune(now, engine),
         3600,
         "forget webhook deliveries older than a week that started no run",
+    ),
+    Task(
+        "retention",
+        lambda now, engine: _retention()(now, engine),
+        3600,
+        "remove the output of runs past their retention (rows, metrics and audit kept)",
+        make=_retention,
     ),
 ]
 

@@ -64,6 +64,7 @@ from agents.models import Agent
 from agents.validation import AGENT_NAME
 from audit.actor import Actor
 from audit.log import record
+from runs import rawlog
 from runs.execution.output import clean_text, log_path_for
 from runs.models import Run, RunChunk
 
@@ -505,7 +506,10 @@ def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
         stem = f"{run.agent.name}-{requested:%H%M%S}"
         if _exported_id(folder / f"{stem}.json") not in (None, legacy_id):
             stem = f"{stem}-{run.pk}"  # another run of that second; this run's, written again
+        # The run's kept log file, else its output from the database (runs.rawlog: where
+        # output lives); a run without either (pruned, or it printed nothing) has no log.
         source = _log_source(run.log_path)
+        has_chunks = source is None and run.chunks.exists()
         data = {
             "id": legacy_id,
             "agent": run.agent.name,
@@ -523,6 +527,14 @@ def export_runs(root: Path, actor: Actor, agents: list[Agent]) -> int:
             tmp_log = folder / f".{stem}.log.tmp"
             tmp_log.unlink(missing_ok=True)
             shutil.copyfile(source, tmp_log)
+            os.replace(tmp_log, folder / f"{stem}.log")
+            data["log_file"] = f"{stem}.log"
+        elif has_chunks:
+            tmp_log = folder / f".{stem}.log.tmp"
+            tmp_log.unlink(missing_ok=True)
+            with tmp_log.open("w", encoding="utf-8") as out:
+                for text in rawlog.pieces(run):
+                    out.write(text)
             os.replace(tmp_log, folder / f"{stem}.log")
             data["log_file"] = f"{stem}.log"
         tmp = folder / f".{stem}.json.tmp"
@@ -548,13 +560,7 @@ def _exported_id(path: Path) -> str | None:
 
 def _log_source(log_path: str) -> Path | None:
     """A run's log file, if it is a regular file inside CRONOS_LOG_DIR."""
-    if not log_path:
-        return None
-    root = Path(settings.CRONOS_LOG_DIR).resolve()
-    source = (root / log_path).resolve()
-    if not source.is_relative_to(root) or not source.is_file():
-        return None
-    return source
+    return rawlog.log_file(log_path)
 
 
 def _iso(value: datetime) -> str:

@@ -73,6 +73,8 @@ class RunState(models.TextChoices):
     # queued again and executes as a fresh session.
     DEFERRED = "deferred", "Deferred (usage limit)"
     SUCCEEDED = "succeeded", "Succeeded"
+    # Ran cleanly, but its outcome check found no work done (DESIGN.md §7.6; runs.outcomes).
+    NO_EFFECT = "no_effect", "No effect"
     FAILED = "failed", "Failed"
     TIMED_OUT = "timed_out", "Timed out"
     CANCELLED = "cancelled", "Cancelled"
@@ -152,6 +154,7 @@ class Run(models.Model):
     ]
     FINAL_STATES = [
         State.SUCCEEDED,
+        State.NO_EFFECT,
         State.FAILED,
         State.TIMED_OUT,
         State.CANCELLED,
@@ -186,6 +189,8 @@ class Run(models.Model):
     SUCCESS_STATES = [State.SUCCEEDED]
     FAILURE_STATES = [State.FAILED, State.TIMED_OUT, State.KILLED, State.LOST]
     COUNTED_STATES = SUCCESS_STATES + FAILURE_STATES
+    # Counted apart (DESIGN.md §3): ran cleanly but did nothing; its own colour and figure.
+    NO_EFFECT_STATES = [State.NO_EFFECT]
 
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="runs")
     # Provenance: the agent version (prompt included) this run was made from.
@@ -267,6 +272,9 @@ class Run(models.Model):
 
     # Output and metrics.
     log_path = models.CharField(max_length=1000, blank=True)
+    # When retention removed its output (chunks and log file; runs.retention): the row, its
+    # metrics and its audit entries stay.
+    output_pruned_at = models.DateTimeField(null=True, blank=True)
     output_bytes = models.BigIntegerField(default=0)
     peak_memory_mb = models.FloatField(null=True, blank=True)
     model = models.CharField(max_length=100, blank=True)
@@ -1078,8 +1086,14 @@ class Spend(models.Model):
     made from. Tokens keep Anthropic's buckets apart: `input_tokens` excludes the cache reads
     and writes (research/wave2.md §1.2)."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="spends")
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    # Kept when the run or its agent is deleted (SET_NULL): money spent stays spent, in the
+    # costs page's past months and in the site's rolling 24-hour budget.
+    run = models.ForeignKey(
+        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="spends"
+    )
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     execution = models.PositiveSmallIntegerField(default=1)
     ended_at = models.DateTimeField()
     model = models.CharField(max_length=100, blank=True)
@@ -1110,12 +1124,19 @@ class CostRollup(models.Model):
     thousand rows however many millions of runs there are (DESIGN.md §7.5). Weeks and months
     are sums of days."""
 
-    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="+")
+    # A deleted agent's rows stay (SET_NULL), shown as spent by deleted agents.
+    agent = models.ForeignKey(
+        Agent, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     day = models.DateField()
     model = models.CharField(max_length=100, blank=True)
     billing = models.CharField(max_length=12, blank=True)
     executions = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    # Of cost_usd: what runs that ended `no_effect` spent (DESIGN.md §7.6: "spent on runs that
+    # did nothing"), added when such a run ends, on the day its last execution ended.
+    no_effect_cost_usd = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    no_effect_runs = models.PositiveIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cache_creation_tokens = models.BigIntegerField(default=0)
@@ -1155,6 +1176,20 @@ class AccountPause(models.Model):
         ordering = ["-started_at", "-id"]
         indexes = [models.Index(fields=["until"], name="pause_until_idx")]
 
+    # The CLI's `rateLimitType` values (research/wave2.md §1.1) as a person reads them.
+    LIMIT_WORDS = {
+        "five_hour": "its 5-hour usage limit",
+        "seven_day": "its weekly usage limit",
+        "seven_day_opus": "its weekly Opus limit",
+        "seven_day_sonnet": "its weekly Sonnet limit",
+        "overage": "its extra-usage limit",
+    }
+
     def __str__(self) -> str:
         family = f" ({self.family})" if self.family else ""
         return f"account {self.account[:8]}{family} paused until {self.until:%Y-%m-%d %H:%M} UTC"
+
+    @property
+    def limit_text(self) -> str:
+        """`five_hour` -> "its 5-hour usage limit"; unknown or blank -> "a usage limit"."""
+        return self.LIMIT_WORDS.get(self.limit_type or "", "a usage limit")

@@ -2,9 +2,10 @@
 
 Which runs notify: a failure for good (no retry coming: DESIGN.md §4, failure notifications
 wait for the final attempt); an agent whose consecutive failures reach its alert threshold
-(needs attention); a finished manual run (someone is waiting for it), or any finished run of an
-agent with `notify_on_success`. Scheduled successes stay quiet: an every-minute agent must not
-bury the panel.
+(needs attention); a finished manual run (someone is waiting for it), or any successful run of
+an agent with `notify_on_success`. Scheduled successes stay quiet: an every-minute agent must not
+bury the panel. A run that did nothing (`no_effect`) is no failure: only a manual one notifies,
+as finished with no effect.
 """
 
 from __future__ import annotations
@@ -61,6 +62,16 @@ def notify_run_ended(run: Run) -> list[Notification]:
                 agent=agent,
                 run=run,
                 title=f"{agent.name}: run #{run.pk} succeeded",
+            )
+        )
+    elif run.state in Run.NO_EFFECT_STATES and run.trigger == Run.Trigger.MANUAL:
+        made.append(
+            Notification.objects.create(
+                kind=Notification.Kind.FINISHED,
+                agent=agent,
+                run=run,
+                title=f"{agent.name}: run #{run.pk} ended with no effect",
+                body=run.reason[:1000],
             )
         )
     for notification in made:

@@ -180,10 +180,20 @@ def hand_over(run: Run, *, force: bool = False, engine: Engine | None = None) ->
     return run
 
 
+def cancel_words(was: str | None, run: Run) -> str:
+    """What a cancel did, in words, from the state the run was in (`was`) and is in now."""
+    if was == Run.State.DEFERRED:
+        return "cancelled while deferred by a usage limit"
+    if was == Run.State.AWAITING_REVIEW:
+        return "cancelled during review: its changes were discarded"
+    return "cancelled before it started" if run.is_final else "stop requested while running"
+
+
 def cancel_run(run: Run, actor: Actor) -> bool:
     """Cancel a run: at once if it has not started, else by asking its executor to stop it."""
     actor.require("agents.cancel_run")
     in_review = Run.objects.filter(pk=run.pk, state=Run.State.AWAITING_REVIEW).exists()
+    was = Run.objects.filter(pk=run.pk).values_list("state", flat=True).first()
     with transaction.atomic():
         done = run.cancel(by=actor.username)
         if done:
@@ -192,9 +202,7 @@ def cancel_run(run: Run, actor: Actor) -> bool:
                 "run.cancel",
                 run,
                 object_name=f"{run.agent.name} #{run.pk}",
-                message="cancelled before it started"
-                if run.is_final
-                else "stop requested while running",
+                message=cancel_words(was, run),
             )
     log.info("run cancel", extra={"run_id": run.pk, "accepted": done})
     if done and in_review:
@@ -241,7 +249,8 @@ def deletion_counts(agent_ids: list[int]) -> dict[int, dict[str, int]]:
         .values("agent_id")
         .annotate(
             runs=Count("id"),
-            logs=Count("id", filter=~Q(log_path="")),
+            # A run names a log file only while it has one (runs.rawlog); retention's leave it.
+            logs=Count("id", filter=~Q(log_path="") & Q(output_pruned_at__isnull=True)),
             active=Count("id", filter=Q(state__in=Run.ACTIVE_STATES)),
         )
     )
@@ -357,9 +366,9 @@ def _delete_when_idle(
             return in_progress
         run_count = 0
         logs: list[str] = []
-        for log_path in runs.values_list("log_path", flat=True).iterator():
+        for log_path, pruned_at in runs.values_list("log_path", "output_pruned_at").iterator():
             run_count += 1
-            if log_path:
+            if log_path and pruned_at is None:
                 logs.append(log_path)
         delete_agent(
             agent,

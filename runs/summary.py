@@ -44,7 +44,10 @@ def run_summary(run: Run) -> dict:
         "rerun_of": run.rerun_of_id,
         "agent_version": run.agent_version_id,
         "host": run.host or None,
+        # Its log file, only while it has one (kept after the run, or imported: runs.rawlog).
         "log_path": run.log_path or None,
+        # When retention removed its output (runs.retention); its metrics stay.
+        "output_pruned_at": _iso(run.output_pruned_at),
         "output_bytes": run.output_bytes,
         "peak_memory_mb": run.peak_memory_mb,
         "model": run.model or None,

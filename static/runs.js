@@ -300,7 +300,19 @@
       distanceFromEnd = null;
     });
 
-    log.scrollTop = log.scrollHeight;
+    // A link to a line (a search result: #line-<chunk>-<line>) shows that line, and the log
+    // stops following new output so that it stays in view.
+    const hit = log.querySelector("[data-hit]");
+    if (hit) {
+      follow = false;
+      if (toggle) {
+        toggle.setAttribute("aria-pressed", "false");
+        toggle.textContent = "Resume auto-scroll";
+      }
+      hit.scrollIntoView({ block: "center" });
+    } else {
+      log.scrollTop = log.scrollHeight;
+    }
     // For tests and the curious: what the page has seen, and a way to drop the connection.
     window.cronosRunLog = {
       get lastSeq() {

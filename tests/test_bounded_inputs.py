@@ -137,6 +137,11 @@ SAID = {
         (enc("²_1"), "That page link is damaged"),
     ],
     ("runs:list", "after"): [("-99999999999999999_1", "That page link is damaged")],
+    ("runs:list", "q"): [
+        (enc('"*" -x NEAR'), ""),  # FTS syntax typed by a person: searched as words
+        (enc("* : ^"), "has no word to look for"),
+        (enc("-only"), "a word after - only leaves runs out"),
+    ],
     ("runs:output", "before"): [
         (enc("²"), "That link to earlier output is damaged"),
         ("1" * 30, "That link to earlier output is damaged"),

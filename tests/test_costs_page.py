@@ -137,6 +137,7 @@ def test_each_agent_has_its_spend_executions_tokens_and_share(client, viewer, sp
         "50",
         "33.3",
         "%",
+        "—",  # spent nothing on runs that did nothing
     ]
     assert "API-equivalent" not in alpha
     assert "2 spent" in text_of(html)
@@ -395,6 +396,8 @@ def test_the_csv_has_a_row_per_day_agent_model_and_billing(client, viewer, spend
         "output_tokens",
         "cache_creation_tokens",
         "cache_read_tokens",
+        "no_effect_cost_usd",
+        "no_effect_runs",
     ]
     assert [row["day"] for row in rows] == sorted(row["day"] for row in rows)
     assert len(rows) == 4  # not the day before the range
@@ -411,6 +414,8 @@ def test_the_csv_has_a_row_per_day_agent_model_and_billing(client, viewer, spend
         "output_tokens": "200",
         "cache_creation_tokens": "30",
         "cache_read_tokens": "4000",
+        "no_effect_cost_usd": "0.000000",
+        "no_effect_runs": "0",
     }
     beta = [r for r in rows if r["agent"] == "beta"]
     assert {r["cost_kind"] for r in beta} == {"API-equivalent"}
@@ -456,7 +461,7 @@ def test_the_agent_page_shows_this_months_spend_with_a_link(client, viewer):
     client.force_login(viewer)
     html = client.get("/agents/alpha/").content.decode()
     line = re.search(r"<p[^>]*data-month-spend>(.*?)</p>", html, re.S)
-    assert line and text_of(line[1]).strip() == "This month: $1.75"
+    assert line and text_of(line[1]).strip() == "This month: $1.75 · costs"
     assert 'href="/costs/?agent=alpha"' in line[1]
 
 
@@ -466,7 +471,7 @@ def test_the_agent_pages_month_is_api_equivalent_under_a_subscription(client, vi
     client.force_login(viewer)
     html = client.get("/agents/alpha/").content.decode()
     line = re.search(r"<p[^>]*data-month-spend>(.*?)</p>", html, re.S)
-    assert line and text_of(line[1]).strip() == "This month: $2.00 (API-equivalent)"
+    assert line and text_of(line[1]).strip() == "This month: $2.00 · costs (API-equivalent)"
 
 
 def test_a_command_agent_that_never_spent_has_no_month_line(client, viewer):

@@ -283,6 +283,10 @@ def test_every_setting_is_read_from_the_environment_through_the_helpers():
         ("CRONOS_STALE_AFTER_SECONDS", "1", "must be at least twice CRONOS_HEARTBEAT_SECONDS"),
         ("DATABASE_URL", "sqlite://", "DATABASE_URL must name a SQLite file"),
         ("CRONOS_DATA_DIR", "/var/tmp", "must be a folder of Cronos's own, not a shared one"),
+        # A cap that rounds to $0.00 would block every run; one past a DecimalField's room
+        # would break every hand-over.
+        ("CRONOS_SITE_DAILY_BUDGET_USD", "0.004", "must be 0 (no cap) or an amount from 0.01"),
+        ("CRONOS_SITE_DAILY_BUDGET_USD", "1e30", "must be 0 (no cap) or an amount from 0.01"),
     ],
 )
 def test_a_setting_cronos_cannot_use_is_one_line_naming_it(tmp_path, variable, value, words):

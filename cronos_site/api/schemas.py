@@ -98,7 +98,13 @@ class RunOut(Schema):
     rerun_of: int | None
     agent_version: int | None
     host: str | None
-    log_path: str | None
+    log_path: str | None = Field(
+        description="Its log file, only while it has one: kept after the run (part of its "
+        "output never reached the database) or imported. The output is in the database."
+    )
+    output_pruned_at: str | None = Field(
+        description="When retention removed its output (chunks and log file); null if it did not."
+    )
     output_bytes: int
     peak_memory_mb: float | None
     model: str | None

@@ -26,11 +26,13 @@ from runs.stuck import Stuck, stuck_runs
 PER_PAGE = 50
 TREND_RUNS = 20  # outcomes in each agent's sparkline
 
-# What a run's outcome counts as, for the trend. Skipped slots and a person's cancel are
-# neither a success nor a failure of the agent.
+# What a run's outcome counts as, for the trend (as runs.health counts them). A run that did
+# nothing is its own outcome, neither a success nor a failure; skipped slots and a person's
+# cancel are neither either, and not counted.
 SUCCESS = set(Run.SUCCESS_STATES)
+NO_EFFECT = set(Run.NO_EFFECT_STATES)
 FAILURE = set(Run.FAILURE_STATES)
-OUTCOME_STATES = sorted(SUCCESS | FAILURE | {Run.State.CANCELLED})
+OUTCOME_STATES = sorted(SUCCESS | NO_EFFECT | FAILURE | {Run.State.CANCELLED})
 STATE_LABELS = dict(Run.State.choices)
 
 
@@ -96,15 +98,19 @@ class Bar:
     x: str
     y: str
     height: str
-    kind: str  # "success", "failure", "neutral"
+    kind: str  # "success", "no-effect", "failure", "neutral" (its class, its colour)
     state: str
 
 
 @dataclass
 class Trend:
+    """An agent's last outcomes. `counted` are those that succeeded, did nothing or failed;
+    the rate is the share that succeeded, as runs.health's success rate is."""
+
     bars: list[Bar] = field(default_factory=list)
     succeeded: int = 0
     counted: int = 0
+    no_effect: int = 0
 
     @property
     def rate(self) -> int | None:
@@ -114,7 +120,8 @@ class Trend:
     def summary(self) -> str:
         if not self.bars:
             return "no finished runs yet"
-        return f"{self.succeeded} of {self.counted} of the last {len(self.bars)} runs succeeded"
+        words = f"{self.succeeded} of {self.counted} of the last {len(self.bars)} runs succeeded"
+        return f"{words}, {self.no_effect} did nothing" if self.no_effect else words
 
 
 @dataclass
@@ -293,7 +300,8 @@ def trends_for(agent_ids: list[int], size: int = TREND_RUNS) -> dict[int, Trend]
 
 
 def trend(states: list[str], size: int = TREND_RUNS) -> Trend:
-    """Bars for a win/loss sparkline, oldest first: up for a success, down for a failure."""
+    """Bars for a win/loss sparkline, oldest first: up for a success, down for a failure, half
+    down for a run that did nothing (it lowers the rate, it is not a failure)."""
     result = Trend()
     width = 4
     for index, state in enumerate(states[-size:]):
@@ -301,6 +309,10 @@ def trend(states: list[str], size: int = TREND_RUNS) -> Trend:
         if state in SUCCESS:
             bar = Bar(x, "1", "8", "success", state)
             result.succeeded += 1
+            result.counted += 1
+        elif state in NO_EFFECT:
+            bar = Bar(x, "10", "4", "no-effect", state)
+            result.no_effect += 1
             result.counted += 1
         elif state in FAILURE:
             bar = Bar(x, "10", "8", "failure", state)

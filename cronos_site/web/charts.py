@@ -79,8 +79,15 @@ def _x_ticks(days: Sequence[Day], slot: float) -> list[Tick]:
     return ticks
 
 
+# The stack of a runs-per-day bar, from the bottom: a Day's field (also the bar's class, its
+# colour in static/runs.css) and its words. A run that did nothing is neither a success nor a
+# failure (runs.health).
+RUN_KINDS = (("succeeded", "succeeded"), ("no_effect", "did nothing"), ("failed", "failed"))
+
+
 def runs_per_day(days: Sequence[Day]) -> Chart:
-    """Stacked bars: succeeded at the bottom, failed on top, one bar a day."""
+    """Stacked bars, one a day: succeeded at the bottom, then the runs that did nothing, then
+    the failed ones on top."""
     chart = Chart()
     plot_h = HEIGHT - BOTTOM - TOP
     slot = (WIDTH - LEFT) / max(len(days), 1)
@@ -91,7 +98,8 @@ def runs_per_day(days: Sequence[Day]) -> Chart:
         width = slot * 0.7
         y = chart.baseline
         label = day.day.isoformat()
-        for count, kind in ((day.succeeded, "succeeded"), (day.failed, "failed")):
+        for kind, words in RUN_KINDS:
+            count = getattr(day, kind)
             if not count:
                 continue
             height = count * scale
@@ -103,7 +111,7 @@ def runs_per_day(days: Sequence[Day]) -> Chart:
                     round(width, 1),
                     round(height, 1),
                     kind,
-                    f"{label}: {count} {kind}",
+                    f"{label}: {count} {words}",
                 )
             )
     chart.empty = not chart.bars
@@ -113,7 +121,10 @@ def runs_per_day(days: Sequence[Day]) -> Chart:
     chart.x_ticks = _x_ticks(days, slot)
     total = sum(d.runs for d in days)
     failed = sum(d.failed for d in days)
+    nothing = sum(d.no_effect for d in days)
     chart.summary = f"{total} runs in {len(days)} days, {failed} failed"
+    if nothing:
+        chart.summary += f", {nothing} did nothing"
     return chart
 
 

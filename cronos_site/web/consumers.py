@@ -103,7 +103,8 @@ class RunOutputConsumer(TailingConsumer):
         return await self._exists()
 
     def poll_seconds(self) -> float:
-        if self.state in Run.WAITING_STATES:
+        # A deferred run waits hours for its reset: followed slowly, its output continues live.
+        if self.state in Run.WAITING_STATES or self.state == Run.State.DEFERRED:
             return settings.CRONOS_LIVE_POLL_SECONDS * WAITING_POLL_FACTOR
         return settings.CRONOS_LIVE_POLL_SECONDS
 

@@ -141,7 +141,9 @@ def decimal_text(value: Decimal | None) -> str:
 @dataclass
 class Figures:
     """Sums over some roll-up rows. `cost` is all of it: `billed` (API key), `api_equivalent`
-    (subscription) and whatever the CLI did not say how it was paid for."""
+    (subscription) and whatever the CLI did not say how it was paid for. Of it,
+    `no_effect_cost` is what the runs that did nothing spent (`no_effect_runs` of them,
+    DESIGN.md §7.6), counted on the day such a run ended (runs.costs.record_no_effect)."""
 
     executions: int = 0
     cost: Decimal = ZERO
@@ -151,6 +153,8 @@ class Figures:
     output_tokens: int = 0
     cache_creation_tokens: int = 0
     cache_read_tokens: int = 0
+    no_effect_cost: Decimal = ZERO
+    no_effect_runs: int = 0
 
     @classmethod
     def of(cls, sums: Mapping[str, Any]) -> Figures:
@@ -161,6 +165,8 @@ class Figures:
             billed=sums["billed"] or ZERO,
             api_equivalent=sums["api_equivalent"] or ZERO,
             **{name: sums[name] or 0 for name in TOKEN_FIELDS},
+            no_effect_cost=sums["no_effect_cost"] or ZERO,
+            no_effect_runs=sums["no_effect_runs"] or 0,
         )
 
     def add(self, other: Figures) -> None:
@@ -208,6 +214,15 @@ class Figures:
         return usd(self.per_execution, 4)
 
     @property
+    def no_effect_cost_text(self) -> str:
+        return usd(self.no_effect_cost)
+
+    @property
+    def no_effect_share(self) -> str:
+        """What of the spend went on runs that did nothing, as a share ("12.5 %")."""
+        return _share(self.no_effect_cost, self.cost)
+
+    @property
     def api_note(self) -> str:
         """What of the cost is API-equivalent: all of it, a part, or nothing ("")."""
         if not self.api_equivalent:
@@ -225,6 +240,8 @@ def _sums() -> dict[str, Any]:
         "billed": Sum("cost_usd", filter=Q(billing=API_KEY)),
         "api_equivalent": Sum("cost_usd", filter=Q(billing=SUBSCRIPTION)),
         **{name: Sum(name) for name in TOKEN_FIELDS},
+        "no_effect_cost": Sum("no_effect_cost_usd"),
+        "no_effect_runs": Sum("no_effect_runs"),
     }
 
 
@@ -249,7 +266,7 @@ def _share(part: Decimal, whole: Decimal) -> str:
 
 WIDTH = 960
 HEIGHT = 220
-LEFT = 52  # room for the dollar labels
+LEFT = 60  # room for the dollar labels ($0.0025, $250k)
 RIGHT = 20  # room for the last bar's label, centred under it
 BOTTOM = 22
 TOP = 8
@@ -287,7 +304,24 @@ class SpendChart:
 
 
 def _dollar_tick(value: float) -> str:
-    return f"${value / 1000:g}k" if value >= 1000 else f"${value:g}"
+    """An axis label short enough for the chart's margin: $0, $0.0025, $2.5, $250, $25k,
+    $2.5M, $2.5B (never an exponent)."""
+    if value == 0:
+        return "$0"
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= size:
+            return f"${_short(value / size)}{unit}"
+    if value >= 0.01:
+        return f"${_short(value)}"
+    return f"${value:.6f}".rstrip("0")
+
+
+def _short(number: float) -> str:
+    """At most three significant digits, without an exponent: 2.5, 250, 0.25."""
+    text = f"{number:.3g}"
+    if "e" in text:
+        text = f"{number:.0f}"
+    return text
 
 
 def spend_chart(buckets: list[Bucket], colours: dict[str, str], unit: str) -> SpendChart:
@@ -368,7 +402,7 @@ class AgentChart:
 
 def agent_chart(rows: list[Row], others: Row | None) -> AgentChart:
     """Horizontal bars, one an agent, longest first, then the others summed."""
-    label_x, bar_x, bar_room, row_h, bar_h = 196, 204, AGENTS_WIDTH - 300, 22, 14
+    label_x, bar_x, bar_room, row_h, bar_h = 196, 204, AGENTS_WIDTH - 360, 22, 14
     drawn = [*rows, *([others] if others else [])]
     longest = max((float(r.figures.cost) for r in drawn), default=0) or 1
     bars = []
@@ -418,7 +452,8 @@ class Report:
 
     @property
     def empty(self) -> bool:
-        return not self.totals.executions and not self.totals.cost
+        totals = self.totals
+        return not totals.executions and not totals.cost and not totals.no_effect_runs
 
 
 def _buckets(kind: str, first: date, last: date) -> list[Bucket]:
@@ -488,6 +523,10 @@ def sum_figures(many: Iterable[Figures]) -> Figures:
     return total
 
 
+# The spend of agents deleted since, kept and shown together under this name.
+DELETED_AGENTS = "(deleted agents)"
+
+
 def rollups(query: CostQuery, today: date, agent: Agent | None) -> QuerySet[CostRollup]:
     """The roll-up rows of the range (of `agent`, if one was asked for)."""
     rows = CostRollup.objects.filter(day__gte=query.range.first_day(today), day__lte=today)
@@ -546,7 +585,8 @@ def report(query: CostQuery, today: date) -> Report:
     for spent in top:
         figures = Figures.of(spent)
         # An agent deleted since the first query (its roll-ups with it) has no name to link.
-        name = names.get(spent["agent_id"], "")
+        # Spend of deleted agents is kept (runs.models.CostRollup.agent is SET_NULL).
+        name = names.get(spent["agent_id"], "") if spent["agent_id"] else DELETED_AGENTS
         label = name or "(a deleted agent)"
         agents.append(Row(label, figures, _share(figures.cost, totals.cost), name=name))
     count = len(top)
@@ -593,6 +633,9 @@ CSV_COLUMNS = (
     "executions",
     "cost_usd",
     *TOKEN_FIELDS,
+    # Of cost_usd, what the runs that ended no_effect that day spent, and how many they were.
+    "no_effect_cost_usd",
+    "no_effect_runs",
 )
 COST_KINDS = {SUBSCRIPTION: API_EQUIVALENT, API_KEY: "billed"}
 CSV_BATCH = 2000
@@ -616,20 +659,31 @@ def csv_chunks(query: CostQuery, today: date) -> Iterator[str]:
         rollups(query, today, agent)
         .order_by("day", "agent__name", "model", "billing")
         .values_list(
-            "day", "agent__name", "model", "billing", "executions", "cost_usd", *TOKEN_FIELDS
+            "day",
+            "agent__name",
+            "model",
+            "billing",
+            "executions",
+            "cost_usd",
+            *TOKEN_FIELDS,
+            "no_effect_cost_usd",
+            "no_effect_runs",
         )
     )
-    for day, name, model, billing, executions, cost, *tokens in found.iterator(CSV_BATCH):
+    for row in found.iterator(CSV_BATCH):
+        day, name, model, billing, executions, cost, *tokens, nothing_cost, nothing_runs = row
         writer.writerow(
             [
                 day.isoformat(),
-                neutralised(name),
+                neutralised(name if name is not None else DELETED_AGENTS),
                 neutralised(model),
                 neutralised(billing),
                 COST_KINDS.get(billing, "unknown"),
                 executions,
                 decimal_text(cost),
                 *tokens,
+                decimal_text(nothing_cost),
+                nothing_runs,
             ]
         )
         if buffer.tell() >= CHUNK_CHARS:

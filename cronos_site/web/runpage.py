@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.db.models import Q
 from django.db.models.functions import Length
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 
 from agents.versions import version_number
 from cronos_site.web import ansi
@@ -36,9 +37,12 @@ class OutputWindow:
     last_seq: int | None
     has_earlier: bool
     state: ansi.AnsiState
+    marked: bool = False  # the line asked for (`mark`) is in it, highlighted
 
 
-def output_window(run: Run, before: int | None = None) -> OutputWindow:
+def output_window(
+    run: Run, before: int | None = None, mark: tuple[int, int] | None = None
+) -> OutputWindow:
     """The output before chunk `before` (up to the end of the log when None), within the budget.
 
     Chunks are cut wherever the output was flushed, so one may start in the middle of a line.
@@ -79,8 +83,84 @@ def output_window(run: Run, before: int | None = None) -> OutputWindow:
     start = _line_start(texts.get(first - 1), texts.get(first, ""))
     # The part of the first chunk before its first line start belongs to the window before.
     _, state = ansi.convert(body[:start], _state_at(run.pk, first))
-    html, state = ansi.convert(body[start:], state)
-    return OutputWindow(html, first, last, first - 1 in texts, state)
+    line = _marked_line(texts, first, last, start, body, mark)
+    if line is None:
+        html, state = ansi.convert(body[start:], state)
+        return OutputWindow(html, first, last, first - 1 in texts, state)
+    # The line a search link points to (runs.search.Hit.anchor), in a span of its own: each
+    # piece is converted with the colours the one before left, as chunks are.
+    line_start, line_end = line
+    before_html, state = ansi.convert(body[start:line_start], state)
+    line_html, state = ansi.convert(body[line_start:line_end], state)
+    after_html, state = ansi.convert(body[line_end:], state)
+    assert mark is not None
+    anchor = f"line-{mark[0]}-{mark[1]}"
+    # Safe: the three pieces are ansi.convert's (escaped), the anchor two integers.
+    html = mark_safe(
+        f'{before_html}<span class="hit" id="{anchor}" data-hit>{line_html}</span>{after_html}'
+    )
+    return OutputWindow(html, first, last, first - 1 in texts, state, marked=True)
+
+
+def _marked_line(
+    texts: dict[int, str],
+    first: int,
+    last: int,
+    start: int,
+    body: str,
+    mark: tuple[int, int] | None,
+) -> tuple[int, int] | None:
+    """Where in `body` (the window's text, shown from `start`) the line `mark` is: line
+    `mark[1]` (from 1) of chunk `mark[0]`; None when it is not in the window. A line cut between
+    chunks is marked whole, from where it starts (in the chunk before, for line 1)."""
+    if mark is None or not first <= mark[0] <= last or mark[0] not in texts:
+        return None
+    seq, number = mark
+    offset = sum(len(texts.get(s, "")) for s in range(first, seq))
+    text = texts[seq]
+    position = 0
+    for _ in range(number - 1):
+        position = text.find("\n", position) + 1
+        if position == 0:
+            return None  # the chunk has fewer lines
+    if number == 1:
+        line_start = body.rfind("\n", 0, offset) + 1
+    else:
+        line_start = offset + position
+    if line_start < start:
+        return None  # it starts in the part of the first chunk the window before shows
+    end = body.find("\n", offset + position)
+    return line_start, len(body) if end == -1 else end
+
+
+def output_at(run: Run, mark: tuple[int, int] | None) -> tuple[OutputWindow, bool]:
+    """The run page's output: the tail, with the line `mark` (chunk, line from 1) highlighted
+    when it is there; else, for an older line, the window around it (and True: that window is
+    not the end of the log, so the page does not follow live output from it). A line no longer
+    stored (retention) or never there gives the tail, unmarked."""
+    window = output_window(run, mark=mark)
+    if mark is None or window.marked or window.first_seq is None or mark[0] >= window.first_seq:
+        return window, False
+    around = output_window(run, before=window_around(run, mark[0]), mark=mark)
+    return (around, True) if around.marked else (window, False)
+
+
+def window_around(run: Run, seq: int) -> int:
+    """The `before` of a window of output that holds chunk `seq` and about a quarter of the
+    budget after it (the rest before it): where a link to an old line opens the run page."""
+    after = (
+        RunChunk.objects.filter(run_id=run.pk, seq__gt=seq)
+        .order_by("seq")
+        .annotate(size=Length("text"))
+        .values_list("seq", "size")[: TAIL_CHUNKS // 4]
+    )
+    end, budget = seq + 1, 0
+    for chunk_seq, size in after:
+        if budget + size > TAIL_CHARS // 4:
+            break
+        budget += size
+        end = chunk_seq + 1
+    return end
 
 
 def _line_start(previous: str | None, text: str) -> int:

@@ -70,6 +70,8 @@ run_urls = (
         path("runs/", runs.run_list, name="list"),
         path("runs/<int:run_id>/", runs.run_detail, name="detail"),
         path("runs/<int:run_id>/output/", runs.run_output, name="output"),
+        # The raw log as a file (runs.rawlog): the whole output, masked as stored.
+        path("runs/<int:run_id>/log/", runs.run_log, name="log"),
         path("runs/<int:run_id>/cancel/", runs.run_cancel, name="cancel"),
         path("runs/<int:run_id>/again/", runs.run_again, name="again"),
         path("runs/<int:run_id>/approve/", approvals.approve, name="approve"),

@@ -179,6 +179,8 @@ class ClaudeMetrics:
     is_error: bool = False
     permission_denials: list = field(default_factory=list)
     model_usage: dict = field(default_factory=dict)
+    # `--json-schema` runs: the result's validated object (its `result` is a stock sentence).
+    structured_output: Any = None
 
 
 def utc_time(instant: datetime) -> str:
@@ -435,14 +437,14 @@ class StreamParser:
             kind = PERMISSION_DENIED if metrics.permission_denials else None
         if kind is None and self.terminal_reason == "max_turns":
             kind = TURN_LIMIT
+        if kind is None and metrics.subtype == SUCCESS and not metrics.is_error:
+            # A "success" that said nothing (outcome: "empty result"): nothing came back. Not
+            # read from stray lines printed beside the stream (a hook's log saying "usage limit
+            # reached" must not pause an account): the result said no error.
+            return NO_RESULT
         if kind is None:
             kind = self._text_kind()
-        if kind is not None:
-            return kind
-        if metrics.subtype == SUCCESS and not metrics.is_error:
-            # A "success" that said nothing (outcome: "empty result"): nothing came back.
-            return NO_RESULT
-        return AGENT_ERROR
+        return kind or AGENT_ERROR
 
     def _no_result_kind(self) -> str:
         """The CLI ended without a result: a retry it was still making, else its words
@@ -766,6 +768,7 @@ class StreamParser:
             self._set_tokens(_sum_usage([usage]))
         denials = event.get("permission_denials")
         metrics.permission_denials = _compact(denials) if isinstance(denials, list) else []
+        metrics.structured_output = event.get("structured_output")
         model_usage = event.get("modelUsage")
         if isinstance(model_usage, dict) and model_usage:
             metrics.model_usage = model_usage

@@ -41,14 +41,23 @@ from agents import secrets
 from agents.conditions import ConditionError
 from agents.conditions import parse as parse_conditions
 from runs import costs, live, reviews
-from runs.execution import conditions, gitinfo, guardrails, isolation, payload, review, workdir
+from runs.execution import (
+    conditions,
+    gitinfo,
+    guardrails,
+    isolation,
+    outcome,
+    payload,
+    review,
+    workdir,
+)
 from runs.execution.launcher import Launch, launch
 from runs.execution.limits import effective_limits
 from runs.execution.outage import DATABASE_ERRORS, Outage, retry
 from runs.execution.output import OutputSink, clean_text
 from runs.execution.process import ProcessTree, describe, pipe_holders
 from runs.execution.runners import Command, Runner, runner_for
-from runs.models import Run
+from runs.models import Run, RunChunk
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +223,7 @@ class Execution:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            self._settle_log_file()
             if self.tree is not None:
                 self.tree.close()
             if self.workspace is not None and not self.workspace_kept:
@@ -716,8 +726,16 @@ class Execution:
             )
             reason = f"{reason}; {note}" if reason else note
         values = self._metrics()
-        if kind == Run.FailureKind.USAGE_LIMIT and self._defer(reason, values):
-            return
+        if kind == Run.FailureKind.USAGE_LIMIT:
+            if self._defer(reason, values):
+                return
+            from runs.deferral import MAX_EXECUTIONS
+
+            if self.run.executions >= MAX_EXECUTIONS:
+                reason = (
+                    f"usage limit reached at execution {self.run.executions}, the most a run "
+                    f"is deferred ({MAX_EXECUTIONS}): it ends here; {reason}"
+                )
         commits: list[dict] = []
         files: list[str] = []
         if self.is_git:
@@ -726,6 +744,14 @@ class Execution:
                 # Git cannot tell two runs' commits apart: both are flagged (workdir.py).
                 shared = workdir.shared_note(self.run, self.git_before.toplevel)
                 reason = "; ".join(part for part in (reason, shared) if part)
+        if state == Run.State.SUCCEEDED and outcome.expected(self.config):
+            # Did it do the work (DESIGN.md §7.6)? A clean run that did not: no_effect.
+            verdict = self._check_outcome(commits, files)
+            if not verdict.met:
+                state = Run.State.NO_EFFECT
+                reason = "; ".join(part for part in (verdict.reason, reason) if part)
+            elif verdict.reason:
+                reason = "; ".join(part for part in (reason, verdict.reason) if part)
         change = None
         if self.workspace is not None and state == Run.State.SUCCEEDED:
             try:
@@ -772,6 +798,53 @@ class Execution:
         if self.read_only_violation:
             self.notes.append(self.read_only_violation)
 
+    def _check_outcome(self, commits: list[dict], files: list[str]) -> outcome.Verdict:
+        """The agent's expected outcome against what the run did (runs/execution/outcome.py);
+        its output is read from the database (every chunk is stored first)."""
+        assert self.runner is not None and self.sink is not None
+
+        def printed() -> str:
+            self.sink.save_unsaved()  # type: ignore[union-attr]
+            pieces: list[str] = []
+            size = 0
+            chunks = RunChunk.objects.filter(run_id=self.run.pk).order_by("-seq")
+            for text in chunks.values_list("text", flat=True).iterator(chunk_size=200):
+                pieces.append(text)
+                size += len(text)
+                if size >= outcome.OUTPUT_CHARS:
+                    break
+            return "".join(reversed(pieces))[-outcome.OUTPUT_CHARS :]
+
+        def command_context() -> conditions.Context:
+            config = self.config
+            return conditions.Context(
+                run=self.run,
+                zone_name=config.timezone,
+                cwd=self.cwd,
+                env=self.env,
+                writable=self._writable(),
+                nice=config.cpu_nice or 0,
+                cpu_seconds=config.cpu_time_limit_seconds,
+                network_none=config.guardrail_network == guardrails.NETWORK_NONE,
+                # A long check heartbeats, so the run is not taken for lost meanwhile.
+                should_stop=lambda: self._heartbeat() is False,
+            )
+
+        evidence = outcome.Evidence(
+            commits=commits,
+            files=files,
+            said=self.runner.said(),
+            printed=printed,
+            structured=self.runner.structured(),
+        )
+        try:
+            return outcome.check(self.config, evidence, command_context=command_context)
+        except DATABASE_ERRORS:
+            raise
+        except Exception as exc:
+            log.exception("the outcome check failed", extra={"run_id": self.run.pk})
+            return outcome.Verdict(False, f"no effect: the outcome check could not run: {exc}")
+
     def _failure_kind(self, state: str, returncode: int | None) -> str:
         """The run's FailureKind for an outcome `state` (DESIGN.md §7.4): from the situation
         (timeout, a resource limit, a signal), else the runner's reading of its output."""
@@ -812,7 +885,7 @@ class Execution:
             now,
             describe=getattr(runner, "_local_time", lambda at: at.isoformat()),
         )
-        account = deferral.account_key_from_env(self.env)
+        account = deferral.account_key(self.config)
         words = f"{plan.reason}; {reason}" if reason else plan.reason
         words = self._mask(words) if self.secret_values else words
         metrics = self._with_earlier(values)
@@ -961,6 +1034,31 @@ class Execution:
             # Never under a live reader: the descriptor number could be reused by another file.
             self.tree.proc.stdout.close()
 
+    def _settle_log_file(self) -> None:
+        """One copy of the output (runs/rawlog.py): the run is over here (ended, deferred or
+        lost), so once the database holds all of its output the log file goes and the run
+        names none; while some is not stored, the file stays, named, as the safer copy."""
+        sink = self.sink
+        if sink is None:
+            return
+        if not sink.discard_file():
+            if sink.closed:
+                log.warning(
+                    "run log file kept: part of the output is not in the database",
+                    extra={"run_id": self.run.pk, "path": sink.log_path},
+                )
+            return
+        try:
+            Run.objects.filter(pk=self.run.pk, log_path=sink.log_path).update(log_path="")
+        except DATABASE_ERRORS as exc:
+            # A name left for a file that is gone: readers look before they read.
+            log.warning(
+                "run log file removed, its name not cleared",
+                extra={"run_id": self.run.pk, "error": str(exc)},
+            )
+        else:
+            self.run.log_path = ""
+
     # --- recording -----------------------------------------------------------------------
 
     def _cancel_requested_by(self) -> str | None:
@@ -1028,6 +1126,8 @@ class Execution:
                     if spend:
                         costs.record_spend(self.run, spend, timezone.now())
                         costs.alert_if_near(self.run.agent, timezone.now())
+                    if state == Run.State.NO_EFFECT:
+                        costs.record_no_effect(self.run, timezone.now())
                     return True
             # A connection lost at COMMIT may have hidden that an earlier try went through.
             return (
@@ -1037,9 +1137,28 @@ class Execution:
 
         try:
             won = retry(record, "recording a run's outcome", run_id=self.run.pk)
-        except Exception:
+        except DATABASE_ERRORS:
             log.exception("could not record the run's outcome", extra={"run_id": self.run.pk})
             return False
+        except Exception as exc:
+            # Not the database being away: something in the outcome it cannot hold (a value
+            # past a column's range...). The run still ends, failed, with why; never left
+            # `running` for the reaper to call lost and retry.
+            log.exception("could not record the run's outcome", extra={"run_id": self.run.pk})
+            problem = f"internal error: the outcome could not be recorded ({type(exc).__name__})"
+            try:
+                won = retry(
+                    lambda: self.run.finish(
+                        Run.State.FAILED,
+                        reason=f"{problem}; {reason}"[:4000],
+                        failure_kind=Run.FailureKind.INTERNAL,
+                    ),
+                    "recording a run's outcome",
+                    run_id=self.run.pk,
+                )
+            except Exception:
+                log.exception("could not record the run's failure", extra={"run_id": self.run.pk})
+                return False
         if won:
             live.announce_state(self.run.pk)
         else:

@@ -25,6 +25,13 @@ away for a moment) is kept, in order, and stored with the next flush that gets t
 the same sequence numbers a viewer would have seen. A log file that cannot be written any more
 (a full disk) is closed where it stopped and the output goes on to the database alone;
 `file_error` says why, for the run's reason.
+
+One copy is kept, not two (README "Where output lives"): the chunks are what the live view,
+the run page and search read. The file is the copy that survives a database that is away while
+the run runs; once the run is over and every chunk is stored, `discard_file()` removes it (the
+executor then clears `Run.log_path`). It stays when some output never reached the database,
+where it is the safer copy (runs.rawlog serves it as the run's raw log). A partial file (a full
+disk) goes too when the database has everything: it is the lesser copy, and its disk filled.
 """
 
 from __future__ import annotations
@@ -135,6 +142,9 @@ class OutputSink:
             self.log_path = log_path_for(run, started or timezone.now())
         self.path = Path(settings.CRONOS_LOG_DIR) / self.log_path
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A run deferred by a usage limit had its file removed once its output was all stored:
+        # the new file starts with that output again, so that it is a whole copy while it runs.
+        restore = resume and not self.path.exists()
         # Open for the whole run (not a with-block): flush() appends to it, close() ends it.
         # Unbuffered, so that a failed write leaves nothing behind to fail again at close.
         # Private to Cronos (0600) whatever the umask: logs hold what agents printed.
@@ -144,6 +154,8 @@ class OutputSink:
         _probe_room(self._file, self.path)
         # Why the log file stopped short of the output (a full disk), if it did.
         self.file_error: str | None = None
+        if restore:
+            self._restore_file()
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._lock = threading.Condition()
         self._pending: list[bytes] = []
@@ -288,6 +300,25 @@ class OutputSink:
         """Whether some output (or its byte count) is not in the database yet."""
         return bool(self._unsaved) or self._uncertain or self.received_bytes != self._saved_bytes
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def discard_file(self) -> bool:
+        """Remove the log file, once closed with all of the output in the database; returns
+        whether it is gone. While some output is not stored, it stays: the safer copy."""
+        if not self._closed or self.unsaved:
+            return False
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning(
+                "cannot remove the run's log file",
+                extra={"run_id": self.run.pk, "path": str(self.path), "error": str(exc)},
+            )
+            return False
+        return True
+
     def save_unsaved(self) -> None:
         """Store what earlier flushes could not; raises if the database is still away."""
         try:
@@ -376,6 +407,12 @@ class OutputSink:
                 extra={"run_id": self.run.pk, "path": str(self.path), "error": self.file_error},
             )
             self._close_file()
+
+    def _restore_file(self) -> None:
+        """Write the output stored so far (by earlier executions) to the new log file."""
+        chunks = RunChunk.objects.filter(run_id=self.run.pk).order_by("seq")
+        for text in chunks.values_list("text", flat=True).iterator():
+            self._write_file(text.encode())
 
     def _close_file(self) -> None:
         if self._file is None:

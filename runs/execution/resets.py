@@ -19,10 +19,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 # The words of a usage limit in every wording collected (research §1.4), never the context
 # window's: "usage limit reached", "5-hour limit reached", "You've hit your (session|weekly)
 # limit", "You're out of extra usage".
+# "hit your limit" counts only with its reset close after ("· resets 6pm", or the /usage
+# screen's "Resets Jan 12" two lines down), the CLI's own shapes: a build log's "you hit your limit of 5 concurrent builds" is not Claude's; "daily limit
+# reached" is any API's (GitHub's search), never Claude's wording.
 _LIMIT_TEXT = re.compile(
     r"usage limit reached"
-    r"|(?<![\w-])(?:5-hour|five-hour|session|weekly|daily|opus|sonnet)\s+limit reached"
-    r"|hit your (?:(?:session|weekly|daily|usage|5-hour|opus|sonnet)\s+)?limit\b"
+    r"|(?<![\w-])(?:5-hour|five-hour|session|weekly|opus|sonnet)\s+limit reached"
+    r"|hit your (?:(?:session|weekly|usage|5-hour|opus|sonnet)\s+)?limit"
+    r"(?=[\s\S]{0,80}?\bresets?\b)"
     r"|out of extra usage",
     re.IGNORECASE,
 )

@@ -94,7 +94,7 @@ def test_a_usage_limit_pause_is_shown_and_an_admin_lifts_it(
     page.goto(f"{web}/")
     banner = page.locator("[data-usage-pause-banner]")
     expect(banner).to_contain_text("Claude usage limit")
-    expect(banner).to_contain_text("five_hour")
+    expect(banner).to_contain_text("its 5-hour usage limit")
     # Both agents on the account are marked; the run page says when the deferred run resumes.
     expect(page.locator(f"tr[data-agent={sibling.name}] [data-usage-pause]")).to_be_visible()
     expect(page.locator(f"tr[data-agent={agent.name}] [data-usage-pause]")).to_be_visible()

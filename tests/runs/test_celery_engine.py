@@ -166,6 +166,7 @@ def test_on_celery_beat_drives_every_task_and_the_scheduler_keeps_release(settin
         "deferrals",
         "followups",
         "deliveries",
+        "retention",
     }
     assert set(driven) == {t.name for t in housekeeping.TASKS}
 
@@ -228,6 +229,7 @@ def test_beat_rows_follow_the_registry_and_keep_what_an_admin_chose():
         "cronos: reviews",
         "cronos: deferrals",
         "cronos: deliveries",
+        "cronos: retention",
     }
 
 

@@ -23,8 +23,10 @@ from django.utils import timezone
 from agents import secrets
 from agents.models import Agent
 from agents.secrets import MASK
+from runs import rawlog
 from runs.execution import executor as executor_module
 from runs.execution.executor import execute
+from runs.execution.output import OutputSink
 from runs.models import Run, RunChunk
 from tests.factories import make_agent
 
@@ -54,7 +56,12 @@ def command_agent(name: str, command: str, tmp_path: Path, **fields) -> Agent:
 
 
 def log_bytes(run: Run, log_dir: Path) -> bytes:
-    return (log_dir / run.log_path).read_bytes()
+    """The run's raw log as its download gives it (runs.rawlog), encoded. Once the database
+    holds the whole output, the log file is gone and the run names none (one copy)."""
+    run.refresh_from_db()
+    assert run.log_path == ""
+    assert not list(log_dir.rglob(f"*-{run.pk}.log"))
+    return "".join(rawlog.pieces(run)).encode()
 
 
 def chunk_text(run: Run) -> str:
@@ -103,17 +110,31 @@ class InThread:
 # --- outcomes --------------------------------------------------------------------------------
 
 
-def test_a_successful_run_keeps_its_output_in_the_log_file_and_in_ordered_chunks(tmp_path, log_dir):
+def test_a_successful_run_keeps_its_output_in_ordered_chunks_and_its_log_file_until_it_ends(
+    tmp_path, log_dir, monkeypatch
+):
+    files = []
+    discard = OutputSink.discard_file
+
+    def look_then_discard(sink: OutputSink) -> bool:
+        files.append((sink.log_path, sink.path.read_bytes()))
+        return discard(sink)
+
+    monkeypatch.setattr(OutputSink, "discard_file", look_then_discard)
     agent = command_agent("hello", "echo hello; echo world", tmp_path)
     run = execute(new_run(agent).pk)
 
     assert run.state == Run.State.SUCCEEDED
     assert run.exit_code == 0
     assert run.reason == ""
-    assert log_bytes(run, log_dir) == b"hello\nworld\n"
     assert chunk_text(run) == "hello\nworld\n"
     assert run.output_bytes == 12
-    assert re.fullmatch(rf"runs/\d{{4}}-\d\d-\d\d/hello-\d{{6}}-{run.pk}\.log", run.log_path)
+    # While it ran, its output went to its log file too...
+    [(name, written)] = files
+    assert re.fullmatch(rf"runs/\d{{4}}-\d\d-\d\d/hello-\d{{6}}-{run.pk}\.log", name)
+    assert written == b"hello\nworld\n"
+    # ...which went once the database held all of it: the raw log is the chunks.
+    assert log_bytes(run, log_dir) == b"hello\nworld\n"
     assert run.pid and run.pgid == run.pid and run.process_started
     assert run.started_at <= run.finished_at
 
@@ -360,7 +381,8 @@ def test_binary_output_is_stored_without_a_crash_and_shown_with_replacement_char
     run = execute(new_run(command_agent("noise", "head -c 100000 /dev/urandom", tmp_path)).pk)
     assert run.state == Run.State.SUCCEEDED
     assert run.output_bytes == 100000
-    assert len(log_bytes(run, log_dir)) == 100000
+    # One copy: the raw log is the stored text, bytes that are not UTF-8 replaced as shown.
+    assert log_bytes(run, log_dir).decode() == chunk_text(run)
     assert "\ufffd" in chunk_text(run)
 
 

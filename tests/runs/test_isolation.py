@@ -34,6 +34,7 @@ from agents.models import Agent
 from runs import checks as runs_checks
 from runs.execution import isolation
 from runs.execution.executor import execute
+from runs.execution.output import OutputSink
 from runs.models import Run, RunChunk
 from tests.factories import make_agent
 from tests.processes import ENGINE, wait_for, workers
@@ -519,12 +520,19 @@ def processes_in(namespace: str) -> list[int]:
     return found
 
 
-def test_a_run_log_is_private_to_cronos(tmp_path, settings):
+def test_a_run_log_is_private_to_cronos(tmp_path, settings, monkeypatch):
     settings.CRONOS_LOG_DIR = tmp_path / "logs"
-    run = execute(new_run(command_agent("private-log", "echo secret-ish output", tmp_path)).pk)
-    log = settings.CRONOS_LOG_DIR / run.log_path
-    assert log.read_text() == "secret-ish output\n"
-    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    # Looked at as the run ends, before it goes (the database then holds all of the output).
+    seen = []
+    discard = OutputSink.discard_file
+
+    def look_then_discard(sink: OutputSink) -> bool:
+        seen.append((sink.path.read_text(), stat.S_IMODE(sink.path.stat().st_mode)))
+        return discard(sink)
+
+    monkeypatch.setattr(OutputSink, "discard_file", look_then_discard)
+    execute(new_run(command_agent("private-log", "echo secret-ish output", tmp_path)).pk)
+    assert seen == [("secret-ish output\n", 0o600)]
 
 
 def test_a_reason_that_quotes_a_process_the_agent_named_is_masked(tmp_path, unisolated):

@@ -20,6 +20,7 @@ from agents.models import Agent
 from agents.services import save_agent
 from audit.actor import Actor
 from cronos_site.web import ansi
+from runs import rawlog
 from runs.execution.executor import execute
 from runs.execution.output import OutputSink
 from runs.models import Run, RunChunk
@@ -64,11 +65,13 @@ def run_command(command: str, tmp_path: Path, **variables: str) -> Run:
 
 
 def stored(run: Run, log_dir: Path) -> tuple[bytes, str]:
-    """The run's log file and its chunks, as kept."""
+    """The run's raw log (as its download gives it) and its chunks, as kept; its log file is
+    gone, the database holding all of its output (runs.rawlog)."""
     chunks = "".join(
         RunChunk.objects.filter(run=run).order_by("seq").values_list("text", flat=True)
     )
-    return (log_dir / run.log_path).read_bytes(), chunks
+    assert not list(log_dir.rglob("*.log"))
+    return "".join(rawlog.pieces(run)).encode(), chunks
 
 
 def run_page_text(client, viewer, run: Run) -> str:

@@ -21,7 +21,7 @@ from django.core.management import call_command
 from agents.models import Agent
 from audit.actor import Actor
 from audit.models import AuditEntry
-from runs import costs, deferral, dispatch
+from runs import costs, deferral, dispatch, rawlog
 from runs.engines.tasks import execute_run
 from runs.execution.resets import parse_reset
 from runs.followups import after_run
@@ -309,7 +309,9 @@ def test_a_limited_run_defers_pauses_its_account_and_resumes_as_the_same_run(tmp
         assert dispatch.admit(blocked) is False
         blocked.refresh_from_db()
         assert blocked.state == Run.State.SKIPPED
-        assert blocked.reason.startswith("usage-limit pause: its account hit a usage limit")
+        assert blocked.reason.startswith(
+            "usage-limit pause: its account hit its 5-hour usage limit (run #"
+        )
         free = Run.objects.create(agent=tool, trigger=Run.Trigger.MANUAL)
         assert dispatch.admit(free) is True
 
@@ -340,7 +342,9 @@ def test_a_limited_run_defers_pauses_its_account_and_resumes_as_the_same_run(tmp
     marker = "execution 2: resumed after the usage limit"
     assert marker in joined
     assert joined.index("rate_limit_event") < joined.index(marker) < joined.index("all done")
-    body = (Path(settings.CRONOS_LOG_DIR) / run.log_path).read_text()
+    # One copy, the database's: the raw log reads the same, the log file is gone.
+    assert run.log_path == "" and not list(Path(settings.CRONOS_LOG_DIR).rglob("*.log"))
+    body = "".join(rawlog.pieces(run))
     assert "rate_limit_event" in body, body
     assert marker in body, body
     assert body.index("rate_limit_event") < body.index(marker) < body.index("all done"), body
@@ -378,7 +382,7 @@ def test_a_weekly_model_limit_pauses_only_that_family(tmp_path):
         assert dispatch.admit(held) is False
         assert dispatch.admit(free) is True
     held.refresh_from_db()
-    assert held.reason.startswith("usage-limit pause: its opus models hit a usage limit")
+    assert held.reason.startswith("usage-limit pause: its opus models hit its weekly Opus limit")
 
 
 def test_another_account_is_not_paused(tmp_path):
@@ -445,6 +449,57 @@ def test_an_admin_lifts_a_pause_and_its_deferred_run_resumes(tmp_path, admin_use
         assert deferral.wake(NOON, RecordingEngine()) == [run.pk]
     entry = AuditEntry.objects.get(action="usage_limit.lift")
     assert (entry.actor_username, entry.ip_address) == (admin_user.username, "10.0.0.9")
+    # Lifted already (a second click on a stale page): said, and nothing recorded again.
+    pause.refresh_from_db()
+    with pytest.raises(deferral.AlreadyEnded, match="has already been lifted"):
+        deferral.lift(pause, Actor(admin_user, AuditEntry.Source.WEB))
+    assert AuditEntry.objects.filter(action="usage_limit.lift").count() == 1
+
+
+def test_a_pause_whose_run_is_gone_is_still_said_in_words(tmp_path):
+    agent = claude(tmp_path, "limited", limited(tmp_path))
+    pause = AccountPause.objects.create(
+        account=deferral.account_key(agent),
+        limit_type="seven_day",
+        until=NOON + timedelta(days=2),
+        agent_name="deleted-one",
+    )
+    assert deferral.pause_reason(pause) == (
+        "usage-limit pause: its account hit its weekly usage limit (deleted-one); "
+        "paused until 2026-06-17 12:00 UTC"
+    )
+
+
+def test_spend_outlives_the_deletion_of_its_agent(tmp_path, settings):
+    from runs.services import delete_agents_with_runs
+
+    settings.CRONOS_SITE_DAILY_BUDGET_USD = 1.0
+    agent = claude(tmp_path, "spender", stream(tmp_path, "ok", init(), result(1.5)))
+    other = claude(tmp_path, "other", stream(tmp_path, "ok2", init(), result(0.1)))
+    with time_machine.travel(NOON, tick=False):
+        executed(agent)
+        delete_agents_with_runs([agent], Actor.system())
+        assert Spend.objects.get().agent_id is None
+        assert CostRollup.objects.get().agent_id is None
+        # The site's window still holds what the deleted agent spent.
+        run = Run.objects.create(agent=other, trigger=Run.Trigger.MANUAL)
+        assert dispatch.admit(run) is False
+    run.refresh_from_db()
+    assert run.reason.startswith("budget: $1.50 of $1.00 for the site")
+
+
+def test_cronos_run_wait_returns_when_its_run_is_deferred(tmp_path):
+    from runs.management.commands.cronos_run import Command, final_line
+
+    agent = claude(tmp_path, "limited", limited(tmp_path), exit_code=1)
+    with time_machine.travel(NOON, tick=False):
+        run = executed(agent)
+    assert run.state == Run.State.DEFERRED
+    # Returns at once (it used to wait for a final state: hours, days).
+    Command()._wait(run)
+    assert final_line(run).startswith(
+        f"run #{run.pk} of limited deferred: usage limit reached; it resets at"
+    )
 
 
 def test_a_deferred_run_cancelled_ends_at_once(tmp_path):
@@ -614,7 +669,7 @@ def test_budgets_round_trip_through_agent_yaml():
     assert agentfile.dump_yaml(written).count("per_run_usd: 2.5") == 1
 
 
-@pytest.mark.parametrize("value", [True, -1, 0, "2.50", 1e12, float("nan"), [1]])
+@pytest.mark.parametrize("value", [True, -1, 0, "2.50", 1e12, float("nan"), [1], 2.555, 0.015])
 def test_a_bad_budget_in_agent_yaml_is_named(value):
     from agents import agentfile
 
@@ -645,3 +700,125 @@ def test_a_budget_on_a_command_agent_is_refused(tmp_path):
     assert caught.value.message_dict["budget_per_day_usd"] == [
         "A budget applies to claude agents only: a command reports no cost."
     ]
+
+
+def test_a_pause_is_told_once_in_app(tmp_path):
+    sample = limited(tmp_path)
+    one = claude(tmp_path, "one", sample, exit_code=1, allow_concurrent=True)
+    with time_machine.travel(NOON, tick=False):
+        executed(one)
+        executed(one)  # a second run of the account limited: the same pause, no second message
+    [note] = Notification.objects.filter(title__startswith="Usage limit:")
+    assert note.title.startswith("Usage limit: run #")
+    assert "paused until 2026-06-15 15:01 UTC" in note.title
+
+
+def test_a_deferred_run_of_an_agent_disabled_meanwhile_is_cancelled_not_resumed(tmp_path):
+    agent = claude(tmp_path, "limited", limited(tmp_path), exit_code=1)
+    with time_machine.travel(NOON, tick=False):
+        run = executed(agent)
+    agent.enabled = False
+    agent.save()
+    engine = RecordingEngine()
+    assert deferral.wake(run.resume_at, engine) == []
+    assert engine.enqueued == []
+    run.refresh_from_db()
+    assert run.state == Run.State.CANCELLED
+    assert "disabled" in run.reason
+
+
+# -- from a hostile try-out -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "GitHub: daily limit reached for search API",
+        "Build failed: you hit your limit of 5 concurrent builds",
+        "You've hit your context limit",
+    ],
+)
+def test_other_limits_are_not_claudes_usage_limit(text):
+    from runs.execution.resets import is_limit_text
+
+    assert not is_limit_text(text)
+
+
+def test_a_stray_printed_line_does_not_make_an_empty_success_a_usage_limit(tmp_path):
+    sample = tmp_path / "stray.jsonl"
+    sample.write_text(
+        json.dumps(init())
+        + "\nhook: usage limit reached in test fixture\n"
+        + json.dumps(result(0.1, text=""))
+        + "\n"
+    )
+    run = executed(claude(tmp_path, "stray", sample))
+    assert (run.state, run.failure_kind) == (Run.State.FAILED, Run.FailureKind.NO_RESULT)
+    assert not AccountPause.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("cost", "usage", "expected_cost", "expected_out"),
+    [
+        (1e12, {"output_tokens": 50}, None, 50),  # past what the column holds: not believed
+        (-5.25, {"output_tokens": 50}, None, 50),  # a negative cost would give budgets room
+        (0.5, {"output_tokens": 1e30, "cache_read_input_tokens": 2**70}, Decimal("0.5"), 0),
+    ],
+)
+def test_costs_and_counts_no_column_can_hold_are_not_believed(
+    tmp_path, cost, usage, expected_cost, expected_out
+):
+    event = result(0.0)
+    event["total_cost_usd"], event["usage"] = cost, usage
+    run = executed(claude(tmp_path, "wild", stream(tmp_path, "wild", init(), event)))
+    assert run.state == Run.State.SUCCEEDED
+    assert run.cost_usd == expected_cost
+    assert run.output_tokens == expected_out
+
+
+def test_a_pause_never_ends_before_it_begins(tmp_path):
+    # The same event read again on a resumed run: its reset is already past.
+    agent = claude(
+        tmp_path, "late", limited(tmp_path, resets_at=NOON - timedelta(hours=1)), exit_code=1
+    )
+    with time_machine.travel(NOON, tick=False):
+        executed(agent)
+    pause = AccountPause.objects.get()
+    assert pause.until == NOON + deferral.MARGIN
+
+
+def test_a_reset_months_ahead_is_held_to_a_week(tmp_path):
+    agent = claude(
+        tmp_path, "far", limited(tmp_path, resets_at=NOON + timedelta(days=400)), exit_code=1
+    )
+    with time_machine.travel(NOON, tick=False):
+        run = executed(agent)
+    assert run.resume_approximate
+    assert run.resume_at == NOON + deferral.LONGEST_LIMIT + deferral.MARGIN + deferral.spread("far")
+
+
+def test_a_deferred_run_over_its_budget_is_skipped_not_resumed(tmp_path):
+    agent = claude(
+        tmp_path, "capped", limited(tmp_path), exit_code=1, budget_per_day_usd=Decimal("0.20")
+    )
+    with time_machine.travel(NOON, tick=False):
+        run = executed(agent)  # spent $0.25 before the limit
+    engine = RecordingEngine()
+    assert deferral.wake(run.resume_at, engine) == []
+    run.refresh_from_db()
+    assert run.state == Run.State.SKIPPED
+    assert run.reason.startswith("budget: $0.25 of $0.20 for agent capped")
+    assert run.reason.endswith("; it was deferred by a usage limit")
+
+
+def test_the_last_allowed_limit_says_why_the_run_ends(tmp_path):
+    agent = claude(tmp_path, "limited", limited(tmp_path), exit_code=1)
+    with time_machine.travel(NOON, tick=False):
+        run = Run.objects.create(
+            agent=agent, trigger=Run.Trigger.MANUAL, executions=deferral.MAX_EXECUTIONS
+        )
+        execute_run(run.pk)
+    run.refresh_from_db()
+    assert run.reason.startswith(
+        f"usage limit reached at execution {deferral.MAX_EXECUTIONS}, the most a run is deferred"
+    )

@@ -544,8 +544,8 @@ def test_a_later_limit_wording_is_read_when_the_first_has_no_time_near_it():
 
 
 def test_reset_words_far_after_the_limit_words_are_not_read():
-    near = "You've hit your limit " + "x" * 2000 + " resets 3pm (UTC)"
-    far = "You've hit your limit " + "x" * 2100 + " resets 3pm (UTC)"
+    near = "Claude usage limit reached " + "x" * 2000 + " resets 3pm (UTC)"
+    far = "Claude usage limit reached " + "x" * 2100 + " resets 3pm (UTC)"
 
     assert parse_reset(near, NOW, "UTC") is not None
     assert parse_reset(far, NOW, "UTC") is None

@@ -18,6 +18,7 @@ from runs.execution.limits import effective_limits
 from runs.models import Run
 from runs.services import trigger_run
 from tests.factories import make_agent
+from tests.runs.test_executor import log_bytes
 
 SYSTEM = Actor.system()
 
@@ -153,7 +154,7 @@ def test_the_sites_default_output_limit_caps_what_is_kept(settings, tmp_path, lo
         "output truncated: 1000 bytes of 200000 kept (head and tail) "
         "(the site's default output limit; set one on the agent)"
     )
-    raw = (log_dir / run.log_path).read_bytes()
+    raw = log_bytes(run, log_dir)
     assert raw.startswith(b"y\n" * 250 + b"[cronos] output limit of 1000 bytes reached")
     assert raw.endswith(b"y\n" * 250)
     assert len(raw) < 2000

@@ -523,7 +523,7 @@ def test_the_runs_page_lists_runs_newest_first_with_filters_kept_in_the_url(
     assert listed(since=(today - timedelta(days=1)).isoformat()) == [other.pk, recent.pk]
     assert listed(until=(today - timedelta(days=2)).isoformat()) == [old.pk]
     html = page(client, "/runs/", agent="nobody")
-    assert "There is no agent named “nobody”" in html
+    assert "No agent's name contains “nobody”" in html
     html = page(client, "/runs/", state="failed")
     assert '<option value="failed" selected>' in html
 

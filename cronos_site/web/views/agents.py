@@ -315,12 +315,18 @@ def agent_list(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 def lift_pause(request: HttpRequest, pause_id: int) -> HttpResponse:
     """An admin lifts a usage-limit pause before its end (runs.deferral.lift): audited."""
+    who = actor(request)
+    deferral.require_admin(who)  # PermissionDenied (the 403 page) before any lookup
     pause = get_object_or_404(AccountPause, pk=pause_id)
-    moved = deferral.lift(pause, actor(request))  # PermissionDenied: the 403 page
-    runs_word = f"; {moved} deferred run(s) resume now" if moved else ""
-    messages.success(
-        request, f"The usage-limit pause of {pause.agent_name}'s account is lifted{runs_word}."
-    )
+    try:
+        moved = deferral.lift(pause, who)
+    except deferral.AlreadyEnded as exc:
+        messages.info(request, str(exc))
+    else:
+        runs_word = f"; {moved} deferred run(s) resume now" if moved else ""
+        messages.success(
+            request, f"The usage-limit pause of {pause.agent_name}'s account is lifted{runs_word}."
+        )
     return redirect_back(request, reverse("agents:list"))
 
 
@@ -552,7 +558,9 @@ def announce_run(request: HttpRequest, run: Run, *, started: str = "", skip_hint
     message that links to it. `started` says more about a run that started ("past the overlap
     gate"); `skip_hint` what to do about a skip."""
     if run.state == Run.State.SKIPPED:
-        text = f"Run #{run.pk} was skipped: {run.reason}." + (f" {skip_hint}" if skip_hint else "")
+        # The hint is the overlap gate's: a budget or a usage-limit pause is not passed by it.
+        hint = skip_hint if run.reason.startswith("overlap") else ""
+        text = f"Run #{run.pk} was skipped: {run.reason}." + (f" {hint}" if hint else "")
         messages.warning(request, run_link(run, text))
     elif run.state == Run.State.AWAITING_APPROVAL:
         messages.info(

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
@@ -40,12 +46,20 @@ from cronos_site.web.runlist import (
     STATE_CHOICES,
     TRIGGER_CHOICES,
     RunQuery,
-    cursor,
+    RunsPage,
+    agents_matching,
     runs_page,
 )
-from cronos_site.web.runpage import output_window, patch_lines, timeline_events, version_info
+from cronos_site.web.runpage import (
+    output_at,
+    output_window,
+    patch_lines,
+    timeline_events,
+    version_info,
+)
+from cronos_site.web.streaming import streamed
 from cronos_site.web.views.agents import announce_run
-from runs import approvals, health, notifications
+from runs import approvals, health, notifications, rawlog
 from runs.models import AgentRunState, Approval, Review, Run
 from runs.scheduling import upcoming as upcoming_runs
 from runs.services import cancel_run, rerun
@@ -115,15 +129,54 @@ def run_detail(request: HtmxHttpRequest, run_id: int) -> HttpResponse:
     context = run_context(request, run)
     if wants_fragment(request):
         return render(request, "runs/run_summary.html", context)
-    window = output_window(run)
+    # A search result's link opens the page at a line of the output (runlist, runs.search).
+    mark = _line_param(request)
+    window, around = output_at(run, mark)
+    if mark is not None and not window.marked:
+        messages.warning(request, "That line is not in this run's output any more.")
+    # A log file kept after the run (runs.rawlog): the database may lack part of its output.
+    # An imported run's is only the prototype's log, the same as its chunks.
+    kept = rawlog.kept_file(run) is not None
     context.update(
         {
             "section": "runs",
             "output": window,
             "ws_url": f"/ws/runs/{run.pk}/",
+            "around": around,
+            "log_kept": kept and not run.legacy_id,
+            "can_download": run.output_pruned_at is None and (window.last_seq is not None or kept),
         }
     )
     return render(request, "runs/run.html", context)
+
+
+@require_GET
+def run_log(request: HttpRequest, run_id: int) -> HttpResponse | StreamingHttpResponse:
+    """The run's raw log as a file (runs.rawlog): its whole output in order, masked as
+    stored, streamed; 410 with a page saying when, once retention removed it."""
+    run = run_for(request, run_id)
+    if run.output_pruned_at is not None:
+        return render(request, "runs/log_pruned.html", {"run": run, "section": "runs"}, status=410)
+    response = StreamingHttpResponse(
+        streamed(request, rawlog.pieces(run)), content_type="text/plain; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="{rawlog.filename(run)}"'
+    return response
+
+
+def _line_param(request: HttpRequest) -> tuple[int, int] | None:
+    """The line of output a link points to: `chunk` and `line` (from 1), or None (with a
+    message when the link is damaged)."""
+    raw_chunk, raw_line = request.GET.get("chunk", ""), request.GET.get("line", "")
+    if not raw_chunk and not raw_line:
+        return None
+    chunk, line = id_param(raw_chunk), id_param(raw_line or "1")
+    if chunk is None or line is None or line < 1:
+        messages.warning(
+            request, "That link to a line of the output is damaged: the end of the log is shown."
+        )
+        return None
+    return chunk, line
 
 
 @require_GET
@@ -163,12 +216,14 @@ def run_cancel(
         assert run_id is not None  # the other route, runs/<id>/cancel/, always names the run
         run = run_for(request, run_id, CANCEL)
         back = reverse("runs:detail", args=[run.pk])
+    was = run.state
     if cancel_run(run, actor(request)):
-        text = (
-            f"Cancelled run #{run.pk} before it started."
-            if run.is_final
-            else f"Asked run #{run.pk} to stop; it ends in a moment."
-        )
+        if was == Run.State.DEFERRED:
+            text = f"Cancelled run #{run.pk}, which was deferred by a usage limit."
+        elif run.is_final:
+            text = f"Cancelled run #{run.pk} before it started."
+        else:
+            text = f"Asked run #{run.pk} to stop; it ends in a moment."
         messages.success(request, text)
     else:
         messages.info(request, f"Run #{run.pk} had already ended ({run.get_state_display()}).")
@@ -202,15 +257,10 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
     query = RunQuery.from_params(request.GET)
     for problem in query.problems:
         messages.warning(request, problem)
-    agent, missing_agent = None, False
-    if query.agent:
-        agent = Agent.objects.filter(name=query.agent).only("id", "name").first()
-        missing_agent = agent is None
-    page: list[Run]
-    if missing_agent:
-        page, has_older, has_newer = [], False, False
-    else:
-        page, has_older, has_newer = runs_page(query, agent)
+    # The agent filter matches part of a name: the matching agents first (a few ids, bounded).
+    agents = agents_matching(query.agent) if query.agent else None
+    missing_agent = agents is not None and not agents.ids
+    found = RunsPage([]) if missing_agent else runs_page(query, agents)
     base = reverse("runs:list")
 
     def link(**changes) -> str:
@@ -218,15 +268,18 @@ def run_list(request: HtmxHttpRequest) -> HttpResponse:
         return f"{base}?{qs}" if qs else base
 
     links = {}
-    if page and has_older:
-        links["older"] = link(before=cursor(page[-1]), after="")
-    if page and has_newer:
-        links["newer"] = link(after=cursor(page[0]), before="")
+    if found.older:
+        links["older"] = link(before=found.older, after="")
+    if found.newer:
+        links["newer"] = link(after=found.newer, before="")
+    if found.newest:
         links["newest"] = link(before="", after="")
     context = {
         "section": "runs",
         "query": query,
-        "runs": page,
+        # Each run with its search hit (None when not searching).
+        "rows": [(run, found.hits.get(run.pk)) for run in found.runs],
+        "searched_to": found.searched_to,
         "links": links,
         "missing_agent": missing_agent,
         "states": STATE_CHOICES,
@@ -260,10 +313,8 @@ def health_page(request: HttpRequest) -> HttpResponse:
     found = health.figures(now)
     # Worst first: the agents people should look at.
     worst = found.worst(HEALTH_AGENTS_SHOWN)
-    names = dict(Agent.objects.filter(pk__in=[pk for pk, _, _ in worst]).values_list("pk", "name"))
-    per_agent = [
-        {"name": names[pk], "rate_7d": r7, "rate_30d": r30} for pk, r7, r30 in worst if pk in names
-    ]
+    names = dict(Agent.objects.filter(pk__in=[pk for pk, _ in worst]).values_list("pk", "name"))
+    per_agent = [{"name": names[pk], "figures": counts} for pk, counts in worst if pk in names]
     failing, failing_total = health.failing(HEALTH_AGENTS_SHOWN)
     context = {
         "section": "health",

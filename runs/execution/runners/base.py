@@ -78,6 +78,15 @@ class Runner:
         """What a run stopped by a usage limit was told about the reset (a claude runner)."""
         return None
 
+    def said(self) -> list[str]:
+        """What the agent said in words, beyond its raw output (a claude run's result and
+        messages), for the outcome check (runs/execution/outcome.py)."""
+        return []
+
+    def structured(self) -> Any:
+        """A structured result the agent returned (claude `--json-schema`), or None."""
+        return None
+
     def metrics(self) -> dict[str, Any]:
         """Run fields this runner knows beyond the process's own (tokens, cost, timeline...)."""
         return {}

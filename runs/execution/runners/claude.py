@@ -4,6 +4,7 @@ its prompt on standard input, its stream parsed into a timeline and metrics as i
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from datetime import datetime
@@ -63,6 +64,11 @@ def claude_argv(config: Any) -> list[str]:
         argv += ["--disallowedTools", ",".join(config.disallowed_tools)]
     if config.permission_mode:
         argv += ["--permission-mode", config.permission_mode]
+    if getattr(config, "outcome_expect", "") == "structured" and getattr(
+        config, "outcome_schema", None
+    ):
+        # The CLI validates its final answer against the schema (structured_output).
+        argv += ["--json-schema", json.dumps(config.outcome_schema, separators=(",", ":"))]
     budget = getattr(config, "budget_per_run_usd", None)
     if budget:
         # The CLI stops after the turn that passes it (DESIGN.md §7.5): the spend is recorded.
@@ -148,6 +154,18 @@ class ClaudeRunner(Runner):
                 return UsageLimit(found.at, found.approximate, self.parser.limit_type, model)
         return UsageLimit(None, True, self.parser.limit_type, model)
 
+    def said(self) -> list[str]:
+        """The result text and the assistant's messages (masked), newest last."""
+        texts = [
+            self.mask(e.text or "")
+            for e in self.parser.timeline
+            if e.kind == "text" and (e.data or {}).get("role") == "assistant"
+        ]
+        return [*texts, self.mask(self.parser.metrics.result_text or "")]
+
+    def structured(self) -> Any:
+        return self.parser.metrics.structured_output
+
     def metrics(self) -> dict[str, Any]:
         """Tokens, cost (USD, 6 decimals), turns, model, billing, result text and timeline,
         masked."""
@@ -155,10 +173,10 @@ class ClaudeRunner(Runner):
         return {
             "billing": self.parser.billing,
             "model": (m.model or "")[:100],
-            "input_tokens": m.input_tokens,
-            "output_tokens": m.output_tokens,
-            "cache_creation_tokens": m.cache_creation_tokens,
-            "cache_read_tokens": m.cache_read_tokens,
+            "input_tokens": _count(m.input_tokens),
+            "output_tokens": _count(m.output_tokens),
+            "cache_creation_tokens": _count(m.cache_creation_tokens),
+            "cache_read_tokens": _count(m.cache_read_tokens),
             "cost_usd": _decimal(m.cost_usd),
             "num_turns": m.num_turns,
             "result_text": self.mask(m.result_text or "")[:RESULT_TEXT_CHARS],
@@ -205,10 +223,24 @@ class ClaudeRunner(Runner):
         return value
 
 
+# What a stream may claim and be believed: a run's cost below a million dollars (what
+# Run.cost_usd, a DecimalField(12, 6), holds) and never negative (a negative cost would give a
+# budget room it does not have); token counts below a quadrillion (a 64-bit column's room).
+MAX_COST = Decimal("999999.999999")
+MAX_TOKENS = 10**15
+
+
 def _decimal(value: Any) -> Decimal | None:
+    """A cost the stream reported, in USD with 6 places, or None for one not to believe."""
     if value is None:
         return None
     try:
-        return Decimal(str(value)).quantize(Decimal("0.000001"))
+        cost = Decimal(str(value)).quantize(Decimal("0.000001"))
     except (InvalidOperation, ValueError):
         return None
+    return cost if Decimal(0) <= cost <= MAX_COST else None
+
+
+def _count(value: int) -> int:
+    """A token count the stream reported; 0 for one out of any believable range."""
+    return value if 0 <= value <= MAX_TOKENS else 0

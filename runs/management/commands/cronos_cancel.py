@@ -7,7 +7,7 @@ from django.core.management.base import CommandError
 from audit.actor import Actor
 from audit.commands import CronosCommand
 from runs.models import Run
-from runs.services import cancel_run
+from runs.services import cancel_run, cancel_words
 
 
 class Command(CronosCommand):
@@ -21,10 +21,11 @@ class Command(CronosCommand):
         run = Run.objects.select_related("agent").filter(pk=run_id).first()
         if run is None:
             raise CommandError(f"There is no run #{run_id}.")
+        was = run.state
         if not cancel_run(run, Actor.cli(user)):
             raise CommandError(f"Run #{run_id} has already ended ({run.state}).")
         run.refresh_from_db()
         if run.is_final:
-            self.stdout.write(f"Run #{run_id} cancelled before it started.")
+            self.stdout.write(f"Run #{run_id} {cancel_words(was, run)}.")
         else:
             self.stdout.write(f"Run #{run_id} is running: asked it to stop.")

@@ -136,7 +136,8 @@ class Command(CronosCommand):
         hinted = False
         while True:
             run.refresh_from_db()
-            if run.is_final:
+            # A deferred run waits for its usage limit's reset (hours, days): not for a shell.
+            if run.is_final or run.state == Run.State.DEFERRED:
                 return
             hinted = self._hint(run, started, hinted)
             time.sleep(0.2)
@@ -151,7 +152,7 @@ class Command(CronosCommand):
                 sys.stdout.write(terminal_safe(chunk.text, colour=colour))
                 seq = chunk.seq
             sys.stdout.flush()
-            if run.is_final and not chunks:
+            if (run.is_final or run.state == Run.State.DEFERRED) and not chunks:
                 # One more look: the last chunk is written before the final state.
                 return
             hinted = self._hint(run, started, hinted)
