@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -458,16 +459,9 @@ class Execution:
                     return True
             return False
 
-        context = conditions.Context(
-            run=self.run,
-            zone_name=config.timezone,
-            cwd=self.work_dir,
-            env=self.env,
-            writable=self._writable(),
-            nice=config.cpu_nice or 0,
-            cpu_seconds=config.cpu_time_limit_seconds,
-            network_none=config.guardrail_network == guardrails.NETWORK_NONE,
-            should_stop=should_stop,
+        context = self._check_context(
+            self.work_dir,
+            should_stop,
             timeout_seconds=effective_limits(config).timeout_seconds,
         )
         unmet: conditions.Checked | None = None
@@ -492,6 +486,25 @@ class Execution:
         # running -> skipped: not a failure, never retried nor notified (runs.followups).
         self._finish(Run.State.SKIPPED, reason=f"condition not met: {unmet.line}")
         return False
+
+    def _check_context(
+        self, cwd: str, should_stop: Callable[[], bool], **more: Any
+    ) -> conditions.Context:
+        """How a check around the run (a pre-run condition, the outcome check) runs: in `cwd`,
+        with the agent's environment, isolation, limits and network guardrail."""
+        config = self.config
+        return conditions.Context(
+            run=self.run,
+            zone_name=config.timezone,
+            cwd=cwd,
+            env=self.env,
+            writable=self._writable(),
+            nice=config.cpu_nice or 0,
+            cpu_seconds=config.cpu_time_limit_seconds,
+            network_none=config.guardrail_network == guardrails.NETWORK_NONE,
+            should_stop=should_stop,
+            **more,
+        )
 
     def _writable(self) -> tuple[str, ...]:
         """Where the agent (and its conditions' commands) may write."""
@@ -816,19 +829,8 @@ class Execution:
             return "".join(reversed(pieces))[-outcome.OUTPUT_CHARS :]
 
         def command_context() -> conditions.Context:
-            config = self.config
-            return conditions.Context(
-                run=self.run,
-                zone_name=config.timezone,
-                cwd=self.cwd,
-                env=self.env,
-                writable=self._writable(),
-                nice=config.cpu_nice or 0,
-                cpu_seconds=config.cpu_time_limit_seconds,
-                network_none=config.guardrail_network == guardrails.NETWORK_NONE,
-                # A long check heartbeats, so the run is not taken for lost meanwhile.
-                should_stop=lambda: self._heartbeat() is False,
-            )
+            # A long check heartbeats, so the run is not taken for lost meanwhile.
+            return self._check_context(self.cwd, lambda: self._heartbeat() is False)
 
         evidence = outcome.Evidence(
             commits=commits,
